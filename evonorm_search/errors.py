@@ -1,0 +1,22 @@
+"""The error hierarchy: one root, one subclass per kind of bad input.
+
+Each subclass also inherits the built-in a caller would expect (``GraphError`` is a
+``ValueError``), so ``except ValueError`` keeps working.  The CLI turns any
+``EvoNormError`` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EvoNormError", "GraphError", "SpaceError"]
+
+
+class EvoNormError(Exception):
+    """Root of every error evonorm-search raises on purpose."""
+
+
+class GraphError(EvoNormError, ValueError):
+    """A layer graph (JSON, formula or genome) is malformed or is not a valid layer."""
+
+
+class SpaceError(EvoNormError, ValueError):
+    """A search-space file is missing, is not valid TOML, or breaks the schema."""

@@ -1,0 +1,22 @@
+import subprocess
+import sys
+
+HEAVY = ("ray", "optuna", "sqlalchemy", "triton", "networkx", "alembic", "click", "rich")
+
+
+def test_core_import_stays_light():
+    """A discovered layer must run wherever torch runs: the core never loads the heavy
+    dependencies (nor the CLI libraries)."""
+    code = (
+        "import sys, torch\n"
+        "from evonorm_search import LayerGraph, GraphNormAct, GraphError, baselines\n"
+        "from evonorm_search.space import load_space\n"
+        "layer = GraphNormAct(baselines.get('evonorm_b0'), 8)\n"
+        "layer(torch.randn(4, 8, 3, 3)).sum().backward()\n"
+        "load_space('evonorm_b')\n"
+        "LayerGraph.parse('x * v1').structural_hash()\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

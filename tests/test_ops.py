@@ -1,0 +1,169 @@
+import inspect
+import math
+
+import pytest
+import torch
+
+from evonorm_search.ops import (
+    AXES,
+    ELEMENTWISE,
+    OPS,
+    STATISTICS,
+    effective_groups,
+    reduce_count,
+    reduce_moment,
+)
+
+PAPER_OPS = {
+    "add",
+    "mul",
+    "div",
+    "max",
+    "neg",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "abs",
+    "square",
+    "sqrt",
+}
+
+
+def test_registry_has_exactly_the_papers_ops_and_statistics():
+    assert set(ELEMENTWISE) == PAPER_OPS
+    assert set(STATISTICS) == {"mean", "rms", "std"}
+    assert set(OPS) == PAPER_OPS | {"mean", "rms", "std"}
+    assert AXES == ("batch", "instance", "group", "layer", "channel")
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_every_op_has_every_form(name):
+    op = OPS[name]
+    assert op.name == name
+    assert op.arity in (1, 2)
+    assert op.summary and op.numerics
+    if name in ELEMENTWISE:
+        assert callable(op.eager)
+        args = [torch.tensor([0.5, -2.0], dtype=torch.float64)] * op.arity
+        assert op.eager(*args).shape == (2,)
+        if op.symbol is not None:
+            assert op.symbol in "+-*/"
+    else:
+        assert op.arity == 1
+        assert op.moment in ("mean", "var", "meansq")
+        assert op.buffer_kind in ("mean", "var", "ms")
+        assert inspect.signature(op.eager).parameters.keys() == {"e", "axis", "groups", "eps"}
+
+
+def _ev(name, *values):
+    args = [torch.tensor(v, dtype=torch.float64) for v in values]
+    return ELEMENTWISE[name].eager(*args).item()
+
+
+def test_documented_numerics_at_zero_and_for_negatives():
+    assert math.isnan(_ev("log", 0.0))
+    assert _ev("log", -math.e) == pytest.approx(-1.0)
+    assert _ev("log", math.e) == pytest.approx(1.0)
+    assert _ev("log", -1.0) == 0.0
+    assert _ev("sqrt", -4.0) == -2.0
+    assert _ev("sqrt", 9.0) == 3.0
+    assert _ev("sqrt", 0.0) == 0.0
+    assert _ev("sigmoid", 0.0) == 0.5
+    assert _ev("tanh", -0.0) == 0.0
+    assert _ev("exp", 0.0) == 1.0
+    assert math.isinf(ELEMENTWISE["exp"].eager(torch.tensor(89.0)).item())  # float32 overflow
+    assert _ev("div", 1.0, 0.0) == math.inf
+    assert _ev("div", -1.0, 0.0) == -math.inf
+    assert math.isnan(_ev("div", 0.0, 0.0))
+    assert math.isnan(_ev("max", math.nan, 1.0)) and math.isnan(_ev("max", 1.0, math.nan))
+    assert _ev("abs", -3.0) == 3.0 and _ev("square", -3.0) == 9.0 and _ev("neg", 2.0) == -2.0
+
+
+def test_signed_sqrt_has_nan_gradient_at_zero():
+    a = torch.tensor([0.0, 4.0, -4.0], dtype=torch.float64, requires_grad=True)
+    ELEMENTWISE["sqrt"].eager(a).sum().backward()
+    assert math.isnan(a.grad[0].item())
+    assert a.grad[1].item() == pytest.approx(0.25) and a.grad[2].item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name", ["add", "mul", "max"])
+def test_commutative_ops_commute_bitwise(name):
+    a, b = torch.randn(100), torch.randn(100)
+    assert torch.equal(ELEMENTWISE[name].eager(a, b), ELEMENTWISE[name].eager(b, a))
+    assert ELEMENTWISE[name].commutative
+    assert not ELEMENTWISE["div"].commutative
+
+
+def _reference_dims(axis):
+    return {"batch": (0, 2, 3), "instance": (2, 3), "layer": (1, 2, 3), "channel": (1,)}[axis]
+
+
+@pytest.mark.parametrize("axis", AXES)
+@pytest.mark.parametrize("moment", ["mean", "var", "meansq"])
+def test_reduce_moment_matches_a_direct_reduction(axis, moment):
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 3, 5, dtype=torch.float64)
+    groups = 3
+    got = reduce_moment(x, axis, groups, moment)
+    if axis == "group":
+        xg = x.reshape(4, groups, 2, 3, 5)
+        fn = {
+            "mean": lambda t: t.mean((2, 3, 4), keepdim=True),
+            "var": lambda t: t.var((2, 3, 4), unbiased=False, keepdim=True),
+            "meansq": lambda t: (t**2).mean((2, 3, 4), keepdim=True),
+        }[moment]
+        want = fn(xg).expand(4, groups, 2, 1, 1).reshape(4, 6, 1, 1)
+    else:
+        dims = _reference_dims(axis)
+        want = {
+            "mean": x.mean(dims, keepdim=True),
+            "var": x.var(dims, unbiased=False, keepdim=True),
+            "meansq": (x**2).mean(dims, keepdim=True),
+        }[moment]
+    torch.testing.assert_close(got, want)
+    assert reduce_count(x.shape, axis, groups) * got.numel() == x.numel() * (
+        6 // groups if axis == "group" else 1
+    )
+
+
+def test_instance_statistics_of_dense_tensors_reduce_nothing():
+    x = torch.randn(4, 6)
+    assert torch.equal(reduce_moment(x, "instance", 1, "mean"), x)
+    assert torch.equal(reduce_moment(x, "instance", 1, "var"), torch.zeros_like(x))
+    assert reduce_count(x.shape, "instance", 1) == 1
+    torch.testing.assert_close(
+        STATISTICS["std"].eager(x, "instance", 1, 1e-5), torch.full_like(x, math.sqrt(1e-5))
+    )
+
+
+def test_variance_is_stable_under_a_large_offset():
+    # E[x^2] - E[x]^2 would lose every digit of a unit variance at offset 1e4 in float32.
+    torch.manual_seed(0)
+    x = torch.randn(64, 8, 16, 16) + 1e4
+    var = reduce_moment(x, "batch", 1, "var")
+    want = x.double().var((0, 2, 3), unbiased=False, keepdim=True)
+    torch.testing.assert_close(var.double(), want, rtol=1e-3, atol=0)
+
+
+def test_statistic_values():
+    x = torch.tensor([[[1.0, 3.0]], [[5.0, 7.0]]])  # (N=2, C=1, L=2)
+    eps = 1e-5
+    assert STATISTICS["mean"].eager(x, "batch", 1, eps).item() == 4.0
+    assert STATISTICS["std"].eager(x, "batch", 1, eps).item() == pytest.approx(math.sqrt(5 + eps))
+    assert STATISTICS["rms"].eager(x, "batch", 1, eps).item() == pytest.approx(math.sqrt(21 + eps))
+    assert STATISTICS["std"].finish(torch.tensor(4.0), 0.0).item() == 2.0
+    assert STATISTICS["mean"].finish(torch.tensor(-4.0), eps).item() == -4.0
+
+
+@pytest.mark.parametrize(
+    ("channels", "groups", "expected"),
+    [(64, 32, 32), (48, 32, 24), (7, 32, 7), (30, 8, 6), (13, 8, 1), (1, 32, 1)],
+)
+def test_effective_groups_is_the_largest_divisor_not_above(channels, groups, expected):
+    assert effective_groups(channels, groups) == expected
+
+
+def test_effective_groups_refuses_zero():
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        effective_groups(8, 0)
