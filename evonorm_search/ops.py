@@ -124,13 +124,13 @@ _ELEMENTWISE_OPS = (
     ElementwiseOp("tanh", 1, "tanh(a)", "tanh(0) = 0; odd; in (-1, 1)", torch.tanh),
     ElementwiseOp("exp", 1, "e^a", "exp(0) = 1; inf above ~88.7 in float32", torch.exp),
     ElementwiseOp(
-        "log", 1, "sign(a) * ln|a|",
+        "log", 1, "sign(a) * ln(abs(a))",
         "odd: log(-a) = -log(a); log(0) = 0 * -inf = NaN; log(+-1) = 0", _signed_log,
     ),
-    ElementwiseOp("abs", 1, "|a|", "abs(-0.0) = 0", torch.abs),
+    ElementwiseOp("abs", 1, "the absolute value of a", "abs(-0.0) = 0", torch.abs),
     ElementwiseOp("square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square),
     ElementwiseOp(
-        "sqrt", 1, "sign(a) * sqrt|a|",
+        "sqrt", 1, "sign(a) * sqrt(abs(a))",
         "odd: sqrt(-a) = -sqrt(a); sqrt(0) = 0 with a NaN gradient (infinite slope)",
         _signed_sqrt,
     ),
@@ -180,7 +180,7 @@ def reduce_count(shape: torch.Size | tuple[int, ...], axis: str, groups: int) ->
     """How many elements each statistic over ``axis`` reduces (``n``) for an x of ``shape``."""
     if axis == "group":
         return shape[1] // groups * math.prod(shape[2:])
-    return math.prod(shape[d] for d in _reduced_dims(axis, len(shape)))
+    return math.prod([shape[d] for d in _reduced_dims(axis, len(shape))])  # a list: no graph break
 
 
 def _moment(t: Tensor, dims: tuple[int, ...], moment: Moment) -> Tensor:

@@ -93,6 +93,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert message in err
 
 
+@pytest.mark.slow
 def test_console_script_in_a_real_process():
     exe = [sys.executable, "-m", "evonorm_search"]
     ok = subprocess.run(

@@ -1,9 +1,12 @@
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("ray", "optuna", "sqlalchemy", "triton", "networkx", "alembic", "click", "rich")
 
 
+@pytest.mark.slow
 def test_core_import_stays_light():
     """A discovered layer must run wherever torch runs: the core never loads the heavy
     dependencies (nor the CLI libraries)."""

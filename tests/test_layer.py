@@ -249,3 +249,12 @@ def test_factory_kwargs():
     assert all(t.dtype == torch.float64 for t in [*layer.parameters(), *layer.buffers()])
     y = layer(torch.randn(3, 4, dtype=torch.float64))
     assert y.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", baselines.names())
+def test_traces_into_one_graph_for_torch_compile(name):
+    # Graph breaks would split a compiled layer into pieces that run op by op.
+    layer = GraphNormAct(baselines.get(name), 8, groups=4)
+    explanation = torch._dynamo.explain(layer)(torch.randn(4, 8, 3, 3, requires_grad=True))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1

@@ -44,6 +44,7 @@ def wheel(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if ".dist-info/" not in n}
@@ -59,6 +60,7 @@ def test_wheel_contents(wheel):
     )
 
 
+@pytest.mark.slow
 def test_installed_wheel_finds_its_data(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

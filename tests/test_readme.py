@@ -1,0 +1,115 @@
+"""The README's examples run, and its tables say what the code does."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from evonorm_search import baselines
+from evonorm_search.cli import cli
+from evonorm_search.ops import ELEMENTWISE, STATISTICS
+from evonorm_search.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def table_rows(first_header: str) -> list[list[str]]:
+    """Cells of the markdown table whose header row starts with ``| first_header |``."""
+    lines = README.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip().strip("`") for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.slow
+def test_python_examples_run():
+    code = "\n".join(blocks("python"))
+    assert code.count("GraphNormAct") >= 3
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "operator Pow at column 1 is not supported" in out.stdout
+
+
+def test_toml_example_is_a_valid_space_with_the_defaults(tmp_path):
+    (example,) = blocks("toml")
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    space = load_space(path)
+    minimal = tmp_path / "minimal.toml"
+    minimal.write_text('description = "my space"\n[graph]\n')
+    default = load_space(minimal)
+    for section in ("graph", "mutation", "proxy", "training", "rejection", "search", "compile"):
+        assert getattr(space, section) == getattr(default, section), section
+    assert set(tomllib.loads(example)) == {
+        "description",
+        "tensor",
+        "graph",
+        "mutation",
+        "proxy",
+        "training",
+        "rejection",
+        "search",
+        "compile",
+    }
+
+
+def test_json_example_parses():
+    from evonorm_search import LayerGraph
+
+    (example,) = blocks("json")
+    assert LayerGraph.from_json(example).formula() == "x * sigmoid(v1 * x) / std_group(x)"
+
+
+def test_op_table_matches_the_registry():
+    rows = {row[0]: row for row in table_rows("op")}
+    assert set(rows) == set(ELEMENTWISE) | set(STATISTICS)
+    for name, op in {**ELEMENTWISE, **STATISTICS}.items():
+        _, arity, _, computes, numerics = rows[name]
+        assert (int(arity), computes, numerics) == (op.arity, op.summary, op.numerics), name
+
+
+def test_baseline_table_matches_the_zoo():
+    rows = table_rows("name")
+    assert [row[0] for row in rows] == baselines.names()
+    for name, formula, _ in rows:
+        assert formula == baselines.describe(name).formula
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        line[2:]
+        for block in blocks("console")
+        for line in block.splitlines()
+        if line.startswith("$ evonorm-search")
+    ],
+)
+def test_cli_examples(line):
+    import shlex
+
+    args = shlex.split(line)[1:]
+    result = CliRunner().invoke(cli, args, prog_name="evonorm-search")
+    expected_error = "x ** 2" in line
+    assert result.exit_code == (2 if expected_error else 0), result.stderr
+
+
+def test_quick_start_commands_are_what_ci_runs():
+    setup, tests = blocks("bash")[:2]
+    assert setup.strip() == "bash scripts/setup.sh && .venv/bin/evonorm-search baselines"
+    assert tests.strip() == "bash scripts/setup.sh --dev && .venv/bin/python -m pytest"
+    assert tests.strip() in (ROOT / ".ci" / "run").read_text()
