@@ -42,6 +42,16 @@ def randomise(layer: GraphNormAct, seed=1):
             p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if p is not layer.v0 else 0.0))
 
 
+def tie_affine(layer: GraphNormAct, module: nn.Module) -> None:
+    """Give ``module`` a random affine and copy it into the layer's v1 (scale), v0 (shift)."""
+    with torch.no_grad():
+        module.weight.uniform_(0.5, 1.5)
+        layer.v1.copy_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            module.bias.uniform_(-0.5, 0.5)
+            layer.v0.copy_(module.bias)
+
+
 def per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.view(1, -1, *[1] * (ndim - 2))
 
@@ -73,11 +83,7 @@ def test_bn_relu_equals_batchnorm_relu(shape):
     c = shape[1]
     bn = {4: nn.BatchNorm2d, 2: nn.BatchNorm1d, 3: nn.BatchNorm1d}[len(shape)](c)
     layer = GraphNormAct(baselines.get("bn_relu"), c)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.5, 0.5)
-        layer.v1.copy_(bn.weight)
-        layer.v0.copy_(bn.bias)
+    tie_affine(layer, bn)
     buffers = {k: v for k, v in layer.state_dict().items() if k.startswith("running")}
     assert set(buffers) == {"running_mean_4", "running_var_7"}
 
@@ -135,11 +141,8 @@ def test_in_relu_equals_instance_norm_relu(shape):
     c = shape[1]
     inorm = (nn.InstanceNorm2d if len(shape) == 4 else nn.InstanceNorm1d)(c, affine=True)
     layer = GraphNormAct(baselines.get("in_relu"), c)
+    tie_affine(layer, inorm)
     with torch.no_grad():
-        inorm.weight.uniform_(0.5, 1.5)
-        inorm.bias.uniform_(-0.5, 0.5)
-        layer.v1.copy_(inorm.weight)
-        layer.v0.copy_(inorm.bias)
         check_train_then_eval(layer, lambda x: F.relu(inorm(x)), [inorm], shape)
 
 
@@ -162,31 +165,24 @@ def tokens_through(layer, tokens):
     return layer(tokens.transpose(1, 2)).transpose(1, 2)
 
 
-def test_layernorm_equals_nn_layernorm_on_tokens():
+@pytest.mark.parametrize(
+    ("name", "make_module"),
+    [
+        ("layernorm", lambda c: nn.LayerNorm(c, eps=1e-5)),
+        ("rmsnorm", lambda c: nn.RMSNorm(c, eps=1e-5)),
+    ],
+)
+def test_token_norms_equal_their_torch_modules(name, make_module):
     n, length, c = 4, 9, 16
-    ln = nn.LayerNorm(c, eps=1e-5)
-    layer = GraphNormAct(baselines.get("layernorm"), c)
+    module = make_module(c)
+    layer = GraphNormAct(baselines.get(name), c)
+    tie_affine(layer, module)
     with torch.no_grad():
-        ln.weight.uniform_(0.5, 1.5)
-        ln.bias.uniform_(-0.5, 0.5)
-        layer.v1.copy_(ln.weight)
-        layer.v0.copy_(ln.bias)
         for tokens in batches((n, length, c)):
-            torch.testing.assert_close(tokens_through(layer, tokens), ln(tokens), **TOL)
+            torch.testing.assert_close(tokens_through(layer, tokens), module(tokens), **TOL)
         layer.eval()
         for tokens in batches((n, length, c), seed=7):
-            torch.testing.assert_close(tokens_through(layer, tokens), ln(tokens), **TOL)
-
-
-def test_rmsnorm_equals_nn_rmsnorm_on_tokens():
-    n, length, c = 4, 9, 16
-    rms = nn.RMSNorm(c, eps=1e-5)
-    layer = GraphNormAct(baselines.get("rmsnorm"), c)
-    with torch.no_grad():
-        rms.weight.uniform_(0.5, 1.5)
-        layer.v1.copy_(rms.weight)
-        for tokens in batches((n, length, c)):
-            torch.testing.assert_close(tokens_through(layer, tokens), rms(tokens), **TOL)
+            torch.testing.assert_close(tokens_through(layer, tokens), module(tokens), **TOL)
 
 
 def test_dyt_equals_dynamic_tanh():

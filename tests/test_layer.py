@@ -79,21 +79,7 @@ def test_batch_of_one_value_per_channel_refused_in_training_only():
 
 
 @pytest.mark.parametrize("shape", [(6, 8), (6, 8, 5), (6, 8, 5, 4), (3, 8, 2, 3, 4)])
-@pytest.mark.parametrize(
-    "name",
-    [
-        "bn_relu",
-        "gn_relu",
-        "in_relu",
-        "ln_relu",
-        "evonorm_b0",
-        "evonorm_s0",
-        "layernorm",
-        "rmsnorm",
-        "dyt",
-        "relu",
-    ],
-)
+@pytest.mark.parametrize("name", baselines.names())
 def test_any_spatial_rank(name, shape):
     layer = GraphNormAct(baselines.get(name), 8, groups=4)
     x = torch.randn(shape, requires_grad=True)
