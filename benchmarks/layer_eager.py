@@ -90,7 +90,9 @@ def main() -> None:
         )
         if args.compile:
             torch._dynamo.reset()  # each layer compiles afresh, not against a recompile limit
-            compiled = torch.compile(GraphNormAct(baselines.get(name), c, groups=args.groups))
+            compiled = torch.compile(
+                GraphNormAct(baselines.get(name), c, groups=args.groups).to(args.device)
+            )
             start = time.perf_counter()
             compiled(x.detach().requires_grad_()).sum().backward()
             compile_s = time.perf_counter() - start

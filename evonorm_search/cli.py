@@ -25,6 +25,9 @@ class _OneLineErrors(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         try:
             code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `evonorm-search`: the help
+            e.show()
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
             _fail(e.format_message() + hint)
@@ -122,30 +125,31 @@ def baselines_command(fmt: str) -> None:
     )
 
 
-@cli.command()
+# ignore_unknown_options: a formula may start with "-" ("-x / std_group(x)").
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("expr")
 @click.option(
     "--space",
     "space_names",
     multiple=True,
     metavar="NAME",
-    help="Also check the graph against these search spaces (default: all shipped).",
+    help="Check the graph against these search spaces (default: every shipped one).",
 )
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
     """Canonicalise a layer given as a formula or graph JSON.
 
     EXPR is a formula such as "x * sigmoid(v1 * x) / std_group(x)", or graph JSON
-    (text starting with '{').
+    (text starting with '{'). Search-space checks apply to the graph as given, dead
+    nodes included, and number its nodes as given.
     """
     from evonorm_search.graph import as_graph
     from evonorm_search.space import list_spaces, load_space
 
     graph = as_graph(expr).validate()
     canonical = graph.canonical()
-    # Checked on the canonical graph, so that node numbers match the JSON printed below.
     spaces_checked = {
-        name: load_space(name).violations(canonical) for name in (space_names or list_spaces())
+        name: load_space(name).violations(graph) for name in (space_names or list_spaces())
     }
     info = {
         "formula": canonical.formula(),
@@ -154,7 +158,7 @@ def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
         "nodes": len(canonical),
         "input_nodes": len(graph),
         "batch_statistics": canonical.uses_batch_statistics,
-        "spaces": {name: problems or "ok" for name, problems in spaces_checked.items()},
+        "space_violations": spaces_checked,
         "graph": canonical.to_dict(),
     }
     if fmt == "json":

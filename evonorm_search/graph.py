@@ -257,7 +257,7 @@ class LayerGraph:
         except RecursionError:
             raise too_deep from None
         if out < NUM_INITIAL:
-            raise GraphError(f"formula {formula.strip()!r} has no op; a layer needs at least one")
+            raise GraphError(f"formula {_excerpt(formula)!r} has no op; a layer needs at least one")
         return cls(tuple(builder.nodes))  # the whole expression is always the newest node
 
     def formula(self) -> str:
@@ -473,7 +473,18 @@ def _node_from_json(index: int, raw: Any) -> Node:
 
 
 _NAMES = {name: i for i, name in enumerate(INITIAL_NODES) if name != "0"}
-_BINARY = {ast.Add: "add", ast.Mult: "mul", ast.Div: "div"}
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    """``text`` shortened for an error message that quotes user input."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Binary infix operators come from the registry's symbols; "-" is neg, and a - b is a + -b.
+_AST_OPERATORS = {"+": ast.Add, "*": ast.Mult, "/": ast.Div}
+_BINARY = {_AST_OPERATORS[op.symbol]: name for name, op in ELEMENTWISE.items()
+           if op.symbol and op.arity == 2}  # fmt: skip
 
 
 class _FormulaBuilder:
@@ -511,8 +522,9 @@ class _FormulaBuilder:
                 return self.add("add", (left, self.add("neg", (right,))))
             if type(e.op) in _BINARY:
                 return self.add(_BINARY[type(e.op)], (self.build(e.left), self.build(e.right)))
+            column = e.left.end_col_offset  # 0-based exclusive end = 1-based last column
             raise GraphError(
-                f"operator {type(e.op).__name__} {where} is not supported "
+                f"operator {type(e.op).__name__} after column {column} is not supported "
                 "(use + - * / and the op functions)"
             )
         if isinstance(e, ast.Call):

@@ -9,6 +9,8 @@ element-wise ops run in float32 for 16- and 32-bit inputs and in float64 for flo
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -70,12 +72,12 @@ def evaluate_graph(
         moment = reduce_moment(inputs[0].expand(x.shape), node.axis, groups, stat.moment)
         if node.axis == "batch" and training:
             n = reduce_count(x.shape, "batch", groups)
-            if n < 2:
+            if n == 1:  # as BatchNorm; an empty batch passes and leaves the estimate alone
                 raise ValueError(
                     "expected more than 1 value per channel when training batch "
                     f"statistics, got input of shape {tuple(x.shape)}"
                 )
-            if buffer is not None:
+            if buffer is not None and n > 1:
                 with torch.no_grad():
                     estimate = moment.detach().reshape(-1)
                     if stat.running_unbiased:
@@ -83,6 +85,17 @@ def evaluate_graph(
                     buffer.mul_(1 - momentum).add_(estimate.to(buffer.dtype), alpha=momentum)
         values.append(stat.finish(moment, eps))
     return values
+
+
+def _positive_int(value: Any) -> int:
+    """``value`` as an int (numpy integers included, bools not) if it is >= 1."""
+    if not isinstance(value, bool):
+        try:
+            if operator.index(value) >= 1:
+                return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"num_channels must be a positive int, got {value!r}")
 
 
 class GraphNormAct(nn.Module):
@@ -116,12 +129,12 @@ class GraphNormAct(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"num_channels must be a positive int, got {num_channels!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        num_channels = _positive_int(num_channels)
+        if not (isinstance(eps, numbers.Real) and eps > 0):
+            raise ValueError(f"eps must be a number > 0, got {eps!r}")
+        if not (isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0):
+            # (BatchNorm's momentum=None, a cumulative average, is not supported.)
+            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
         self.graph = as_graph(graph).validate()
@@ -166,6 +179,8 @@ class GraphNormAct(nn.Module):
                 self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point input, got {x.dtype}")
         if x.dim() < 2 or x.shape[1] != self.num_channels:
             raise ValueError(
                 f"expected input of shape (N, {self.num_channels}, *spatial), got {tuple(x.shape)}"

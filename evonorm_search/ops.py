@@ -186,6 +186,8 @@ def reduce_count(shape: torch.Size | tuple[int, ...], axis: str, groups: int) ->
 def _moment(t: Tensor, dims: tuple[int, ...], moment: Moment) -> Tensor:
     if not dims:  # nothing to reduce (instance statistics of a dense (N, C) tensor)
         return {"mean": t, "var": torch.zeros_like(t), "meansq": t * t}[moment]
+    if t.numel() == 0:  # an empty batch: NaN moments (the output is empty), no warnings
+        return t.mean(dims, keepdim=True)
     if moment == "mean":
         return t.mean(dims, keepdim=True)
     if moment == "var":

@@ -10,6 +10,8 @@ The shipped spaces live in ``search_spaces/``; ``load_space`` takes a name or a 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -26,7 +28,10 @@ if typing.TYPE_CHECKING:
 __all__ = ["SearchSpace", "list_spaces", "load_space"]
 
 TENSOR_RANKS = {"image": 4, "sequence": 3}  # x is (N, C, H, W) or (N, C, L)
-PROXY_ARCHITECTURES = ("resnet", "mobilenet", "efficientnet", "vit")
+# Each proxy network takes one kind of tensor at its normalization sites.
+PROXY_ARCHITECTURES = {"resnet": "image", "mobilenet": "image", "efficientnet": "image",
+                       "vit": "sequence"}  # fmt: skip
+GPU_TARGET = re.compile(r"sm_[1-9][0-9]{1,2}a?")
 DATASETS = ("cifar10", "digits", "synthetic")
 PRESETS = ("tiny", "paper")
 DTYPES = {
@@ -166,7 +171,13 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     if isinstance(name_or_path, Path) or "/" in text or text.endswith(".toml"):
         path = Path(name_or_path)
         if not path.is_file():
-            raise SpaceError(f"search space file {text} does not exist")
+            problem = "is not a file" if path.exists() else "does not exist"
+            hint = (
+                f" (for the shipped space, give its name: {path.stem})"
+                if (path.stem in list_spaces() and "/" not in text)
+                else ""
+            )
+            raise SpaceError(f"search space file {text} {problem}{hint}")
     else:
         path = resource_dir("search_spaces") / f"{text}.toml"
         if not path.is_file():
@@ -229,10 +240,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         item = typing.get_args(hint)[0]
         if not isinstance(value, list):
             raise SpaceError(f"{where}: expected a list, got {value!r}")
+        if item is str and len(set(map(repr, value))) != len(value):  # names, not sizes
+            raise SpaceError(f"{where}: {value!r} lists an entry twice")
         return tuple(_coerce(v, item, where) for v in value)
     ok = {
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        float: lambda v: (
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ),
         str: lambda v: isinstance(v, str),
     }[hint](value)
     if not ok:
@@ -273,6 +288,12 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     require(p.preset in PRESETS, f"[proxy] preset must be one of {', '.join(PRESETS)}")
     subset(p.architectures, PROXY_ARCHITECTURES, "proxy architecture")
     require(bool(p.architectures), "[proxy] architectures must name at least one")
+    for arch in p.architectures:
+        require(
+            PROXY_ARCHITECTURES[arch] == space.tensor,
+            f"[proxy] {arch} takes {PROXY_ARCHITECTURES[arch]} tensors, "
+            f"not this space's {space.tensor} tensors",
+        )
     require(p.groups >= 1, "[proxy] groups must be >= 1")
     t = space.training
     require(
@@ -287,6 +308,10 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     s = space.search
     require(2 <= s.tournament <= s.population, "[search] needs 2 <= tournament <= population")
     c = space.compile
+    require(
+        GPU_TARGET.fullmatch(c.target) is not None,
+        f"[compile] target must look like sm_90a or sm_80, got {c.target!r}",
+    )
     rank = TENSOR_RANKS.get(space.tensor)
     require(
         len(c.reference_shape) == rank and all(d >= 1 for d in c.reference_shape),

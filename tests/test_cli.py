@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -49,9 +50,36 @@ def test_formula_reports_canonical_form():
     assert info["formula"] == "sigmoid(x * v1) * (x * v1) / std_group(x)"
     assert info["shape_class"] == "(N, C, S)"
     assert info["nodes"] == 5 and info["batch_statistics"] is False
-    assert info["spaces"]["evonorm_s"] == "ok"
-    assert info["spaces"]["sequence"] == ["node 7: axis 'group' is not in this space"]
+    assert info["input_nodes"] == 6  # v1 * x and x * v1 merge in the canonical form
+    assert info["space_violations"]["evonorm_s"] == []
+    # Numbered as given: the input's std_group(x) is its node 8.
+    assert info["space_violations"]["sequence"] == ["node 8: axis 'group' is not in this space"]
     assert info["graph"]["format"] == "evonorm-graph/1"
+
+
+def test_formula_may_start_with_a_minus():
+    code, out, err = run("formula", "-x / std_group(x)", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["formula"] == "-x / std_group(x)"
+
+
+def test_formula_checks_spaces_on_the_genome_dead_nodes_included():
+    dead_batch = {
+        "format": "evonorm-graph/1",
+        "nodes": [{"op": "mean", "axis": "batch", "inputs": [0]}, {"op": "max", "inputs": [0, 1]}],
+    }
+    code, out, _ = run(
+        "formula", json.dumps(dead_batch), "--space", "evonorm_s", "--format", "json"
+    )
+    assert code == 0
+    info = json.loads(out)
+    assert info["nodes"] == 1 and info["input_nodes"] == 2
+    assert info["space_violations"] == {"evonorm_s": ["node 4: axis 'batch' is not in this space"]}
+
+
+def test_bare_command_shows_the_help():
+    code, _, err = run()
+    assert code == 2 and "Commands:" in err and "error:" not in err
 
 
 def test_formula_accepts_json_and_a_chosen_space():
@@ -61,9 +89,8 @@ def test_formula_accepts_json_and_a_chosen_space():
     info = json.loads(out)
     assert info["structural_hash"] == g.structural_hash()
     assert info["batch_statistics"] is True
-    assert (
-        list(info["spaces"]) == ["evonorm_s"] and "axis 'batch'" in info["spaces"]["evonorm_s"][0]
-    )
+    assert list(info["space_violations"]) == ["evonorm_s"]
+    assert "axis 'batch'" in info["space_violations"]["evonorm_s"][0]
     code, out, _ = run("formula", "max(x, 0)")
     assert code == 0 and "structural hash" in out and "max(x, 0)" in out
 
@@ -95,7 +122,10 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 @pytest.mark.slow
 def test_console_script_in_a_real_process():
-    exe = [sys.executable, "-m", "evonorm_search"]
+    script = Path(sys.executable).with_name("evonorm-search")
+    if not script.exists():
+        pytest.skip(f"no installed console script beside {sys.executable}")
+    exe = [str(script)]
     ok = subprocess.run(
         [*exe, "formula", "x / std_group(x)", "--format", "json"],
         capture_output=True,

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from evonorm_search import GraphError, GraphNormAct, LayerGraph, baselines
 from evonorm_search.layer import evaluate_graph
-from tests.strategies import layers, reorder
+
+from strategies import layers, reorder
 
 ALL_BATCH_KINDS = "(x - mean_batch(x)) / std_batch(x) + x / rms_batch(x * v1)"
 
@@ -211,8 +212,11 @@ def test_pickle_and_deepcopy():
         ({"graph": "x ** 2"}, GraphError, "operator Pow"),
         ({"num_channels": 0}, ValueError, "num_channels must be a positive int"),
         ({"num_channels": 2.0}, ValueError, "num_channels must be a positive int"),
-        ({"eps": 0.0}, ValueError, "eps must be > 0"),
-        ({"momentum": 1.5}, ValueError, "momentum must be in"),
+        ({"num_channels": True}, ValueError, "num_channels must be a positive int"),
+        ({"momentum": None}, ValueError, "momentum must be a number in"),
+        ({"eps": "1e-5"}, ValueError, "eps must be a number > 0"),
+        ({"eps": 0.0}, ValueError, "eps must be a number > 0"),
+        ({"momentum": 1.5}, ValueError, "momentum must be a number in"),
         ({"groups": 0}, ValueError, "groups must be >= 1"),
         ({"backend": "cuda"}, ValueError, "unknown backend 'cuda' .available: auto, eager"),
     ],
@@ -221,6 +225,34 @@ def test_constructor_errors(kwargs, error, message):
     args = {"graph": "max(x, 0)", "num_channels": 4, **kwargs}
     with pytest.raises(error, match=message):
         GraphNormAct(args.pop("graph"), args.pop("num_channels"), **args)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 3, 3), (2, 4, 0, 3)])
+def test_empty_batches_pass_through_as_in_batchnorm(shape):
+    layer = GraphNormAct(baselines.get("bn_relu"), 4)
+    bn = torch.nn.BatchNorm2d(4)
+    x = torch.randn(shape)
+    assert layer(x).shape == bn(x).shape == shape
+    assert torch.equal(layer.running_mean_4, bn.running_mean)  # untouched, no NaN
+    assert torch.equal(layer.running_var_7, bn.running_var)
+
+
+def test_channels_last_input():
+    layer = GraphNormAct(baselines.get("evonorm_b0"), 8)
+    x = torch.randn(4, 8, 5, 5)
+    expected = layer(x)
+    torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected)
+
+
+def test_integer_inputs_are_refused():
+    with pytest.raises(TypeError, match=r"expected a floating-point input, got torch\.int64"):
+        GraphNormAct("max(x, 0)", 3)(torch.ones(2, 3, dtype=torch.int64))
+
+
+def test_numpy_integer_channels():
+    import numpy as np
+
+    assert GraphNormAct("max(x, 0)", np.int64(3)).num_channels == 3
 
 
 @pytest.mark.parametrize("shape", [(4,), (2, 5, 3)])

@@ -47,8 +47,8 @@ def test_every_op_has_every_form(name):
         assert callable(op.eager)
         args = [torch.tensor([0.5, -2.0], dtype=torch.float64)] * op.arity
         assert op.eager(*args).shape == (2,)
-        if op.symbol is not None:
-            assert op.symbol in "+-*/"
+        assert op.symbol in (None, "+", "-", "*", "/")
+        assert (op.symbol == "-") == (name == "neg")
     else:
         assert op.arity == 1
         assert op.moment in ("mean", "var", "meansq")

@@ -42,7 +42,7 @@ def test_python_examples_run():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    assert "operator Pow at column 1 is not supported" in out.stdout
+    assert "operator Pow after column 1 is not supported" in out.stdout
 
 
 def test_toml_example_is_a_valid_space_with_the_defaults(tmp_path):

@@ -112,6 +112,20 @@ def test_dtype_aliases_normalise(tmp_path):
         (MINIMAL + "[search]\npopulation = 4\ntournament = 8\n", "tournament <= population"),
         (MINIMAL + "[compile]\nreference_shape = [1, 2, 3]\n", "must be 4 positive sizes"),
         (MINIMAL + "[compile]\ndtype = 'int8'\n", "dtype must be one of"),
+        (MINIMAL + "[compile]\nreference_shape = [128, 0, 56, 56]\n", "4 positive sizes"),
+        (MINIMAL + "[compile]\ntarget = 'sm_0'\n", "target must look like sm_90a"),
+        (MINIMAL + "[proxy]\ngroups = 0\n", "groups must be >= 1"),
+        (MINIMAL + "[proxy]\narchitectures = ['vit']\n", "vit takes sequence tensors"),
+        (
+            "tensor = 'sequence'\n" + MINIMAL + "[proxy]\narchitectures = ['resnet']\n",
+            "resnet takes image tensors",
+        ),
+        (MINIMAL + "[proxy]\narchitectures = ['resnet', 'resnet']\n", "lists an entry twice"),
+        ('[graph]\nops = ["add", "add"]\n', "lists an entry twice"),
+        (MINIMAL + "[training]\nbatch_size = 0\n", "batch_size, quality_steps and steps"),
+        (MINIMAL + "[training]\nlearning_rate = inf\n", "expected float, got inf"),
+        (MINIMAL + "[mutation]\nchange_op = nan\n", "expected float, got nan"),
+        (MINIMAL + "[rejection]\nstability = 0\n", "stability must be > 0"),
     ],
 )
 def test_schema_errors_name_the_file_and_the_problem(tmp_path, text, message):
@@ -126,6 +140,10 @@ def test_unknown_name_and_missing_file(tmp_path):
         load_space("nope")
     with pytest.raises(SpaceError, match="does not exist"):
         load_space(tmp_path / "missing.toml")
+    with pytest.raises(SpaceError, match="is not a file"):
+        load_space(tmp_path)
+    with pytest.raises(SpaceError, match=r"give its name: evonorm_b\)"):
+        load_space("evonorm_b.toml")  # a path relative to the working directory
     (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(SpaceError, match="not valid TOML"):
         load_space(tmp_path / "binary.toml")
