@@ -180,18 +180,24 @@ class LayerGraph:
         and behaves differently in eval mode)."""
         return any(self.node(i).axis == "batch" for i in self.live if i >= NUM_INITIAL)
 
-    def validate(self) -> LayerGraph:
-        """Raise :class:`GraphError` unless this graph is a usable layer; return it."""
+    def layer_problem(self) -> str | None:
+        """Why this graph is not a usable layer (its output must vary like x and depend on
+        x), or None when it is one."""
         out_class = self.shape_classes[self.output]
         if out_class != X_CLASS:
-            raise GraphError(
+            return (
                 f"output node {self.output} ({self.label(self.output)}) has shape class "
                 f"{out_class}, but a layer's output must vary like x {X_CLASS}"
             )
         if not self.depends_on_x:
-            raise GraphError(
-                f"output node {self.output} ({self.label(self.output)}) does not depend on x"
-            )
+            return f"output node {self.output} ({self.label(self.output)}) does not depend on x"
+        return None
+
+    def validate(self) -> LayerGraph:
+        """Raise :class:`GraphError` unless this graph is a usable layer; return it."""
+        problem = self.layer_problem()
+        if problem is not None:
+            raise GraphError(problem)
         return self
 
     # ------------------------------------------------------------------ JSON
@@ -326,63 +332,87 @@ class LayerGraph:
     def canonical(self) -> LayerGraph:
         """Dead nodes pruned, identical nodes merged, commutative inputs ordered, nodes
         renumbered in a deterministic topological order.  Idempotent."""
-        idents, ranks = self._structural_keys()
-        # One representative node per distinct expression.
-        by_ident: dict[str, Node] = {}
+        idents, ranks = self._structure
+        # The first node computing each expression stands for all that compute it; its
+        # inputs, read through the same merging, in canonical order.
+        representative: dict[str, int] = {}
+        ordered: dict[int, list[int]] = {}
         for i in sorted(self.live):
-            if i >= NUM_INITIAL:
-                by_ident.setdefault(idents[i], self.node(i))
-
-        def ordered_inputs(node: Node) -> list[int]:
-            inputs = list(node.inputs)
-            return sorted(inputs, key=ranks.__getitem__) if _is_commutative(node) else inputs
+            if i < NUM_INITIAL or idents[i] in representative:
+                continue
+            representative[idents[i]] = i
+            node = self.node(i)
+            inputs = [representative.get(idents[j], j) for j in node.inputs]
+            ordered[i] = sorted(inputs, key=ranks.__getitem__) if _is_commutative(node) else inputs
 
         # Iterative post-order DFS from the output, inputs visited in canonical order.  A
-        # DAG never has an expression on the stack twice, so it is numbered when popped.
-        new_index = {idents[i]: i for i in range(NUM_INITIAL)}
-        order: list[str] = []
-        out = idents[self.output]
-        stack: list[tuple[str, Iterator[int]]] = [(out, iter(ordered_inputs(by_ident[out])))]
+        # DAG never has a node on the stack twice, so a node is numbered when popped.
+        new_index = {i: i for i in range(NUM_INITIAL)}
+        order: list[int] = []
+        out = representative[idents[self.output]]
+        stack: list[tuple[int, Iterator[int]]] = [(out, iter(ordered[out]))]
         while stack:
-            ident, pending = stack[-1]
-            child = next((idents[j] for j in pending if idents[j] not in new_index), None)
+            i, pending = stack[-1]
+            child = next((j for j in pending if j not in new_index), None)
             if child is None:
                 stack.pop()
-                new_index[ident] = NUM_INITIAL + len(order)
-                order.append(ident)
+                new_index[i] = NUM_INITIAL + len(order)
+                order.append(i)
             else:
-                stack.append((child, iter(ordered_inputs(by_ident[child]))))
-
-        return LayerGraph(
-            tuple(
-                Node(node.op, tuple(new_index[idents[j]] for j in ordered_inputs(node)), node.axis)
-                for node in (by_ident[ident] for ident in order)
-            )
+                stack.append((child, iter(ordered[child])))
+        nodes = (
+            Node(self.node(i).op, tuple(new_index[j] for j in ordered[i]), self.node(i).axis)
+            for i in order
         )
+        return LayerGraph._trusted(tuple(nodes))
 
-    def _structural_keys(self) -> tuple[list[str], list[tuple[bool, int, str]]]:
-        """Per node, an identity that depends only on the expression it computes (up to the
-        order of commutative inputs), never on numbering; and a rank ordering commutative
-        inputs so that canonical formulas read naturally: negations last (``x - m``), then
-        the larger expression first, then x, v0, v1, 0 (``x * v1 + v0``, ``max(..., 0)``)."""
-        idents = list(INITIAL_NODES)
-        ranks = [(False, 0, "0x"), (False, 0, "30"), (False, 0, "1v0"), (False, 0, "2v1")]
-        sizes = [1] * NUM_INITIAL
-        for node in self.nodes:
-            inputs = (
-                sorted(node.inputs, key=ranks.__getitem__) if _is_commutative(node) else node.inputs
-            )
+    @classmethod
+    def _trusted(cls, nodes: tuple[Node, ...]) -> LayerGraph:
+        """A graph from nodes this module built from a validated graph: no re-validation."""
+        graph = object.__new__(cls)
+        object.__setattr__(graph, "nodes", nodes)
+        return graph
+
+    @property
+    def expression_ids(self) -> list[str | None]:
+        """Per live node (initial nodes included), an identity of the expression it
+        computes: equal for nodes computing the same expression tree (up to the order of
+        commutative inputs), in any graph, whatever the numbering; None for dead nodes.
+        Used to memoise node values."""
+        return self._structure[0]
+
+    @cached_property
+    def _structure(self) -> tuple[list, list]:
+        """Per live node, an identity that depends only on the expression it computes (up
+        to the order of commutative inputs), never on numbering; and a rank ordering
+        commutative inputs so that canonical formulas read naturally: negations last
+        (``x - m``), then the larger expression first, then x, v0, v1, 0 (``x * v1 + v0``,
+        ``max(..., 0)``).  Dead nodes get None."""
+        idents: list[str | None] = [*INITIAL_NODES, *[None] * len(self.nodes)]
+        ranks: list = [(False, 0, "0x"), (False, 0, "30"), (False, 0, "1v0"), (False, 0, "2v1")]
+        ranks += [None] * len(self.nodes)
+        sizes = [1] * (NUM_INITIAL + len(self.nodes))
+        live = self.live
+        for i in range(NUM_INITIAL, self.output + 1):
+            if i not in live:
+                continue
+            node = self.node(i)
+            inputs = node.inputs
+            if _is_commutative(node):
+                inputs = sorted(inputs, key=ranks.__getitem__)
             text = f"{node.label}({','.join(idents[j] for j in inputs)})"
-            ident = hashlib.sha256(text.encode()).hexdigest()
-            sizes.append(1 + sum(sizes[j] for j in node.inputs))
-            idents.append(ident)
-            ranks.append((node.op == "neg", -sizes[-1], "4" + ident))
+            idents[i] = ident = hashlib.sha256(text.encode()).hexdigest()
+            sizes[i] = 1 + sum(sizes[j] for j in node.inputs)
+            ranks[i] = (node.op == "neg", -sizes[i], "4" + ident)
         return idents, ranks
 
     def structural_hash(self) -> str:
-        """Hex digest of the canonical JSON: equal for graphs with the same canonical form."""
-        canonical_json = self.canonical().to_json().encode()
-        return hashlib.sha256(canonical_json).hexdigest()[:32]
+        """A hash equal exactly for graphs with the same canonical form.
+
+        A Merkle hash of the canonical form: SHA-256 over each live node's op and its
+        inputs' hashes (commutative inputs in canonical order), read at the output, as 32
+        hex digits.  One pass over the genome, without building the canonical graph."""
+        return self._structure[0][self.output][:32]
 
     # ------------------------------------------------------------------ networkx
     def to_networkx(self) -> networkx.MultiDiGraph:

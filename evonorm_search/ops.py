@@ -166,21 +166,26 @@ def effective_groups(num_channels: int, groups: int) -> int:
     return max(g for g in range(1, min(groups, num_channels) + 1) if num_channels % g == 0)
 
 
-def _reduced_dims(axis: str, ndim: int) -> tuple[int, ...]:
-    spatial = tuple(range(2, ndim))
+def _reduced_dims(axis: str, ndim: int, lanes: int = 0) -> tuple[int, ...]:
+    n, c = lanes, lanes + 1  # the N and C axes come after any leading lane axes
+    spatial = tuple(range(c + 1, ndim))
     return {
-        "batch": (0, *spatial),
+        "batch": (n, *spatial),
         "instance": spatial,
-        "layer": (1, *spatial),
-        "channel": (1,),
+        "layer": (c, *spatial),
+        "channel": (c,),
     }[axis]
 
 
-def reduce_count(shape: torch.Size | tuple[int, ...], axis: str, groups: int) -> int:
-    """How many elements each statistic over ``axis`` reduces (``n``) for an x of ``shape``."""
+def reduce_count(
+    shape: torch.Size | tuple[int, ...], axis: str, groups: int, lanes: int = 0
+) -> int:
+    """How many elements each statistic over ``axis`` reduces (``n``) for an x of ``shape``
+    (after ``lanes`` leading axes)."""
     if axis == "group":
-        return shape[1] // groups * math.prod(shape[2:])
-    return math.prod([shape[d] for d in _reduced_dims(axis, len(shape))])  # a list: no graph break
+        return shape[lanes + 1] // groups * math.prod(shape[lanes + 2 :])
+    dims = _reduced_dims(axis, len(shape), lanes)
+    return math.prod([shape[d] for d in dims])  # a list, not a generator: no graph break
 
 
 def _moment(t: Tensor, dims: tuple[int, ...], moment: Moment) -> Tensor:
@@ -195,18 +200,19 @@ def _moment(t: Tensor, dims: tuple[int, ...], moment: Moment) -> Tensor:
     return (t * t).mean(dims, keepdim=True)
 
 
-def reduce_moment(e: Tensor, axis: str, groups: int, moment: Moment) -> Tensor:
+def reduce_moment(e: Tensor, axis: str, groups: int, moment: Moment, lanes: int = 0) -> Tensor:
     """``moment`` of ``e`` (already broadcast to x's full shape) over ``axis``, keepdim.
 
-    Group results are broadcast back to the C channels, so that every result lines up with
-    x's (N, C, *spatial) layout.  Variances use torch's two-pass reduction, never
-    E[x^2] - E[x]^2.
+    ``e`` is (N, C, *spatial) after ``lanes`` leading axes that are never reduced (the
+    functional hash evaluates independent probes side by side).  Group results are broadcast
+    back to the C channels, so that every result lines up with x's layout.  Variances use
+    torch's two-pass reduction, never E[x^2] - E[x]^2.
     """
     if axis == "group":
-        n, c, *spatial = e.shape
-        grouped = e.reshape(n, groups, c // groups, *spatial)
-        r = _moment(grouped, tuple(range(2, grouped.dim())), moment)
-        return r.expand(n, groups, c // groups, *[1] * len(spatial)).reshape(
-            n, c, *[1] * len(spatial)
-        )
-    return _moment(e, _reduced_dims(axis, e.dim()), moment)
+        *outer, c = e.shape[: lanes + 2]
+        spatial = e.shape[lanes + 2 :]
+        grouped = e.reshape(*outer, groups, c // groups, *spatial)
+        r = _moment(grouped, tuple(range(lanes + 2, grouped.dim())), moment)
+        ones = [1] * len(spatial)
+        return r.expand(*outer, groups, c // groups, *ones).reshape(*outer, c, *ones)
+    return _moment(e, _reduced_dims(axis, e.dim(), lanes), moment)

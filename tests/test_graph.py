@@ -116,6 +116,12 @@ def test_canonical_computes_the_same_function(g, rng):
     torch.testing.assert_close(run(g.canonical()), run(g), equal_nan=True, rtol=1e-12, atol=1e-12)
 
 
+@given(graphs(max_nodes=3), graphs(max_nodes=3))
+def test_structural_hashes_are_equal_exactly_for_equal_canonical_forms(a, b):
+    # Small graphs, so that equal canonical forms are common enough to test both ways.
+    assert (a.structural_hash() == b.structural_hash()) == (a.canonical() == b.canonical())
+
+
 def test_canonical_merges_identical_nodes_and_prunes():
     g = LayerGraph.from_json(
         {
