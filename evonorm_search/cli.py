@@ -144,6 +144,7 @@ def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
     nodes included, and number its nodes as given.
     """
     from evonorm_search.graph import as_graph
+    from evonorm_search.hashing import functional_hash
     from evonorm_search.space import list_spaces, load_space
 
     graph = as_graph(expr).validate()
@@ -154,6 +155,7 @@ def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
     info = {
         "formula": canonical.formula(),
         "structural_hash": graph.structural_hash(),
+        "functional_hash": functional_hash(graph),
         "shape_class": str(canonical.shape_classes[canonical.output]),
         "nodes": len(canonical),
         "input_nodes": len(graph),
@@ -167,6 +169,7 @@ def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
     rows = [
         ["formula", info["formula"]],
         ["structural hash", info["structural_hash"]],
+        ["functional hash", info["functional_hash"]],
         ["shape class", info["shape_class"]],
         ["nodes", f"{info['nodes']} canonical ({info['input_nodes']} as given)"],
         ["batch statistics", "yes" if info["batch_statistics"] else "no (batch-independent)"],

@@ -89,10 +89,14 @@ class RejectionThresholds:
     """``quality_accuracy`` is the validation accuracy a candidate needs after
     ``quality_steps`` on every architecture; 0.2 is the paper's CIFAR-10 figure, the fallback
     where no calibration was recorded.  ``stability`` bounds the gradient-norm ratio reached
-    by adversarial ascent (the paper rejects around 1e8)."""
+    by adversarial ascent (the paper rejects around 1e8).  On the hash probe, at the initial
+    parameters, an output must vary by at least ``min_output_spread`` (its range over the
+    positions of a channel) and stay within ``max_output_scale`` times the input's RMS."""
 
     quality_accuracy: float = 0.2
     stability: float = 1e8
+    min_output_spread: float = 1e-6
+    max_output_scale: float = 1e4
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,8 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     r = space.rejection
     require(0 <= r.quality_accuracy <= 1, "[rejection] quality_accuracy must be in [0, 1]")
     require(r.stability > 0, "[rejection] stability must be > 0")
+    require(r.min_output_spread >= 0, "[rejection] min_output_spread must be >= 0")
+    require(r.max_output_scale > 0, "[rejection] max_output_scale must be > 0")
     s = space.search
     require(2 <= s.tournament <= s.population, "[search] needs 2 <= tournament <= population")
     c = space.compile

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from evonorm_search import baselines
+from evonorm_search import LayerGraph, baselines
 from evonorm_search.cli import cli
+from evonorm_search.hashing import functional_hash
 
 
 def run(*args):
@@ -49,6 +50,7 @@ def test_formula_reports_canonical_form():
     info = json.loads(out)
     assert info["formula"] == "sigmoid(x * v1) * (x * v1) / std_group(x)"
     assert info["shape_class"] == "(N, C, S)"
+    assert info["functional_hash"] == functional_hash(LayerGraph.parse(info["formula"]))
     assert info["nodes"] == 5 and info["batch_statistics"] is False
     assert info["input_nodes"] == 6  # v1 * x and x * v1 merge in the canonical form
     assert info["space_violations"]["evonorm_s"] == []
