@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from evonorm_search import GraphNormAct
 from evonorm_search.graph import NUM_INITIAL, LayerGraph, Node
 from evonorm_search.hashing import CachedFitness, probe, probe_outputs
 from evonorm_search.mutation import mutate, random_graph
@@ -122,6 +123,34 @@ def same_outputs(a: LayerGraph, b: LayerGraph, seed: int) -> bool:
     )
 
 
+# Other shapes and group counts than the probe's (N, C, S) = (4, 6, 5) with 3 groups.
+ELSEWHERE = [((6, 12, 7), 4), ((3, 10, 3, 3), 5), ((16, 8), 2)]
+
+
+def same_layer_outputs(a: LayerGraph, b: LayerGraph, seed: int) -> bool:
+    """Whether GraphNormAct computes the same for ``a`` and ``b`` at other shapes: three
+    training steps on random inputs, then eval mode, with random v0, v1 (float64)."""
+    for shape, groups in ELSEWHERE:
+        g = torch.Generator().manual_seed(seed)
+        v0, v1 = (torch.randn(shape[1], generator=g, dtype=torch.float64) for _ in range(2))
+        xs = [torch.randn(shape, generator=g, dtype=torch.float64) * s + s for s in (1, 0.1, 3)]
+        layers = [GraphNormAct(graph, shape[1], groups=groups, affine=False,
+                               dtype=torch.float64) for graph in (a, b)]  # fmt: skip
+        for layer in layers:
+            with torch.no_grad():
+                layer.v0.copy_(v0)
+                layer.v1.copy_(v1)
+        with torch.no_grad():
+            for mode in ("train", "eval"):
+                for layer in layers:
+                    layer.train(mode == "train")
+                for x in xs:
+                    ya, yb = (layer(x).numpy() for layer in layers)
+                    if not np.allclose(ya, yb, rtol=1e-6, atol=1e-9, equal_nan=True):
+                        return False
+    return True
+
+
 def collision_study(space, graphs: int, rewrites: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     members: dict[str, dict[str, LayerGraph]] = collections.defaultdict(dict)
@@ -160,6 +189,14 @@ def collision_study(space, graphs: int, rewrites: int, seed: int) -> None:
           "whose hashes only rounding split")  # fmt: skip
     for h, passes, (first, other) in false_merges[:5]:
         print(f"  false merge {h} (passes stage 4: {passes}): {first!r} vs {other!r}")
+    elsewhere = [(h, group[0].formula(), g.formula()) for h, group in shared.items()
+                 for g in group[1:] if not same_layer_outputs(group[0], g, seed)]  # fmt: skip
+    print(f"the same classes through GraphNormAct at shapes {[s for s, _ in ELSEWHERE]}: "
+          f"{len(elsewhere)} pairs differ")  # fmt: skip
+    for h, first, other in elsewhere[:5]:
+        print(f"  {h}: {first!r} vs {other!r}")
+    if not rewrites:
+        return
     tried, split = collections.Counter(), collections.Counter()
     for _ in range(rewrites):
         g = random_graph(space, rng)

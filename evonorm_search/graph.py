@@ -19,6 +19,7 @@ never evaluated.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import numbers
@@ -90,6 +91,8 @@ class Node:
     axis: str | None = None
 
     def __post_init__(self) -> None:
+        if type(self.inputs) is tuple and all(type(j) is int for j in self.inputs):
+            return  # the common case, kept fast: graphs build many nodes
         # Accept any integer type (numpy's included) but store plain ints; bools stay as
         # they are so that validation refuses them.
         inputs = tuple(
@@ -374,22 +377,28 @@ class LayerGraph:
         return graph
 
     @property
-    def expression_ids(self) -> list[str | None]:
+    def expression_ids(self) -> list[bytes | None]:
         """Per live node (initial nodes included), an identity of the expression it
         computes: equal for nodes computing the same expression tree (up to the order of
         commutative inputs), in any graph, whatever the numbering; None for dead nodes.
         Used to memoise node values."""
         return self._structure[0]
 
+    @property
+    def input_ranks(self) -> list:
+        """Per live node, the sort key that puts commutative inputs in canonical order."""
+        return self._structure[1]
+
     @cached_property
     def _structure(self) -> tuple[list, list]:
         """Per live node, an identity that depends only on the expression it computes (up
-        to the order of commutative inputs), never on numbering; and a rank ordering
-        commutative inputs so that canonical formulas read naturally: negations last
-        (``x - m``), then the larger expression first, then x, v0, v1, 0 (``x * v1 + v0``,
-        ``max(..., 0)``).  Dead nodes get None."""
-        idents: list[str | None] = [*INITIAL_NODES, *[None] * len(self.nodes)]
-        ranks: list = [(False, 0, "0x"), (False, 0, "30"), (False, 0, "1v0"), (False, 0, "2v1")]
+        to the order of commutative inputs), never on numbering: the SHA-256 digest of its
+        op and its inputs' identities.  And a rank ordering commutative inputs so that
+        canonical formulas read naturally: negations last (``x - m``), then the larger
+        expression first, then x, v0, v1, 0 (``x * v1 + v0``, ``max(..., 0)``).  Dead
+        nodes get None."""
+        idents: list[bytes | None] = [b"x", b"0", b"v0", b"v1", *[None] * len(self.nodes)]
+        ranks: list = [(False, 0, b"0x"), (False, 0, b"30"), (False, 0, b"1v0"), (False, 0, b"2v1")]
         ranks += [None] * len(self.nodes)
         sizes = [1] * (NUM_INITIAL + len(self.nodes))
         live = self.live
@@ -400,10 +409,10 @@ class LayerGraph:
             inputs = node.inputs
             if _is_commutative(node):
                 inputs = sorted(inputs, key=ranks.__getitem__)
-            text = f"{node.label}({','.join(idents[j] for j in inputs)})"
-            idents[i] = ident = hashlib.sha256(text.encode()).hexdigest()
+            text = b"%s(%s)" % (_label_bytes(node), b",".join([idents[j] for j in inputs]))
+            idents[i] = ident = hashlib.sha256(text).digest()
             sizes[i] = 1 + sum(sizes[j] for j in node.inputs)
-            ranks[i] = (node.op == "neg", -sizes[i], "4" + ident)
+            ranks[i] = (node.op == "neg", -sizes[i], b"4" + ident)
         return idents, ranks
 
     def structural_hash(self) -> str:
@@ -412,7 +421,7 @@ class LayerGraph:
         A Merkle hash of the canonical form: SHA-256 over each live node's op and its
         inputs' hashes (commutative inputs in canonical order), read at the output, as 32
         hex digits.  One pass over the genome, without building the canonical graph."""
-        return self._structure[0][self.output][:32]
+        return self._structure[0][self.output][:16].hex()
 
     # ------------------------------------------------------------------ networkx
     def to_networkx(self) -> networkx.MultiDiGraph:
@@ -447,6 +456,15 @@ def as_graph(graph: LayerGraph | str | Mapping[str, Any]) -> LayerGraph:
     if isinstance(graph, str):
         return LayerGraph.parse(graph)
     raise GraphError(f"expected a LayerGraph, formula or graph JSON, got {type(graph).__name__}")
+
+
+@functools.cache
+def _label_bytes_for(op: str, axis: str | None) -> bytes:
+    return (f"{op}_{axis}" if axis else op).encode()
+
+
+def _label_bytes(node: Node) -> bytes:
+    return _label_bytes_for(node.op, node.axis)
 
 
 def _is_commutative(node: Node) -> bool:

@@ -6,16 +6,16 @@ are rounded and hashed, and equal hashes share one fitness.
 
 The probe (all float64, seeded, evaluated side by side as independent "lanes"):
 
-- ``BATCHES`` input batches x of shape (N, C, S) = (4, 6, 5), each channel with its own
-  scale and offset, so that statistics over different axes differ; batches at different
-  magnitudes (x1, x0.1, x5), so that scale-dependent graphs (``max(std, 1)``) differ from
-  scale-free ones and values near 0 are seen, and a last batch that mirrors the first (-x),
-  so that every mean is seen with both signs;  C = 6 with 3 groups keeps instance, group and
-  layer statistics distinct.
-  (Spatial axes are flattened: every statistic reduces over all of them alike.)
-- ``DRAWS`` draws of (v0, v1): the initial values (0, 1) and random values of both signs
-  at magnitudes x1, x0.1 and x5, so that ``x`` and ``x * v1`` differ, as do graphs that
-  differ only for small or large parameters.
+- ``BATCHES`` = 6 input batches x of shape (N, C, S) = (4, 6, 3), each channel with its own
+  scale and offset, so that statistics over different axes differ (C = 6 in 3 groups keeps
+  instance, group and layer statistics distinct; spatial axes are flattened, as every
+  statistic reduces over all of them alike).  Four batches sit at magnitudes x1, x0.1, x5
+  and x0.001, so that scale-dependent graphs (``max(std, 1)``) differ from scale-free ones
+  and values around sqrt(eps) are seen; one mirrors the first (-x), so that every mean is
+  seen with both signs; in one, each sample is all positive or all negative.
+- ``DRAWS`` = 5 draws of (v0, v1): the initial values (0, 1), then random values of both
+  signs at magnitudes x1, x0.1, x5 and x0.01, so that ``x`` and ``x * v1`` differ, as do
+  graphs that differ only for small or large parameters.
 - Training mode on the batches in turn (batch statistics; running estimates updated with
   BatchNorm's momentum, computed in closed form), then eval mode on the same batches with
   the running estimates they left, so that graphs equal in training but not in inference
@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cache
@@ -61,10 +62,15 @@ K, V = TypeVar("K"), TypeVar("V")
 
 PROTOCOL = "evonorm-fhash/1"  # part of every hash: bump it whenever the probe changes
 PROXY_PROTOCOL = "evonorm-proxy/1"  # part of every proxy key: bump when training changes
-N, C, GROUPS, S = 4, 6, 3, 5
-BATCHES, DRAWS = 4, 4
-MAGNITUDES = (1.0, 0.1, 5.0)  # of the first probe batches; the last one is -(the first)
-DRAW_SCALES = (1.0, 0.1, 5.0)  # of the random (v0, v1) draws
+N, C, GROUPS, S = 4, 6, 3, 3
+# Magnitudes of the first probe batches: x0.001 straddles sqrt(eps) = 3e-3, the IR's only
+# constant besides 0 and eps, so that max(std_instance(0), abs(x)) differs from abs(x).
+# Then come -(the first batch), and |the first| with samples alternately all positive and
+# all negative.
+MAGNITUDES = (1.0, 0.1, 5.0, 0.001)
+BATCHES = len(MAGNITUDES) + 2
+DRAW_SCALES = (1.0, 0.1, 5.0, 0.01)  # of the random (v0, v1) draws, after the initial one
+DRAWS = 1 + len(DRAW_SCALES)
 EPS, MOMENTUM = 1e-5, 0.1
 SIGNIFICANT_BITS = 24
 FLUSH = 1e-12
@@ -77,7 +83,7 @@ class _Probe:
     v1: Tensor
     zero: Tensor  # the 0 node
     weights: Tensor  # (BATCHES,): weight of each batch in the final running estimate
-    rms_in: np.ndarray  # (2 * BATCHES,): input root-mean-square per batch, twice (train, eval)
+    rms_in: np.ndarray  # (2 * BATCHES,): max(1, input RMS) per batch, twice (train, eval)
 
 
 @cache
@@ -94,7 +100,8 @@ def _make_probe(seed: int) -> _Probe:
     scale = draw(k, 1, C, 1).abs() * 2 + 0.5  # per batch and channel
     offset = draw(k, 1, C, 1) * 2
     batches = (draw(k, N, C, S) * scale + offset) * column(MAGNITUDES)
-    batches = torch.cat([batches, -batches[:1]])
+    signs = torch.tensor([1.0, -1.0] * (N // 2), dtype=torch.float64).view(1, N, 1, 1)
+    batches = torch.cat([batches, -batches[:1], batches[:1].abs() * signs])
     # The initial (v0, v1) = (0, 1), then random draws at several magnitudes.
     scales = torch.tensor(DRAW_SCALES, dtype=torch.float64).view(-1, 1)
     v0 = torch.cat([torch.zeros(1, C, dtype=torch.float64), draw(DRAWS - 1, C) * scales])
@@ -107,7 +114,8 @@ def _make_probe(seed: int) -> _Probe:
     weights = torch.tensor([MOMENTUM * (1 - MOMENTUM) ** (BATCHES - 1 - k) for k in range(BATCHES)],
                            dtype=torch.float64)  # fmt: skip
     x = batches.repeat(DRAWS, 1, 1, 1)
-    rms_in = batches.square().mean(dim=(1, 2, 3)).sqrt().repeat(2).numpy()
+    # Floored at 1: normalising the tiny batches to outputs of about 1 is no explosion.
+    rms_in = batches.square().mean(dim=(1, 2, 3)).sqrt().clamp(min=1.0).repeat(2).numpy()
     return _Probe(x, per_lane(v0), per_lane(v1), x.new_zeros(()), weights, rms_in)
 
 
@@ -118,8 +126,10 @@ class ProbeResult:
     The figures are measured at the layer's initial parameters (v0 = 0, v1 = 1), where
     training starts, over the probe batches in training and eval mode: ``finite`` (no NaN
     or inf), ``spread`` (the largest range, max - min, over the batch and spatial positions
-    of one channel: about 0 means an output that ignores its input) and ``scale`` (the
-    largest ratio of output to input root-mean-square).
+    of one channel, relative to the largest absolute output: about 0 means an output that
+    ignores its input) and ``scale`` (the largest ratio of the output's root-mean-square to
+    the input's, the latter floored at 1).
+    Both are NaN for a non-finite output.
     """
 
     functional_hash: str
@@ -159,15 +169,15 @@ class LRU(Generic[K, V]):
 # Node values by (probe seed, expression id).  Mutation children share most subexpressions
 # with their parents and the rest of a population, so most nodes of a new candidate were
 # evaluated before.  An entry is a node's value in training and in eval mode (one tensor
-# where no batch statistic is upstream), at most 2 x 15 KiB: 2048 stay under 60 MiB.
-_MEMO: LRU[tuple[int, str], tuple[Tensor, Tensor]] = LRU(capacity=2048)
+# where no batch statistic is upstream), at most 2 x 17 KiB: 2048 stay under 70 MiB.
+_MEMO: LRU[tuple[int, bytes], tuple[Tensor, Tensor]] = LRU(capacity=2048)
 
 
 def _evaluate(graph: LayerGraph, p: _Probe, seed: int) -> tuple[Tensor, Tensor | None]:
     """The output on every lane in training mode, and in eval mode with the running
     estimates that training on the batches in turn left (None where no batch statistic
     makes the two differ)."""
-    ids = graph.expression_ids
+    ids, ranks = graph.expression_ids, graph.input_ranks
     train: dict[int, Tensor] = {0: p.x, 1: p.zero, 2: p.v0, 3: p.v1}
     evaluation = dict(train)
     for index in sorted(graph.live):
@@ -176,35 +186,43 @@ def _evaluate(graph: LayerGraph, p: _Probe, seed: int) -> tuple[Tensor, Tensor |
         key = (seed, ids[index])
         entry = _MEMO.get(key)
         if entry is None:
-            entry = _evaluate_node(graph.node(index), train, evaluation, p)
+            # Commutative inputs in canonical order, so that the value is the key's alone
+            # (NaN payloads, say), and computed as GraphNormAct computes the canonical graph.
+            node = graph.node(index)
+            order = node.inputs
+            if len(order) == 2 and ELEMENTWISE[node.op].commutative:
+                order = sorted(order, key=ranks.__getitem__)
+            entry = _evaluate_node(node, order, train, evaluation, p)
             _MEMO.put(key, entry)
         train[index], evaluation[index] = entry
-    out_train, out_eval = train[graph.output], evaluation[graph.output]
-    if out_eval is out_train:
-        return out_train.expand(p.x.shape), None
-    return out_train.expand(p.x.shape), out_eval.expand(p.x.shape)
+    out_train, out_eval = _full(train[graph.output], p), _full(evaluation[graph.output], p)
+    return out_train, None if evaluation[graph.output] is train[graph.output] else out_eval
+
+
+def _full(t: Tensor, p: _Probe) -> Tensor:
+    return t if t.shape == p.x.shape else t.expand(p.x.shape)
 
 
 def _evaluate_node(
-    node: Node, train: dict[int, Tensor], evaluation: dict[int, Tensor], p: _Probe
-) -> tuple[Tensor, Tensor]:
-    inputs = [train[j] for j in node.inputs]
-    same = all(evaluation[j] is train[j] for j in node.inputs)  # no batch statistic upstream
+    node: Node, order: tuple[int, ...] | list[int], train: dict[int, Tensor],
+    evaluation: dict[int, Tensor], p: _Probe,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    inputs = [train[j] for j in order]
+    same = all(evaluation[j] is train[j] for j in order)  # no batch statistic upstream
     if node.axis is None:
         op = ELEMENTWISE[node.op].eager
         value = op(*inputs)
-        return value, value if same else op(*[evaluation[j] for j in node.inputs])
+        return value, value if same else op(*[evaluation[j] for j in order])
     stat = STATISTICS[node.op]
 
     def moment(e: Tensor) -> Tensor:
-        e = e if e.shape == p.x.shape else e.expand(p.x.shape)
-        return reduce_moment(e, node.axis, GROUPS, stat.moment, 1)
+        return reduce_moment(_full(e, p), node.axis, GROUPS, stat.moment, 1)
 
     m = moment(inputs[0])
     value = stat.finish(m, EPS)
     if node.axis == "batch":
         return value, stat.finish(_running_estimate(stat, m, p), EPS)
-    return value, value if same else stat.finish(moment(evaluation[node.inputs[0]]), EPS)
+    return value, value if same else stat.finish(moment(evaluation[order[0]]), EPS)
 
 
 def _running_estimate(stat: StatisticOp, moment: Tensor, p: _Probe) -> Tensor:
@@ -227,37 +245,45 @@ def _quantized(a: np.ndarray) -> bytes:
         # The cast rounds to 24 significant bits (to nearest even).
         return np.where(magnitude < FLUSH, 0.0, a).astype(np.float32).tobytes()
     a = np.where(magnitude < FLUSH, 0.0, np.where(np.isnan(a), np.nan, a))
-    drop = 52 - SIGNIFICANT_BITS
+    drop = 53 - SIGNIFICANT_BITS  # float64 has 53 significant bits, the first implicit
     rounded = (a.view(np.uint64) + np.uint64(1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)
     return np.where(np.isfinite(a), rounded, a.view(np.uint64)).tobytes()
 
 
-def probe_outputs(graph: LayerGraph, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The graph's output on every lane of the probe of ``seed``, in training mode and in
-    eval mode (the same array where no batch statistic makes them differ)."""
-    p = _make_probe(seed)
-    train_t, eval_t = _evaluate(graph, p, seed)
+def _outputs(graph: LayerGraph, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The outputs in training and in eval mode (the same array where they cannot differ);
+    possibly views of memoised values: read them, never write."""
+    train_t, eval_t = _evaluate(graph, _make_probe(seed), seed)
     train = np.ascontiguousarray(train_t.numpy())
     return train, train if eval_t is None else np.ascontiguousarray(eval_t.numpy())
+
+
+def probe_outputs(graph: LayerGraph, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's output on every lane of the probe of ``seed``, in training mode and in
+    eval mode, as arrays of shape (lanes, N, C, S) the caller owns."""
+    return tuple(np.array(a) for a in _outputs(graph, seed))  # copies, never the memo's
 
 
 def probe(graph: LayerGraph, *, seed: int = 0) -> ProbeResult:
     """Run ``graph`` (its live nodes) on the probe of ``seed``: its functional hash and the
     numeric figures of its output."""
-    train, evaluation = probe_outputs(graph, seed=seed)
+    train, evaluation = _outputs(graph, seed)
     quantized_train = _quantized(train)
     digest = hashlib.sha256(PROTOCOL.encode())
     digest.update(quantized_train)
     digest.update(quantized_train if evaluation is train else _quantized(evaluation))
-    # Numeric figures at the initial parameters: the first BATCHES lanes.
-    y = np.concatenate([train[:BATCHES], evaluation[:BATCHES]])
-    finite = bool(np.isfinite(y).all())
-    spread = scale = float("nan")
+    # Numeric figures at the initial parameters: the first BATCHES lanes, in both modes.
+    init = train[:BATCHES] if evaluation is train else np.concatenate(
+        [train[:BATCHES], evaluation[:BATCHES]])  # fmt: skip
+    peak = float(np.abs(init).max())  # NaN when any value is
+    finite = peak < math.inf
+    spread = scale = math.nan
     if finite:
+        per_channel = init.transpose(0, 2, 1, 3).reshape(len(init), C, N * S)
+        spread = float((per_channel.max(-1) - per_channel.min(-1)).max()) / peak if peak else 0.0
         with np.errstate(over="ignore"):  # a huge output may square to inf: still "exploding"
-            spread = float((y.max(axis=(1, 3)) - y.min(axis=(1, 3))).max())
-            rms = np.sqrt(np.square(y).mean(axis=(1, 2, 3)))
-            scale = float((rms / _make_probe(seed).rms_in).max())
+            rms = np.sqrt(np.square(init).reshape(len(init), -1).mean(-1))
+        scale = float((rms / _make_probe(seed).rms_in[: len(init)]).max())
     return ProbeResult(digest.hexdigest()[:32], finite, spread, scale)
 
 
@@ -335,9 +361,15 @@ class FunctionalCache:
         return fitness
 
     def put(self, functional_hash: str, proxy_key: str, fitness: CachedFitness) -> None:
+        """Remember ``fitness`` unless the key has one: entries never change, the first
+        fitness stays (in memory while remembered, in the backend for good)."""
         key = (functional_hash, proxy_key)
-        if key in self._entries:  # entries never change: the first fitness stays
+        if key in self._entries:
             return
-        self._entries.put(key, fitness)
         if self.backend is not None:
+            stored = self.backend.get(functional_hash, proxy_key)
+            if stored is not None:  # evicted from memory, kept by the backend
+                self._entries.put(key, stored)
+                return
             self.backend.put(functional_hash, proxy_key, fitness)
+        self._entries.put(key, fitness)

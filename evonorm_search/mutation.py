@@ -37,32 +37,34 @@ Choice = tuple[str, str | None]  # (op, axis)
 
 @dataclass(frozen=True)
 class _Pool:
-    """What a space lets a node be: op names, and each op with its possible axes."""
+    """What a space lets a node be: op names (all, and by arity) and the statistics' axes.
+    Ops are drawn uniformly by name, then a statistic draws its axis."""
 
-    names: tuple[str, ...]  # sampled uniformly; a statistic then picks its axis
+    names: tuple[str, ...]
+    by_arity: dict[int, tuple[str, ...]]
     axes: tuple[str, ...]
-    unary: tuple[Choice, ...]  # element-wise unary ops and (statistic, axis) pairs
-    binary: tuple[Choice, ...]
 
 
 @cache
 def _pool(limits: GraphLimits) -> _Pool:
-    stats = [s for s in limits.statistics if limits.axes]
-    unary = [(op, None) for op in limits.ops if OPS[op].arity == 1]
-    unary += [(s, axis) for s in stats for axis in limits.axes]
-    binary = [(op, None) for op in limits.ops if OPS[op].arity == 2]
-    return _Pool((*limits.ops, *stats), limits.axes, tuple(unary), tuple(binary))
+    names = (*limits.ops, *(s for s in limits.statistics if limits.axes))
+    by_arity = {a: tuple(n for n in names if OPS[n].arity == a) for a in (1, 2)}
+    return _Pool(names, by_arity, limits.axes)
 
 
 def _pick(rng: np.random.Generator, options: tuple | list):
     return options[int(rng.integers(len(options)))]
 
 
+def _random_op(pool: _Pool, names: tuple[str, ...], rng: np.random.Generator) -> Choice:
+    op = _pick(rng, names)
+    return op, _pick(rng, pool.axes) if op in STATISTICS else None
+
+
 def _random_node(pool: _Pool, index: int, rng: np.random.Generator) -> Node:
     """A node at graph index ``index``: an op drawn uniformly from the space's op names, an
     axis uniformly for a statistic, inputs uniformly from the earlier nodes."""
-    op = _pick(rng, pool.names)
-    axis = _pick(rng, pool.axes) if op in STATISTICS else None
+    op, axis = _random_op(pool, pool.names, rng)
     return Node(op, tuple(int(rng.integers(index)) for _ in range(OPS[op].arity)), axis)
 
 
@@ -98,11 +100,9 @@ Mutation = tuple[LayerGraph, str]
 def _change_op(graph: LayerGraph, pool: _Pool, limits: GraphLimits, rng) -> Mutation | None:
     index = int(rng.integers(NUM_INITIAL, graph.output + 1))
     old = graph.node(index)
-    same_arity = pool.unary if len(old.inputs) == 1 else pool.binary
-    options = [c for c in same_arity if c != (old.op, old.axis)]
-    if not options:
-        return None
-    op, axis = _pick(rng, options)
+    op, axis = _random_op(pool, pool.by_arity[len(old.inputs)], rng)
+    if (op, axis) == (old.op, old.axis):
+        return None  # drawn again by mutate()
     new = Node(op, old.inputs, axis)
     return _replace(graph, index, new), f"change_op node {index}: {_text(old)} -> {_text(new)}"
 
@@ -184,15 +184,18 @@ MUTATIONS: dict[str, Callable[..., Mutation | None]] = {
 
 
 def mutate(graph: LayerGraph, space: SearchSpace, rng: np.random.Generator) -> Mutation:
-    """A valid child of ``graph`` in ``space`` that differs from it, and a description of
-    the mutation (``"change_op node 6: sigmoid(5) -> tanh(5)"``).  Mutations that yield
-    an invalid layer or an unchanged genome are redrawn."""
+    """A valid child of ``graph`` in ``space`` whose canonical form differs from the
+    parent's, and a description of the mutation (``"change_op node 6: sigmoid(5) ->
+    tanh(5)"``).  Mutations that yield an invalid layer, or change dead nodes only (the
+    child would be screened out as a structural duplicate of its parent), are redrawn."""
     space.check(graph)
     pool = _pool(space.graph)
     names, cumulative = _mutation_table(space.mutation)
     for _ in range(MAX_ATTEMPTS):
         kind = names[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
         result = MUTATIONS[kind](graph, pool, space.graph, rng)
-        if result is not None and result[0].nodes != graph.nodes and _is_layer(result[0]):
+        if result is None or not _is_layer(result[0]):
+            continue
+        if result[0].structural_hash() != graph.structural_hash():
             return result
     raise GraphError(f"no valid mutation of {graph.formula()!r} in {MAX_ATTEMPTS} tries")

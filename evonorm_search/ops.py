@@ -96,6 +96,12 @@ class StatisticOp(Op):
         return self.finish(reduce_moment(e, axis, groups, self.moment), eps)
 
 
+def _max(a: Tensor, b: Tensor) -> Tensor:
+    # + 0.0 turns a -0 into +0: torch.maximum returns either zero of a (-0, +0) pair
+    # depending on the argument order and on the code path (vectorised or not).
+    return torch.maximum(a, b) + 0.0
+
+
 def _signed_log(a: Tensor) -> Tensor:
     return torch.sign(a) * torch.log(torch.abs(a))
 
@@ -117,7 +123,8 @@ _ELEMENTWISE_OPS = (
         symbol="/", precedence=PREC_MUL,
     ),
     ElementwiseOp(
-        "max", 2, "max(a, b)", "NaN in either input gives NaN", torch.maximum, commutative=True
+        "max", 2, "max(a, b)", "NaN in either input gives NaN; max(-0, 0) = +0", _max,
+        commutative=True,
     ),
     ElementwiseOp("neg", 1, "-a", "exact", torch.neg, symbol="-", precedence=PREC_UNARY),
     ElementwiseOp("sigmoid", 1, "1 / (1 + exp(-a))", "sigmoid(0) = 0.5; in (0, 1)", torch.sigmoid),
@@ -190,7 +197,8 @@ def reduce_count(
 
 def _moment(t: Tensor, dims: tuple[int, ...], moment: Moment) -> Tensor:
     if not dims:  # nothing to reduce (instance statistics of a dense (N, C) tensor)
-        return {"mean": t, "var": torch.zeros_like(t), "meansq": t * t}[moment]
+        # The variance of one value: 0, or NaN for NaN and inf (as a reduction would give).
+        return {"mean": t, "var": t - t, "meansq": t * t}[moment]
     if t.numel() == 0:  # an empty batch: NaN moments (the output is empty), no warnings
         return t.mean(dims, keepdim=True)
     if moment == "mean":

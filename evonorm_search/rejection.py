@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -65,23 +66,27 @@ REASONS: Mapping[str, tuple[str, ...]] = {
 # The stability test: a tiny network with the candidate at both normalization sites,
 # STABILITY_STEPS steps of normalized gradient ascent on all its weights, each step of
 # STABILITY_STEP_SIZE times the weight norm, maximising ||dL/dtheta|| / ||theta||.  Chosen
-# on this machine to cost about 35 ms: the baselines peak at ratios of 1-15, explosive
-# layers (x * square(x), exp(x), square(square(x))) reach 6e10, inf or NaN.
-STABILITY_STEPS = 6
-STABILITY_STEP_SIZE = 0.15
+# on this machine to cost about 20 ms: the baselines peak at ratios below 5, explosive
+# layers (x * square(x), x / (x - mean_batch(x))) reach 1e10 or NaN.
+STABILITY_STEPS = 5
+STABILITY_STEP_SIZE = 0.18
 STABILITY_BATCH = 4
 STABILITY_WIDTH = 8
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What one stage decided.  ``reason`` is one of ``REASONS[stage]`` when it rejects."""
+    """What one stage decided.  ``reason`` is one of ``REASONS[stage]`` when it rejects;
+    ``values`` (read-only) are the figures the stage measured."""
 
     stage: str
     passed: bool
     reason: str | None = None
     detail: str = ""
     values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
 
 
 @dataclass
@@ -137,7 +142,9 @@ def check_static(candidate: Any, space: SearchSpace) -> tuple[Verdict, LayerGrap
 
 def check_numeric(result: ProbeResult, space: SearchSpace) -> Verdict:
     """Stage 4: judge the probe's output at the initial parameters."""
-    values = {"spread": result.spread, "scale": result.scale}
+    # NaN figures (of a non-finite output) are stored as None, which JSON can hold.
+    figures = {"spread": result.spread, "scale": result.scale}
+    values = {k: v if math.isfinite(v) else None for k, v in figures.items()}
     limits = space.rejection
     if not result.finite:
         return _reject("numeric", "non_finite", "NaN or inf on the probe", **values)
@@ -145,7 +152,7 @@ def check_numeric(result: ProbeResult, space: SearchSpace) -> Verdict:
         return _reject(
             "numeric",
             "constant_output",
-            f"output spread {result.spread:.3g} below {limits.min_output_spread:g}",
+            f"output's relative spread {result.spread:.3g} below {limits.min_output_spread:g}",
             **values,
         )
     if result.scale > limits.max_output_scale:
@@ -168,7 +175,8 @@ class _TinyNet(nn.Module):
     def __init__(self, graph: LayerGraph, space: SearchSpace) -> None:
         super().__init__()
         conv = nn.Conv2d if space.tensor == "image" else nn.Conv1d
-        w, groups = STABILITY_WIDTH, space.proxy.groups
+        # Groups of at least two channels, so that group statistics differ from instance ones.
+        w, groups = STABILITY_WIDTH, min(space.proxy.groups, STABILITY_WIDTH // 2)
         self.body = nn.Sequential(
             conv(3, w, 1, bias=False),
             GraphNormAct(graph, w, groups=groups),
@@ -188,9 +196,14 @@ def stability_ratios(graph: LayerGraph, space: SearchSpace, *, seed: int = 0) ->
     gradient of that ratio (a Hessian-vector product), the direction that grows it fastest.
     Stops early at a non-finite ratio.
     """
-    # Seeded without touching the caller's random state; denormals flushed, since near-zero
-    # gradients would otherwise slow the CPU ~40x.
-    with torch.random.fork_rng(devices=[]), _flush_denormals():
+    # Seeded without touching the caller's random state, with gradients even where the
+    # caller disabled them, and denormals flushed (near-zero gradients slow the CPU ~40x).
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        _flush_denormals(),
+    ):
         return _ascend(graph, space, seed)
 
 
@@ -256,8 +269,11 @@ class Funnel:
 
     ``seen`` holds the structural hashes of every candidate that passed stage 1 (pass the
     store's when resuming).  ``cache`` is the FEC; its entries are written by whoever
-    trains survivors.  Verdicts of stages 4 and 5 are reused for functional duplicates
-    of candidates already judged, since they depend on the function alone.
+    trains survivors.  Until then a survivor is *in flight*: its functional twins are
+    functional duplicates of it (with no fitness yet), so that one function is never
+    trained twice at once; ``release`` ends that, e.g. when its training failed.  Verdicts
+    of stages 4 and 5 are reused for functional duplicates of candidates already judged,
+    since they depend on the function alone.  Not thread-safe: one funnel per driver.
     """
 
     def __init__(
@@ -276,10 +292,16 @@ class Funnel:
         self.stability = stability
         # Functional hash -> verdicts 4 and 5; bounded, as a search may screen millions.
         self._judged: LRU[str, list[Verdict]] = LRU(judged_capacity)
+        self._in_flight: dict[str, str] = {}  # functional hash -> survivor being trained
 
-    def screen(self, candidate: Any) -> Screening:
+    def release(self, functional_hash: str) -> None:
+        """Forget that a survivor with this functional hash is in flight."""
+        self._in_flight.pop(functional_hash, None)
+
+    def screen(self, candidate: Any, *, candidate_id: str | None = None) -> Screening:
         """Run ``candidate`` (a LayerGraph, graph JSON or formula) through the stages until
-        one rejects it or all have passed."""
+        one rejects it or all have passed.  A survivor is in flight under ``candidate_id``
+        (default: its structural hash) until its fitness is cached or it is released."""
         start = time.perf_counter()
         verdict, graph = check_static(candidate, self.space)
         result = Screening(graph, [verdict])
@@ -306,14 +328,15 @@ class Funnel:
         measured = probe(graph)
         result.functional_hash = measured.functional_hash
         fitness = result.fitness = self.cache.get(measured.functional_hash, self.proxy_key)
+        twin = fitness.candidate if fitness else self._in_flight.get(measured.functional_hash)
         result.verdicts.append(
-            _reject("functional", "functional_duplicate", f"computes what candidate "
-                    f"{fitness.candidate} does", candidate=fitness.candidate)
-            if fitness is not None
+            _reject("functional", "functional_duplicate", f"computes what candidate {twin} "
+                    f"does{'' if fitness else ' (in flight, no fitness yet)'}", candidate=twin)
+            if twin is not None
             else Verdict("functional", True)
         )  # fmt: skip
         mark = self._timer(result, "functional", mark)
-        if fitness is not None:
+        if twin is not None:
             return result
 
         judged = self._judged.get(measured.functional_hash)
@@ -325,6 +348,8 @@ class Funnel:
                 self._timer(result, "stability", mark)
             self._judged.put(measured.functional_hash, judged)
         result.verdicts.extend(judged)
+        if result.passed:
+            self._in_flight[measured.functional_hash] = candidate_id or result.structural_hash
         return result
 
     @staticmethod

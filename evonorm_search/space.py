@@ -91,11 +91,12 @@ class RejectionThresholds:
     where no calibration was recorded.  ``stability`` bounds the gradient-norm ratio reached
     by adversarial ascent (the paper rejects around 1e8).  On the hash probe, at the initial
     parameters, an output must vary by at least ``min_output_spread`` (its range over the
-    positions of a channel) and stay within ``max_output_scale`` times the input's RMS."""
+    positions of a channel, relative to its largest absolute value) and stay within
+    ``max_output_scale`` times the input's RMS (floored at 1)."""
 
     quality_accuracy: float = 0.2
     stability: float = 1e8
-    min_output_spread: float = 1e-6
+    min_output_spread: float = 1e-4
     max_output_scale: float = 1e4
 
 

@@ -20,6 +20,7 @@ from evonorm_search.hashing import (
     _quantized,
     functional_hash,
     probe,
+    probe_outputs,
     proxy_key,
 )
 from evonorm_search.space import load_space
@@ -125,6 +126,26 @@ def test_memoised_and_fresh_evaluations_agree():
     assert warm == cold
 
 
+def test_a_hash_does_not_depend_on_what_was_hashed_before():
+    # max(-0., 0.) and max(0., -0.) differ in sign: inputs are evaluated in canonical order.
+    a = P("x * sigmoid(x / max(x * 0, -(x * 0)))")
+    b = P("x * sigmoid(x / max(-(x * 0), x * 0))")
+    _MEMO._entries.clear()
+    a_first = functional_hash(a)
+    _MEMO._entries.clear()
+    b_first = functional_hash(b)
+    assert a_first == b_first == functional_hash(LayerGraph(a.nodes))
+
+
+def test_probe_outputs_are_the_callers_to_modify():
+    g = P("x * v1")
+    before = functional_hash(g)
+    train, evaluation = probe_outputs(g)
+    train *= 0
+    evaluation += 1
+    assert functional_hash(LayerGraph(g.nodes)) == before
+
+
 def test_hash_format_and_seed():
     h = functional_hash(baselines.get("evonorm_s0"))
     assert len(h) == 32 and int(h, 16) >= 0
@@ -208,3 +229,13 @@ def test_functional_cache_lru_and_backend():
     assert (cache.hits, cache.misses) == (2, 1)
     with pytest.raises(ValueError, match="capacity"):
         FunctionalCache(capacity=0)
+
+
+def test_the_first_fitness_stays_after_an_eviction():
+    backend = DictBackend()
+    cache = FunctionalCache(capacity=1, backend=backend)
+    first = CachedFitness("c1")
+    cache.put("h1", "p", first)
+    cache.put("h2", "p", CachedFitness("c2"))  # evicts h1 from memory
+    cache.put("h1", "p", CachedFitness("c9"))
+    assert cache.get("h1", "p") == first == backend.get("h1", "p")

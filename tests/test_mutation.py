@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -59,7 +60,7 @@ def test_mutation_chains_of_1000_steps_stay_valid(name, seed):
     kinds = set()
     for _ in range(1000):
         child, description = mutate(graph, space, rng)
-        assert child.nodes != graph.nodes
+        assert child.structural_hash() != graph.structural_hash()  # never a dead-only change
         assert_valid_in(space, child)
         kinds.add(description.split()[0])
         graph = child
@@ -105,6 +106,71 @@ def test_each_operator_does_what_it_says(tmp_path, kind):
             assert len(child) == len(parent) + 1
         else:
             assert len(child) == len(parent) - 1
+
+
+def _index(description: str) -> int:
+    return int(description.split()[2].rstrip(":"))
+
+
+def only(kind: str):
+    """evonorm_b with every mutation operator but ``kind`` switched off."""
+    space = load_space("evonorm_b")
+    weights = {k: 1.0 if k == kind else 0.0 for k in MUTATIONS}
+    return dataclasses.replace(space, mutation=dataclasses.replace(space.mutation, **weights))
+
+
+def test_insert_adds_one_node_that_exactly_one_later_input_reads():
+    space = only("insert")
+    rng = np.random.default_rng(21)
+    for _ in range(300):
+        parent = random_graph(space, rng)
+        if len(parent) == space.graph.max_nodes:
+            continue
+        child, description = mutate(parent, space, rng)
+        i = _index(description)
+        assert child.nodes[: i - 4] == parent.nodes[: i - 4]  # earlier nodes untouched
+        # Later nodes are the parent's, shifted by one, except for one input now reading i.
+        rewired = 0
+        for old, new in zip(parent.nodes[i - 4 :], child.nodes[i - 3 :], strict=True):
+            assert (old.op, old.axis) == (new.op, new.axis)
+            for j_old, j_new in zip(old.inputs, new.inputs, strict=True):
+                if j_new == i:
+                    rewired += 1
+                else:
+                    assert j_new == (j_old + 1 if j_old >= i else j_old)
+        if i == parent.output + 1:  # a new output, reading the old one
+            assert parent.output in child.node(i).inputs
+        else:
+            assert rewired == 1
+        assert i in child.live
+
+
+def test_delete_replaces_a_node_by_one_of_its_inputs():
+    space = only("delete")
+    rng = np.random.default_rng(22)
+    for _ in range(300):
+        parent = random_graph(space, rng)
+        if len(parent) == 1:
+            continue
+        try:
+            child, description = mutate(parent, space, rng)
+        except GraphError:  # deleting its only live node would leave no layer
+            assert len(parent.live) - 4 <= 2
+            continue
+        i = _index(description)
+        removed = parent.node(i)
+        assert len(child) == len(parent) - 1
+        assert child.nodes[: i - 4] == parent.nodes[: i - 4]
+        # Every later input that read i now reads one (the same) input of the removed node.
+        replacement = set()
+        for old, new in zip(parent.nodes[i - 3 :], child.nodes[i - 4 :], strict=True):
+            assert (old.op, old.axis) == (new.op, new.axis)
+            for j_old, j_new in zip(old.inputs, new.inputs, strict=True):
+                if j_old == i:
+                    replacement.add(j_new)
+                else:
+                    assert j_new == (j_old - 1 if j_old > i else j_old)
+        assert len(replacement) <= 1 and replacement <= set(removed.inputs)
 
 
 def test_insert_respects_the_size_limit_and_delete_keeps_one_node(tmp_path):

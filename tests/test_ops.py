@@ -80,6 +80,14 @@ def test_documented_numerics_at_zero_and_for_negatives():
     assert _ev("abs", -3.0) == 3.0 and _ev("square", -3.0) == 9.0 and _ev("neg", 2.0) == -2.0
 
 
+@pytest.mark.parametrize("size", [1, 7, 64, 1000])
+def test_max_of_signed_zeros_is_plus_zero_in_either_order(size):
+    # torch.maximum alone returns either zero, depending on order and tensor size.
+    minus, plus = torch.full((size,), -0.0), torch.zeros(size)
+    for a, b in ((minus, plus), (plus, minus), (minus, minus)):
+        assert not torch.signbit(ELEMENTWISE["max"].eager(a, b)).any()
+
+
 def test_signed_sqrt_has_nan_gradient_at_zero():
     a = torch.tensor([0.0, 4.0, -4.0], dtype=torch.float64, requires_grad=True)
     ELEMENTWISE["sqrt"].eager(a).sum().backward()
@@ -128,6 +136,9 @@ def test_reduce_moment_matches_a_direct_reduction(axis, moment):
 
 
 def test_instance_statistics_of_dense_tensors_reduce_nothing():
+    nan_inf = torch.tensor([[math.nan, math.inf, 1.0]])
+    assert torch.isnan(reduce_moment(nan_inf, "instance", 1, "var")[0, :2]).all()
+    assert reduce_moment(nan_inf, "instance", 1, "var")[0, 2] == 0
     x = torch.randn(4, 6)
     assert torch.equal(reduce_moment(x, "instance", 1, "mean"), x)
     assert torch.equal(reduce_moment(x, "instance", 1, "var"), torch.zeros_like(x))
