@@ -3,8 +3,8 @@
 1. ``static``: the candidate parses, fits the space (ops, axes, size) and is a layer
    (output shaped like x, depending on x).
 2. ``duplicate``: its canonical form was seen before (structural hash).
-3. ``functional``: a functionally equal candidate was trained already (FEC hit); its
-   fitness is reused and the candidate is not trained.
+3. ``functional``: a functionally equal candidate was trained already (FEC hit: its
+   fitness is reused) or is being trained (in flight); the candidate is not trained.
 4. ``numeric``: on the hash probe at its initial parameters, the output is finite, varies
    with the input and keeps a sane scale.
 5. ``stability``: adversarial gradient ascent on the weights of a tiny network cannot
@@ -251,7 +251,7 @@ def check_stability(graph: LayerGraph, space: SearchSpace) -> Verdict:
     ratios = stability_ratios(graph, space)
     # The worst ratio: a NaN or inf if there is one (max() would skip a NaN).
     worst = next((r for r in ratios if not math.isfinite(r)), max(ratios))
-    values = {"max_ratio": worst, "steps": len(ratios)}
+    values = {"max_ratio": worst if math.isfinite(worst) else None, "steps": len(ratios)}
     if not math.isfinite(worst):
         return _reject("stability", "non_finite_gradient", "gradient became NaN or inf", **values)
     if worst > space.rejection.stability:
