@@ -28,6 +28,7 @@ hashed with the protocol name, so that changing the probe changes every hash.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import json
 import math
@@ -303,10 +304,8 @@ def proxy_key(space: SearchSpace) -> str:
         "preset": space.proxy.preset,
         "architectures": list(space.proxy.architectures),
         "groups": space.proxy.groups,
-        "batch_size": space.training.batch_size,
-        "learning_rate": space.training.learning_rate,
-        "quality_steps": space.training.quality_steps,
-        "steps": space.training.steps,
+        "validation": space.proxy.validation,
+        **dataclasses.asdict(space.training),
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
 

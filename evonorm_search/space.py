@@ -74,12 +74,19 @@ class ProxySettings:
     preset: str = "tiny"
     architectures: tuple[str, ...] = ("resnet", "mobilenet", "efficientnet")
     groups: int = 8  # groups for group statistics in the proxies (see DESIGN.md)
+    validation: int = 2000  # images held out of the training data (fixed seed) to validate
 
 
 @dataclass(frozen=True)
 class TrainingBudget:
+    """SGD with Nesterov momentum and weight decay; the learning rate follows a cosine from
+    ``learning_rate`` to 0 over ``steps``.  Validation accuracy decides the quality check
+    after ``quality_steps`` and is the fitness after ``steps``."""
+
     batch_size: int = 64
     learning_rate: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
     quality_steps: int = 100  # steps before the quality check
     steps: int = 300  # steps of full proxy training per architecture
 
@@ -300,6 +307,7 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
             f"not this space's {space.tensor} tensors",
         )
     require(p.groups >= 1, "[proxy] groups must be >= 1")
+    require(p.validation >= 1, "[proxy] validation must be >= 1")
     t = space.training
     require(
         min(t.batch_size, t.quality_steps, t.steps) >= 1,
@@ -307,6 +315,8 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     )
     require(t.quality_steps <= t.steps, "[training] quality_steps must not exceed steps")
     require(t.learning_rate > 0, "[training] learning_rate must be > 0")
+    require(0 <= t.momentum < 1, "[training] momentum must be in [0, 1)")
+    require(t.weight_decay >= 0, "[training] weight_decay must be >= 0")
     r = space.rejection
     require(0 <= r.quality_accuracy <= 1, "[rejection] quality_accuracy must be in [0, 1]")
     require(r.stability > 0, "[rejection] stability must be > 0")

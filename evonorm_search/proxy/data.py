@@ -1,0 +1,339 @@
+"""Datasets for proxy training: CIFAR-10, scikit-learn's digits, and a synthetic set.
+
+Everything is preloaded as tensors on the training device; batches are drawn, augmented
+(random crop and horizontal flip for CIFAR-10) and normalised there, in batch, with no
+DataLoader worker processes.  Validation splits are carved from the training data with a
+fixed seed; CIFAR-10's official ``test_batch`` is optional and only for final reporting.
+
+The CIFAR-10 "python version" is a pickle, and a crafted pickle can run code when loaded,
+so it is read with an unpickler that admits only what the official format needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from evonorm_search.errors import EvoNormError
+
+__all__ = [
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "DataError",
+    "Dataset",
+    "default_data_dir",
+    "download_cifar10",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "synthetic",
+]
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_REQUIRED = ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)))
+
+
+class DataError(EvoNormError, OSError):
+    """A dataset is missing, incomplete, corrupt or could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images (uint8 or float, (N, C, H, W)) and int64 labels, split for training.
+
+    ``mean`` and ``std`` (per channel, of the training images scaled to [0, 1]) normalise
+    every batch; ``augment`` turns on random crops (4-pixel zero padding) and horizontal
+    flips for training batches.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    train_images: Tensor
+    train_labels: Tensor
+    val_images: Tensor
+    val_labels: Tensor
+    mean: Tensor
+    std: Tensor
+    augment: bool
+    test_images: Tensor | None = None
+    test_labels: Tensor | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.train_images.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_images.device
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The same data on ``device``."""
+        moved = {
+            name: value.to(device)
+            for name, value in self.__dict__.items()
+            if isinstance(value, Tensor)
+        }
+        return replace(self, **moved)
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """Float images, scaled to [0, 1] and standardised per channel."""
+        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        view = (1, -1, 1, 1)
+        return (x - self.mean.view(view)) / self.std.view(view)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Training batches forever: reshuffled every epoch, augmented, normalised.
+        ``generator`` (on the data's device) fixes the order and the augmentation."""
+        n = len(self.train_labels)
+        if batch_size > n:
+            raise ValueError(f"batch size {batch_size} exceeds the {n} training images")
+        while True:
+            order = torch.randperm(n, generator=generator, device=self.device)
+            for start in range(0, n - batch_size + 1, batch_size):
+                index = order[start : start + batch_size]
+                images = self.train_images[index]
+                if self.augment:
+                    images = _augment(images, generator)
+                yield self.normalise(images), self.train_labels[index]
+
+    def evaluation_batches(
+        self, split: str = "val", batch_size: int = 1000
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches of the validation (or test) split, in order, normalised."""
+        images, labels = {
+            "val": (self.val_images, self.val_labels),
+            "test": (self.test_images, self.test_labels),
+        }[split]
+        if images is None:
+            raise DataError(f"{self.name} has no {split} split")
+        for start in range(0, len(labels), batch_size):
+            yield (self.normalise(images[start : start + batch_size]),
+                   labels[start : start + batch_size])  # fmt: skip
+
+
+def _augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crops of the zero-padded images and random horizontal flips, in batch."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=images.device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=images.device)
+    rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+    cropped = padded[batch, channel, rows, cols]
+    flip = torch.rand(n, generator=generator, device=images.device) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1), cropped.flip(3), cropped)
+
+
+def _split(images: Tensor, labels: Tensor, validation: int, seed: int) -> tuple[Tensor, ...]:
+    """A fixed-seed validation split of ``validation`` images; the rest trains."""
+    if not 0 < validation < len(labels):
+        raise ValueError(f"validation must be between 1 and {len(labels) - 1}, got {validation}")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:validation], order[validation:]
+    return images[train], labels[train], images[val], labels[val]
+
+
+def _statistics(images: Tensor) -> tuple[Tensor, Tensor]:
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp(min=1e-6)
+
+
+# ------------------------------------------------------------------ CIFAR-10
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the globals the official CIFAR-10 batches use: numpy arrays."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),  # pickled with numpy 1 (the official files)
+            ("numpy._core.multiarray", "_reconstruct"),  # pickled with numpy 2
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in CIFAR-10 data")
+        if module == "numpy.core.multiarray":
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path) -> dict:
+    try:
+        with path.open("rb") as f:
+            data = _CifarUnpickler(f, encoding="bytes").load()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{path} is not a CIFAR-10 python batch: {e}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a CIFAR-10 python batch: holds {type(data).__name__}")
+    return data
+
+
+def _images_and_labels(path: Path) -> tuple[Tensor, Tensor]:
+    data = _read_batch(path)
+    images, labels = data.get(b"data"), data.get(b"labels")
+    if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2
+            or images.shape[1] != 3 * 32 * 32 or not isinstance(labels, list)
+            or len(labels) != len(images)):  # fmt: skip
+        raise DataError(f"{path} is not a CIFAR-10 python batch: wrong 'data' or 'labels'")
+    labels_t = torch.tensor(labels, dtype=torch.int64)
+    if len(labels_t) and (labels_t.min() < 0 or labels_t.max() > 9):
+        raise DataError(f"{path}: labels outside 0..9")
+    return torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), labels_t
+
+
+def load_cifar10(
+    directory: str | Path, *, validation: int = 5000, seed: int = 0, device: str = "cpu"
+) -> Dataset:
+    """CIFAR-10 from ``directory`` in the official python format.
+
+    ``data_batch_1..5`` and ``batches.meta`` are required, ``test_batch`` is optional.  The
+    validation split (``validation`` images, fixed ``seed``) comes from the data batches.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"CIFAR-10 directory {directory} does not exist (download it with "
+                        "evonorm_search.proxy.data.download_cifar10)")  # fmt: skip
+    missing = [name for name in CIFAR10_REQUIRED if not (directory / name).is_file()]
+    if missing:
+        raise DataError(f"CIFAR-10 in {directory} is incomplete: missing {', '.join(missing)}")
+    meta = _read_batch(directory / "batches.meta")
+    names = meta.get(b"label_names")
+    if not isinstance(names, list) or len(names) != 10:
+        raise DataError(f"{directory / 'batches.meta'} has no list of 10 label_names")
+    parts = [_images_and_labels(directory / f"data_batch_{i}") for i in range(1, 6)]
+    images = torch.cat([p[0] for p in parts])
+    labels = torch.cat([p[1] for p in parts])
+    train_x, train_y, val_x, val_y = _split(images, labels, validation, seed)
+    test = directory / "test_batch"
+    test_x, test_y = _images_and_labels(test) if test.is_file() else (None, None)
+    mean, std = _statistics(train_x)
+    classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    return Dataset("cifar10", classes, train_x, train_y, val_x, val_y, mean, std, True,
+                   test_x, test_y).to(device)  # fmt: skip
+
+
+def download_cifar10(
+    directory: str | Path, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, timeout: float = 60
+) -> Path:
+    """Download and unpack the official CIFAR-10 archive into ``directory``; returns the
+    ``cifar-10-batches-py`` directory.  The archive's MD5 is checked before anything is
+    unpacked, members are extracted with tarfile's safe ``data`` filter, and the result
+    appears all at once (nothing half-written is left behind on failure)."""
+    directory = Path(directory)
+    target = directory / CIFAR10_DIR
+    if target.is_dir():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".cifar10-") as tmp:
+        archive = Path(tmp) / "archive.tar.gz"
+        digest = hashlib.md5()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, archive.open("wb") as f:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+        except OSError as e:
+            raise DataError(f"cannot download CIFAR-10 from {url}: {e}") from None
+        if digest.hexdigest() != md5:
+            raise DataError(f"CIFAR-10 archive from {url} has MD5 {digest.hexdigest()}, "
+                            f"expected {md5}")  # fmt: skip
+        unpacked = Path(tmp) / "unpacked"
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise DataError(f"cannot unpack the CIFAR-10 archive: {e}") from None
+        if not (unpacked / CIFAR10_DIR).is_dir():
+            raise DataError(f"the CIFAR-10 archive holds no {CIFAR10_DIR}/ directory")
+        os.replace(unpacked / CIFAR10_DIR, target)
+    return target
+
+
+# ------------------------------------------------------------------ small datasets
+
+
+def load_digits(*, validation: int = 297, seed: int = 0, device: str = "cpu") -> Dataset:
+    """scikit-learn's bundled handwritten digits: 1,797 real 8x8 grey images, 10 classes."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    train_x, train_y, val_x, val_y = _split(images, labels, validation, seed)
+    mean, std = _statistics(train_x)
+    classes = tuple(str(d) for d in range(10))
+    return Dataset("digits", classes, train_x, train_y, val_x, val_y, mean, std,
+                   False).to(device)  # fmt: skip
+
+
+def synthetic(
+    *, samples: int = 1200, size: int = 8, channels: int = 1, classes: int = 10,
+    validation: int = 200, seed: int = 0, device: str = "cpu",
+) -> Dataset:  # fmt: skip
+    """A procedural set for unit tests: each class is a random smooth prototype image;
+    samples are prototypes at a random brightness and contrast plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(classes, channels, 4, 4, generator=g)
+    prototypes = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
+    labels = torch.randint(0, classes, (samples,), generator=g)
+    gain = torch.rand(samples, 1, 1, 1, generator=g) + 0.5
+    shift = torch.rand(samples, 1, 1, 1, generator=g) - 0.5
+    noise = torch.randn(samples, channels, size, size, generator=g) * 0.1
+    images = prototypes[labels] * gain + shift + noise
+    train_x, train_y, val_x, val_y = _split(images, labels, validation, seed)
+    mean, std = _statistics(train_x)
+    return Dataset("synthetic", tuple(f"class {c}" for c in range(classes)), train_x, train_y,
+                   val_x, val_y, mean, std, False).to(device)  # fmt: skip
+
+
+def default_data_dir() -> Path:
+    """Where datasets live: ``$EVONORM_DATA``, else ``~/.cache/evonorm-search``."""
+    return Path(os.environ.get("EVONORM_DATA") or Path.home() / ".cache" / "evonorm-search")
+
+
+def load_dataset(
+    name: str, *, root: str | Path | None = None, validation: int | None = None,
+    seed: int = 0, device: str = "cpu",
+) -> Dataset:  # fmt: skip
+    """A dataset by name: ``cifar10`` (from ``root``, the directory holding the batches;
+    default ``default_data_dir()/cifar-10-batches-py``), ``digits`` or ``synthetic``."""
+    sizes = {} if validation is None else {"validation": validation}
+    if name == "cifar10":
+        directory = Path(root) if root is not None else default_data_dir() / CIFAR10_DIR
+        return load_cifar10(directory, seed=seed, device=device, **sizes)
+    if name == "digits":
+        return load_digits(seed=seed, device=device, **sizes)
+    if name == "synthetic":
+        return synthetic(seed=seed, device=device, **sizes)
+    raise DataError(f"unknown dataset {name!r} (available: cifar10, digits, synthetic)")

@@ -1,0 +1,102 @@
+import textwrap
+
+import pytest
+import torch
+
+from evonorm_search import LayerGraph, baselines
+from evonorm_search.proxy.data import synthetic
+from evonorm_search.proxy.models import build
+from evonorm_search.proxy.train import evaluate, train, train_candidate
+from evonorm_search.space import load_space
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(samples=1200, validation=200)
+
+
+@pytest.fixture
+def space(tmp_path):
+    """A small proxy task on the synthetic set: quality check after 20 steps at 30%."""
+    path = tmp_path / "small.toml"
+    path.write_text(
+        textwrap.dedent("""
+        [graph]
+        ops = ["add", "mul", "div", "max", "neg", "sigmoid"]
+        [proxy]
+        dataset = "synthetic"
+        architectures = ["resnet", "mobilenet", "efficientnet"]
+        groups = 4
+        validation = 200
+        [training]
+        batch_size = 32
+        learning_rate = 0.2
+        quality_steps = 20
+        steps = 40
+        [rejection]
+        quality_accuracy = 0.3
+    """)
+    )
+    return load_space(path)
+
+
+def test_training_learns(data, space):
+    result = train(baselines.get("bn_relu"), "resnet", data, space=space, seed=0)
+    assert result.status == "completed" and result.steps == 40
+    assert result.accuracy > 0.8 and result.quality_accuracy >= 0.3  # chance is 0.1
+    assert result.loss < 1.0 and result.seconds > 0 and result.train_loss is not None
+
+
+def test_a_few_steps_reduce_the_loss(data, space):
+    torch.manual_seed(0)
+    model = build("resnet", lambda c: torch.nn.Sequential(torch.nn.BatchNorm2d(c), torch.nn.ReLU()),
+                  in_channels=1, image_size=8)  # fmt: skip
+    _, before = evaluate(model, data)
+    result = train(baselines.get("gn_relu"), "resnet", data, space=space, seed=0, steps=20)
+    assert result.loss < before
+
+
+def test_a_broken_layer_is_rejected_at_the_checkpoint(data, space):
+    # max(x, 0) * 0 + x * 0: a valid layer that passes nothing on, so the network sees a
+    # constant and stays at chance.
+    broken = LayerGraph.parse("max(x, 0) * 0 + x * 0")
+    result = train(broken, "resnet", data, space=space, seed=0)
+    assert result.status == "rejected" and result.steps == 20
+    assert result.accuracy == result.quality_accuracy < 0.3
+
+
+def test_a_layer_producing_inf_diverges_without_an_exception(data, space):
+    result = train(LayerGraph.parse("x / v0"), "resnet", data, space=space, seed=0)  # v0 = 0
+    assert result.status == "diverged" and result.steps == 0 and result.accuracy is None
+
+
+def test_training_is_deterministic_for_a_seed(data, space):
+    a = train(baselines.get("evonorm_s0"), "mobilenet", data, space=space, seed=3, steps=20)
+    b = train(baselines.get("evonorm_s0"), "mobilenet", data, space=space, seed=3, steps=20)
+    assert (a.accuracy, a.loss, a.train_loss) == (b.accuracy, b.loss, b.train_loss)
+    c = train(baselines.get("evonorm_s0"), "mobilenet", data, space=space, seed=4, steps=20)
+    assert c.train_loss != a.train_loss
+
+
+def test_candidates_train_every_architecture_after_all_checkpoints(data, space):
+    reported = []
+    results = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0,
+                              on_result=reported.append)  # fmt: skip
+    assert list(results) == ["resnet", "mobilenet", "efficientnet"]
+    assert all(r.status == "completed" and r.steps == 40 for r in results.values())
+    assert [r.architecture for r in reported] == list(results)
+
+
+def test_a_rejection_on_one_architecture_stops_the_candidate(data, space):
+    results = train_candidate(LayerGraph.parse("max(x, 0) * 0 + x * 0"), data, space=space)
+    assert list(results) == ["resnet"] and results["resnet"].status == "rejected"
+
+
+def test_quality_check_stops_at_the_checkpoint(data, space):
+    from evonorm_search.proxy.train import quality_check
+
+    passed = quality_check(baselines.get("bn_relu"), "resnet", data, space=space)
+    assert passed.status == "completed" and passed.steps == 20
+    assert passed.accuracy == passed.quality_accuracy >= 0.3 and passed.loss is not None
+    failed = quality_check(LayerGraph.parse("max(x, 0) * 0 + x * 0"), "resnet", data, space=space)
+    assert failed.status == "rejected" and failed.steps == 20
