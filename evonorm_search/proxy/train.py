@@ -77,11 +77,12 @@ class _Run:
         self.train_loss: float | None = None
         self.quality_accuracy: float | None = None
         self.quality_loss: float | None = None
-        torch.manual_seed(seed)
         groups = space.proxy.groups
-        model = build(architecture, lambda c: GraphNormAct(graph, c, groups=groups),
-                      preset=space.proxy.preset, in_channels=data.channels,
-                      num_classes=data.num_classes, image_size=data.size)  # fmt: skip
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG alone
+            torch.manual_seed(seed)
+            model = build(architecture, lambda c: GraphNormAct(graph, c, groups=groups),
+                          preset=space.proxy.preset, in_channels=data.channels,
+                          num_classes=data.num_classes, image_size=data.size)  # fmt: skip
         self.model = model.to(data.device)
         if data.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
