@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -180,6 +181,225 @@ def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
         ["json", canonical.to_json()],
     ]
     _print_table(None, ["", "value"], rows)
+
+
+# -- the results database -------------------------------------------------------------
+
+
+def _db_option(function: Any) -> Any:
+    return click.option(
+        "--db", "db_url", default=None, metavar="URL",
+        help="Results database (default: $EVONORM_DB, else sqlite:///evonorm.db).",
+    )(function)  # fmt: skip
+
+
+def _open_store(db_url: str | None) -> Any:
+    """A read-only store: queries never create, migrate or write a database."""
+    from evonorm_search.store import Store
+
+    return Store(db_url, readonly=True)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@cli.command()
+@click.argument("name", required=False)
+@_db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def status(name: str | None, db_url: str | None, fmt: str) -> None:
+    """Progress of the search NAME (funnel, best so far), or of every search."""
+    from evonorm_search.store import mask
+
+    with _open_store(db_url) as store:
+        if name is None:
+            rows = store.searches()
+            if fmt == "json":
+                _print_json(rows)
+                return
+            _print_table(
+                f"searches in {mask(store.url)}",
+                ["name", "space", "strategy", "status", "trained", "screened", "best mean"],
+                [[r["name"], r["space"], r["strategy"], r["status"],
+                  f"{r['trained']}/{r['budget']}", str(r["screened"]),
+                  _score((r["best"] or {}).get("mean_score"))] for r in rows],
+            )  # fmt: skip
+            return
+        info = store.status(name)
+        funnel = store.funnel(name)
+    if fmt == "json":
+        _print_json({**info, "funnel": funnel})
+        return
+    best = info["best"]
+    rejected = ", ".join(f"{stage} {n}" for stage, n in info["rejected"].items()) or "none"
+    _print_table(
+        f"search {info['name']}",
+        ["", "value"],
+        [
+            ["space / strategy", f"{info['space']} / {info['strategy']}"],
+            ["status", info["status"]],
+            ["trained", f"{info['trained']} of budget {info['budget']}"],
+            ["screened", str(info["screened"])],
+            ["queued / running / failed", f"{info['queued']} / {info['running']} / "
+             f"{info['failed']}"],
+            ["duplicates", str(info["duplicates"])],
+            ["rejected by stage", rejected],
+            ["Pareto front", f"{info['front_size']} candidates"],
+            ["best (mean accuracy)", "-" if best is None else
+             f"#{best['id']} {_score(best['mean_score'])}  {best['formula']}"],
+        ],
+    )  # fmt: skip
+    _print_table(
+        "funnel", ["status", "stage", "reason", "count"],
+        [[r["status"], r["stage"] or "-", r["reason"] or "-", str(r["count"])] for r in funnel],
+    )  # fmt: skip
+
+
+@cli.command()
+@click.argument("name")
+@_db_option
+@click.option(
+    "--objectives", default=None, metavar="LIST",
+    help="Comma-separated objectives: architecture names (accuracy), mean, cost, nodes "
+    "(default: the search's own, per-architecture accuracy unless it chose others).",
+)  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)  # fmt: skip
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the front over every trained candidate (PNG, SVG or PDF).",
+)
+def pareto(name: str, db_url: str | None, objectives: str | None, fmt: str,
+           plot: Path | None) -> None:  # fmt: skip
+    """The Pareto front of the search NAME: its non-dominated trained candidates."""
+    chosen = [o.strip() for o in objectives.split(",")] if objectives else None
+    with _open_store(db_url) as store:
+        front = store.pareto(name, chosen)
+        chosen = chosen or store.search(name)["objectives"]
+        points = store.trained_points(name) if plot else []
+    if plot:
+        from evonorm_search.plots import plot_front
+
+        plot_front(points, front, chosen, plot, title=name)
+    keys = ("id", "formula", "scores", "mean_score", "objectives", "bytes_per_element",
+            "node_count", "parent", "birth", "structural_hash", "functional_hash")  # fmt: skip
+    rows = [{k: r[k] for k in keys} for r in front]
+    if fmt == "json":
+        _print_json(rows)
+    elif fmt == "csv":
+        _print_csv(rows, chosen)
+    else:
+        _print_table(
+            f"Pareto front of {name}: {len(rows)} candidates",
+            ["id", *chosen, "formula"],
+            [[str(r["id"]), *[_objective(r["objectives"][o]) for o in chosen], r["formula"]]
+             for r in rows],
+        )  # fmt: skip
+    if plot:
+        click.echo(f"wrote {plot}", err=True)
+
+
+def _objective(value: float | int | None) -> str:
+    return str(value) if isinstance(value, int) else _score(value)
+
+
+def _print_csv(rows: list[dict[str, Any]], objectives: list[str]) -> None:
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["id", *objectives, "mean_score", "formula"])
+    for r in rows:
+        writer.writerow([r["id"], *[r["objectives"][o] for o in objectives], r["mean_score"],
+                         r["formula"]])  # fmt: skip
+
+
+@cli.command()
+@click.argument("candidate_id", metavar="ID", type=int)
+@_db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option(
+    "--draw",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Draw the candidate's graph (PNG, SVG or PDF).",
+)
+def show(candidate_id: int, db_url: str | None, fmt: str, draw: Path | None) -> None:
+    """One candidate: formula, scores, fate, evaluations and lineage."""
+    with _open_store(db_url) as store:
+        record = store.candidate(candidate_id)
+    if draw:
+        from evonorm_search.graph import LayerGraph
+        from evonorm_search.plots import draw_graph
+
+        if record["formula"] is None:
+            raise click.ClickException(f"candidate {candidate_id} did not parse: no graph to draw")
+        draw_graph(LayerGraph.from_json(record["graph"]), draw,
+                   title=f"#{candidate_id}  {record['formula']}")  # fmt: skip
+    if fmt == "json":
+        _print_json(record)
+    else:
+        _print_candidate(record)
+    if draw:
+        click.echo(f"wrote {draw}", err=True)
+
+
+def _print_candidate(r: dict[str, Any]) -> None:
+    fate = r["status"] + (f" at {r['stage']}" if r["stage"] else "")
+    fate += f": {r['reason']}" if r["reason"] else ""
+    scores = r["scores"] or {}
+    _print_table(
+        f"candidate {r['id']} of search {r['search']}",
+        ["", "value"],
+        [
+            ["formula", r["formula"] or f"(did not parse) {r['graph']}"],
+            ["fate", fate + (f" ({r['detail']})" if r["detail"] else "")],
+            ["scores", ", ".join(f"{a} {_score(v)}" for a, v in scores.items()) or "-"],
+            ["mean accuracy", _score(r["mean_score"])],
+            ["on the Pareto front", "yes" if r["on_front"] else "no"],
+            ["duplicate of", str(r["duplicate_of"]) if r["duplicate_of"] else "-"],
+            ["nodes", str(r["node_count"]) if r["node_count"] is not None else "-"],
+            ["structural hash", r["structural_hash"] or "-"],
+            ["functional hash", r["functional_hash"] or "-"],
+        ],
+    )  # fmt: skip
+    if r["evaluations"]:
+        _print_table(
+            "evaluations", ["stage", "architecture", "seed", "steps", "accuracy", "status"],
+            [[e["stage"], e["architecture"], str(e["seed"]), str(e["steps"]),
+              _score(e["accuracy"]), e["status"]] for e in r["evaluations"]],
+        )  # fmt: skip
+    _print_table(
+        "lineage (newest first)", ["id", "status", "mean", "mutation", "formula"],
+        [[str(a["id"]), a["status"], _score(a["mean_score"]), a["mutation"] or "(initial)",
+          a["formula"] or "-"] for a in r["lineage"]],
+    )  # fmt: skip
+
+
+@cli.group()
+def db() -> None:
+    """Manage the results database."""
+
+
+@db.command()
+@_db_option
+def upgrade(db_url: str | None) -> None:
+    """Create the database, or migrate it to this version's schema."""
+    from evonorm_search.store import default_url, make_engine, mask
+    from evonorm_search.store import upgrade as migrate
+
+    url = db_url or default_url()
+    engine = make_engine(url)
+    try:
+        before, after = migrate(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"{mask(url)} is at the current schema ({after})")
+    else:
+        click.echo(f"{mask(url)}: schema {before or '(new database)'} -> {after}")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Each subclass also inherits the built-in a caller would expect (``GraphError`` i
 
 from __future__ import annotations
 
-__all__ = ["EvoNormError", "GraphError", "SpaceError"]
+__all__ = ["EvoNormError", "GraphError", "SpaceError", "StoreError"]
 
 
 class EvoNormError(Exception):
@@ -20,3 +20,8 @@ class GraphError(EvoNormError, ValueError):
 
 class SpaceError(EvoNormError, ValueError):
     """A search-space file is missing, is not valid TOML, or breaks the schema."""
+
+
+class StoreError(EvoNormError, RuntimeError):
+    """The results database cannot be used: a malformed or unreachable URL, a schema at
+    another revision than this code's, or an unknown search or candidate."""

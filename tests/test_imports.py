@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-HEAVY = ("ray", "optuna", "sqlalchemy", "triton", "networkx", "alembic", "click", "rich")
+HEAVY = ("ray", "optuna", "sqlalchemy", "triton", "networkx", "alembic", "click", "rich",
+         "matplotlib")  # fmt: skip
 
 
 @pytest.mark.slow

@@ -52,7 +52,8 @@ def test_wheel_contents(wheel):
     for space in ("evonorm_b", "evonorm_s", "sequence"):
         assert f"evonorm_search/_data/search_spaces/{space}.toml" in names
     assert "evonorm_search/_data/kernels/README.md" in names
-    assert "evonorm_search/_data/db/README.md" in names
+    for migration in ("README.md", "env.py", "script.py.mako", "versions/0001_initial.py"):
+        assert f"evonorm_search/_data/db/{migration}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
         "evonorm-search = evonorm_search.cli:main"
@@ -72,6 +73,9 @@ def test_installed_wheel_finds_its_data(wheel, tmp_path):
         "print(resource_dir('search_spaces'))\n"
         "print(load_space('evonorm_b').path)\n"
         "print(','.join(list_spaces()))\n"
+        "from evonorm_search.store import Store\n"
+        "Store('sqlite:///wheel.db').close()\n"  # migrations run from the wheel's db/
+        "print(resource_dir('db'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -82,8 +86,10 @@ def test_installed_wheel_finds_its_data(wheel, tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    package, spaces_dir, space_path, names = out.stdout.split()
+    package, spaces_dir, space_path, names, db_dir = out.stdout.split()
     assert package.startswith(str(site))
     assert spaces_dir == str(site / "evonorm_search" / "_data" / "search_spaces")
     assert space_path.startswith(spaces_dir)
     assert names == "evonorm_b,evonorm_s,sequence"
+    assert db_dir == str(site / "evonorm_search" / "_data" / "db")
+    assert (tmp_path / "wheel.db").stat().st_size > 0

@@ -1,0 +1,305 @@
+"""Read queries over the store: searches, status, funnel, Pareto front, lineage, top-k.
+
+Every function takes a SQLAlchemy ``Session`` and returns plain data (dicts, lists), the
+shape the CLI prints as JSON and the dashboard serves, so that both say the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from evonorm_search.errors import StoreError
+from evonorm_search.store.models import Candidate, Evaluation, Search
+from evonorm_search.store.pareto import non_dominated
+
+__all__ = [
+    "DERIVED_OBJECTIVES",
+    "candidate",
+    "candidate_dict",
+    "funnel",
+    "get_search",
+    "lineage",
+    "objective_vector",
+    "pareto",
+    "search_dict",
+    "searches",
+    "status",
+    "top",
+    "validate_objectives",
+]
+
+# Objectives besides per-architecture accuracy (named by the architecture): mean accuracy
+# (maximised), and two costs (minimised): the compiled kernels' bytes moved per element
+# (forward + backward) and the graph's node count.
+DERIVED_OBJECTIVES = {
+    "mean": "mean accuracy over the proxy architectures",
+    "cost": "bytes moved per element by the compiled kernels (minimised)",
+    "nodes": "intermediate nodes in the graph (minimised)",
+}
+
+
+def validate_objectives(objectives: Sequence[str], architectures: Sequence[str]) -> list[str]:
+    """``objectives`` checked against a search's architectures and the derived ones."""
+    known = [*architectures, *DERIVED_OBJECTIVES]
+    unknown = [o for o in objectives if o not in known]
+    if unknown or not objectives or len(set(objectives)) != len(objectives):
+        raise StoreError(
+            f"bad objectives {', '.join(objectives) or '(none)'}: choose distinct ones among "
+            f"{', '.join(known)}"
+        )
+    return list(objectives)
+
+
+def objective_vector(
+    objectives: Sequence[str], scores: dict[str, Any] | None, mean: float | None,
+    cost: float | None, nodes: int | None,
+) -> list[float] | None:  # fmt: skip
+    """The point of a candidate in objective space, every objective maximised (costs
+    negated); None when one of its values is missing."""
+    values: list[float | None] = []
+    for o in objectives:
+        if o == "mean":
+            values.append(mean)
+        elif o == "cost":
+            values.append(None if cost is None else -cost)
+        elif o == "nodes":
+            values.append(None if nodes is None else -float(nodes))
+        else:
+            values.append((scores or {}).get(o))
+    if any(v is None for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def get_search(session: Session, name: str) -> Search:
+    found = session.scalars(sa.select(Search).where(Search.name == name)).one_or_none()
+    if found is None:
+        known = session.scalars(sa.select(Search.name).order_by(Search.id).limit(10)).all()
+        hint = f" (searches: {', '.join(known)})" if known else " (the database has none)"
+        raise StoreError(f"unknown search {name!r}{hint}")
+    return found
+
+
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC (SQLite hands back naive datetimes; they were written in UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def search_dict(s: Search) -> dict[str, Any]:
+    return {
+        "name": s.name, "space": s.space, "strategy": s.strategy, "status": s.status,
+        "seed": s.seed, "budget": s.budget, "architectures": list(s.architectures),
+        "objectives": list(s.objectives),
+        "proxy_key": s.proxy_key, "code_version": s.code_version, "config": s.config,
+        "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "finished_at": _iso(s.finished_at),
+    }  # fmt: skip
+
+
+def candidate_dict(c: Candidate, search_name: str | None = None) -> dict[str, Any]:
+    return {
+        "id": c.id, "search": search_name, "birth": c.birth, "formula": c.formula,
+        "scores": dict(c.scores) if c.scores is not None else None,
+        "mean_score": c.mean_score, "status": c.status, "stage": c.stage,
+        "reason": c.reason, "detail": c.detail, "on_front": c.on_front,
+        "parent": c.parent_id, "mutation": c.mutation, "duplicate_of": c.duplicate_of,
+        "structural_hash": c.structural_hash, "functional_hash": c.functional_hash,
+        "node_count": c.node_count, "bytes_per_element": c.bytes_per_element,
+        "compiled": c.compiled, "measured": dict(c.measured), "seconds": dict(c.seconds),
+        "graph": c.graph, "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at),
+    }  # fmt: skip
+
+
+def _counts(session: Session, search_id: int) -> dict[tuple[str, str | None], int]:
+    rows = session.execute(
+        sa.select(Candidate.status, Candidate.stage, sa.func.count())
+        .where(Candidate.search_id == search_id)
+        .group_by(Candidate.status, Candidate.stage)
+    )
+    return {(status, stage): n for status, stage, n in rows}
+
+
+def _best(session: Session, search_id: int) -> Candidate | None:
+    return session.scalars(
+        sa.select(Candidate)
+        .where(Candidate.search_id == search_id, Candidate.mean_score.is_not(None))
+        .order_by(Candidate.mean_score.desc(), Candidate.id)
+        .limit(1)
+    ).one_or_none()
+
+
+def status(session: Session, name: str) -> dict[str, Any]:
+    """Progress of a search: the counts by fate, the best candidate by mean accuracy."""
+    s = get_search(session, name)
+    counts = _counts(session, s.id)
+
+    def total(status: str) -> int:
+        return sum(n for (st, _), n in counts.items() if st == status)
+
+    rejected: dict[str, int] = {}
+    for (st, stage), n in counts.items():
+        if st == "rejected":
+            rejected[stage or "unknown"] = rejected.get(stage or "unknown", 0) + n
+    best = _best(session, s.id)
+    return {
+        "name": s.name, "space": s.space, "strategy": s.strategy, "status": s.status,
+        "budget": s.budget, "screened": sum(counts.values()), "trained": total("trained"),
+        "queued": total("queued"), "running": total("running"), "failed": total("failed"),
+        "duplicates": total("duplicate"), "rejected": dict(sorted(rejected.items())),
+        "front_size": session.scalar(
+            sa.select(sa.func.count()).where(Candidate.search_id == s.id, Candidate.on_front)
+        ),
+        "best": None if best is None else {
+            "id": best.id, "formula": best.formula, "mean_score": best.mean_score,
+            "scores": best.scores,
+        },
+        "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "finished_at": _iso(s.finished_at),
+    }  # fmt: skip
+
+
+def searches(session: Session) -> list[dict[str, Any]]:
+    names = session.scalars(sa.select(Search.name).order_by(Search.id)).all()
+    return [status(session, n) for n in names]
+
+
+def funnel(session: Session, name: str) -> list[dict[str, Any]]:
+    """Counts of candidates by (status, stage, reason), largest first."""
+    s = get_search(session, name)
+    rows = session.execute(
+        sa.select(Candidate.status, Candidate.stage, Candidate.reason, sa.func.count())
+        .where(Candidate.search_id == s.id)
+        .group_by(Candidate.status, Candidate.stage, Candidate.reason)
+    )
+    table = [{"status": st, "stage": stage, "reason": reason, "count": n}
+             for st, stage, reason, n in rows]  # fmt: skip
+    return sorted(table, key=lambda r: (-r["count"], r["status"], r["stage"] or ""))
+
+
+def pareto(
+    session: Session, name: str, objectives: Sequence[str] | None = None, *,
+    recompute: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The non-dominated trained candidates of a search, best mean accuracy first.
+
+    Over the search's own objectives (per-architecture accuracy unless it chose others)
+    this is an indexed read of the front the writer maintains; other objectives (or
+    ``recompute``) compute it from every trained candidate's scores.  An FEC hit is not a
+    point of its own.
+    """
+    s = get_search(session, name)
+    chosen = validate_objectives(objectives or s.objectives, s.architectures)
+    if chosen == list(s.objectives) and not recompute:
+        rows = session.scalars(
+            sa.select(Candidate).where(Candidate.search_id == s.id, Candidate.on_front)
+        ).all()
+    else:
+        points = session.execute(
+            sa.select(Candidate.id, Candidate.scores, Candidate.mean_score,
+                      Candidate.bytes_per_element, Candidate.node_count)
+            .where(Candidate.search_id == s.id, Candidate.status == "trained")
+        ).all()  # fmt: skip
+        ids, vectors = [], []
+        for cid, *values in points:
+            vector = objective_vector(chosen, *values)
+            if vector is not None:
+                ids.append(cid)
+                vectors.append(vector)
+        front = [ids[i] for i in non_dominated(np.array(vectors).reshape(len(ids), len(chosen)))]
+        rows = _by_ids(session, front)
+    result = [candidate_dict(c, s.name) for c in rows]
+    for row in result:
+        row["objectives"] = dict(zip(chosen, _display(chosen, row), strict=True))
+    return sorted(result, key=lambda r: (-(r["mean_score"] or 0.0), r["id"]))
+
+
+def _display(objectives: Sequence[str], row: dict[str, Any]) -> list[Any]:
+    derived = {"mean": row["mean_score"], "cost": row["bytes_per_element"],
+               "nodes": row["node_count"]}  # fmt: skip
+    return [derived[o] if o in derived else (row["scores"] or {}).get(o) for o in objectives]
+
+
+def _by_ids(session: Session, ids: Sequence[int]) -> list[Candidate]:
+    rows: list[Candidate] = []
+    for start in range(0, len(ids), 500):  # stay under bound-parameter limits
+        rows.extend(session.scalars(
+            sa.select(Candidate).where(Candidate.id.in_(ids[start : start + 500]))
+        ))  # fmt: skip
+    return rows
+
+
+def _candidate_row(session: Session, candidate_id: int) -> tuple[Candidate, str]:
+    row = session.execute(
+        sa.select(Candidate, Search.name)
+        .join(Search, Search.id == Candidate.search_id)
+        .where(Candidate.id == candidate_id)
+    ).one_or_none()
+    if row is None:
+        raise StoreError(f"unknown candidate id {candidate_id}")
+    return row[0], row[1]
+
+
+def candidate(session: Session, candidate_id: int) -> dict[str, Any]:
+    """One candidate with its evaluations and its lineage."""
+    c, search_name = _candidate_row(session, candidate_id)
+    record = candidate_dict(c, search_name)
+    evaluations = session.scalars(
+        sa.select(Evaluation).where(Evaluation.candidate_id == c.id).order_by(Evaluation.id)
+    )
+    record["evaluations"] = [
+        {"stage": e.stage, "architecture": e.architecture, "dataset": e.dataset,
+         "preset": e.preset, "seed": e.seed, "steps": e.steps, "accuracy": e.accuracy,
+         "loss": e.loss, "quality_accuracy": e.quality_accuracy, "status": e.status,
+         "seconds": e.seconds}
+        for e in evaluations
+    ]  # fmt: skip
+    record["lineage"] = lineage(session, c.id)
+    return record
+
+
+def lineage(session: Session, candidate_id: int) -> list[dict[str, Any]]:
+    """The candidate and its ancestors back to the initial population, newest first, each
+    with the mutation that produced it from the next one (one recursive query)."""
+    _candidate_row(session, candidate_id)
+    chain = (
+        sa.select(Candidate.id, Candidate.parent_id, sa.literal(0).label("depth"))
+        .where(Candidate.id == candidate_id)
+        .cte("chain", recursive=True)
+    )
+    chain = chain.union_all(
+        sa.select(Candidate.id, Candidate.parent_id, (chain.c.depth + 1).label("depth"))
+        .join(chain, Candidate.id == chain.c.parent_id)
+    )  # fmt: skip
+    rows = session.execute(
+        sa.select(Candidate.id, Candidate.formula, Candidate.mutation, Candidate.status,
+                  Candidate.mean_score)
+        .join(chain, Candidate.id == chain.c.id)
+        .order_by(chain.c.depth)
+    )  # fmt: skip
+    return [{"id": i, "formula": f, "mutation": m, "status": st, "mean_score": score}
+            for i, f, m, st, score in rows]  # fmt: skip
+
+
+def top(session: Session, name: str, k: int = 10, by: str = "mean") -> list[dict[str, Any]]:
+    """The ``k`` best trained candidates by mean accuracy or one architecture's."""
+    s = get_search(session, name)
+    if by != "mean" and by not in s.architectures:
+        raise StoreError(f"top-k ranks by accuracy: 'mean' or one of {', '.join(s.architectures)}")
+    query = sa.select(Candidate).where(Candidate.search_id == s.id,
+                                       Candidate.status == "trained")  # fmt: skip
+    if by == "mean":
+        rows = session.scalars(
+            query.order_by(Candidate.mean_score.desc(), Candidate.id).limit(k)
+        ).all()
+    else:  # scores live in JSON; rank in Python (a search trains thousands, not millions)
+        rows = sorted(session.scalars(query), key=lambda c: (-(c.scores or {}).get(by, -1), c.id))
+        rows = rows[:k]
+    return [candidate_dict(c, s.name) for c in rows]

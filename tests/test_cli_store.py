@@ -1,0 +1,121 @@
+"""The query commands: status, pareto, show and db upgrade, and their one-line errors."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from evonorm_search.cli import cli
+from evonorm_search.store import Store
+
+from store_data import populate
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search", env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'evonorm.db'}"
+    with Store(url) as store:
+        history = populate(store, candidates=80)
+    return url, history
+
+
+def test_status_of_every_search_and_of_one(filled):
+    url, history = filled
+    code, out, _ = run("status", "--db", url, "--format", "json")
+    assert code == 0 and [s["name"] for s in json.loads(out)] == ["demo"]
+    code, out, _ = run("status", "demo", "--db", url, "--format", "json")
+    info = json.loads(out)
+    for key in ("name", "budget", "trained", "rejected", "duplicates", "running", "failed",
+                "best", "funnel"):  # fmt: skip
+        assert key in info
+    assert info["trained"] == len(history.scores)
+    assert info["best"]["id"] in history.scores
+    code, out, _ = run("status", "demo", "--db", url)
+    assert code == 0 and "rejected by stage" in out and f"{info['trained']} of budget" in out
+
+
+def test_pareto_as_table_json_csv_and_plot(filled, tmp_path):
+    url, history = filled
+    code, out, _ = run("pareto", "demo", "--db", url, "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and rows
+    assert {"id", "formula", "scores"} <= set(rows[0])
+    assert all(r["id"] in history.scores for r in rows)
+    code, out, _ = run("pareto", "demo", "--db", url, "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [int(r["id"]) for r in table] == [r["id"] for r in rows]
+    assert set(table[0]) == {"id", "resnet", "mobilenet", "efficientnet", "mean_score", "formula"}
+    code, out, _ = run("pareto", "demo", "--db", url)
+    assert code == 0 and f"front of demo: {len(rows)} candidates" in out
+    plot = tmp_path / "front.png"
+    code, _, err = run("pareto", "demo", "--db", url, "--objectives", "mean,nodes",
+                       "--plot", str(plot))  # fmt: skip
+    assert code == 0 and f"wrote {plot}" in err
+    assert plot.read_bytes().startswith(PNG) and plot.stat().st_size > 10_000
+
+
+def test_show_with_lineage_and_drawing(filled, tmp_path):
+    url, history = filled
+    child = next(i for i in history.ids if history.parent[i] is not None)
+    code, out, _ = run("show", str(child), "--db", url, "--format", "json")
+    record = json.loads(out)
+    assert code == 0 and record["id"] == child
+    assert record["lineage"][1]["id"] == history.parent[child]
+    assert record["lineage"][0]["mutation"] == history.mutation[child]
+    drawing = tmp_path / "graph.svg"
+    code, out, _ = run("show", str(child), "--db", url, "--draw", str(drawing))
+    assert code == 0 and "lineage" in out and drawing.read_text().startswith("<?xml")
+
+
+def test_db_upgrade_creates_a_database_and_env_names_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code, out, _ = run("db", "upgrade", env={"EVONORM_DB": url})
+    assert code == 0 and "(new database) -> 0001" in out
+    code, out, _ = run("status", "--format", "json", env={"EVONORM_DB": url})
+    assert code == 0 and json.loads(out) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status", "nope"], "unknown search 'nope' (searches: demo)"),
+        (["pareto", "nope"], "unknown search 'nope'"),
+        (["pareto", "demo", "--objectives", "bogus"], "bad objectives bogus"),
+        (["show", "424242"], "unknown candidate id 424242"),
+        (["show", "abc"], "'abc' is not a valid integer"),
+        (["pareto", "demo", "--plot", "front.gif"], "cannot draw front.gif"),
+    ],
+)
+def test_bad_requests_are_one_line(filled, args, message):
+    url, _ = filled
+    code, _, err = run(*args, "--db", url)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("sqlite:///{tmp}/absent.db", "no database at sqlite:///"),
+        ("nonsense", "malformed database URL"),
+        ("postgresql://me:hunter2@127.0.0.1:1/x", "cannot connect to postgresql://me:***@"),
+    ],
+)
+def test_unusable_databases_are_one_line_without_passwords(tmp_path, url, message):
+    """Through the installed entry point, as a user runs it: no traceback, exit 2."""
+    exe = [sys.executable, "-m", "evonorm_search.cli"]
+    result = subprocess.run([*exe, "status", "--db", url.format(tmp=tmp_path)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.stderr
+    assert not (tmp_path / "absent.db").exists()

@@ -1,0 +1,394 @@
+"""The results store on SQLite and PostgreSQL: schema and migrations, writes, queries."""
+
+import dataclasses
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from evonorm_search import baselines
+from evonorm_search.hashing import FunctionalCache, proxy_key
+from evonorm_search.proxy.data import load_dataset
+from evonorm_search.proxy.train import train_candidate
+from evonorm_search.rejection import Funnel
+from evonorm_search.resources import resource_dir
+from evonorm_search.space import load_space
+from evonorm_search.store import Store, StoreError, StoreFEC, make_engine
+from evonorm_search.store.models import Base
+
+from store_data import brute_force_front, populate
+
+SPACE = load_space("evonorm_b")
+
+
+def new_search(store, name="s", objectives=None):
+    store.create_search(name, space="evonorm_b", strategy="evolution", seed=0, budget=10,
+                        architectures=SPACE.proxy.architectures, proxy_key=proxy_key(SPACE),
+                        objectives=objectives)  # fmt: skip
+
+
+def revision(url):
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        value = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    return value
+
+
+# -- schema --------------------------------------------------------------------------------
+
+
+def test_a_new_database_is_created_at_head_and_matches_the_models(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    Store(db_url).close()
+    assert revision(db_url) == "0001"
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        tables = set(sa.inspect(connection).get_table_names())
+        # The migration creates exactly what the ORM models declare (types, indexes, keys).
+        diff = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+        )
+    engine.dispose()
+    assert tables == {"alembic_version", "searches", "candidates", "evaluations", "fec"}
+    assert diff == []
+
+
+def test_a_reader_never_creates_a_database(tmp_path):
+    path = tmp_path / "absent.db"
+    with pytest.raises(StoreError, match="no database at"):
+        Store(f"sqlite:///{path}", readonly=True)
+    assert not path.exists()
+
+
+def test_a_reader_on_an_empty_postgres_database_refuses_to_create():
+    from conftest import postgres_database
+
+    databases = postgres_database()
+    url = next(databases)
+    try:
+        with pytest.raises(StoreError, match="no evonorm-search database"):
+            Store(url, readonly=True)
+        engine = make_engine(url)
+        with engine.connect() as connection:
+            assert sa.inspect(connection).get_table_names() == []
+        engine.dispose()
+    finally:
+        databases.close()
+
+
+def test_a_newer_revision_is_refused_and_left_untouched(db_url):
+    with Store(db_url) as store:
+        new_search(store)
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    engine.dispose()
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="newer than this evonorm-search"):
+            Store(db_url, readonly=readonly)
+    with pytest.raises(StoreError, match="newer"):
+        from evonorm_search.store import upgrade
+
+        engine = make_engine(db_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+    assert revision(db_url) == "ffff9999"
+
+
+def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path, monkeypatch):
+    """A migration environment with a second revision: a database at 0001 is older."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with Store(url) as store:
+        new_search(store, "kept")
+    scripts = tmp_path / "db"
+    shutil.copytree(resource_dir("db"), scripts)
+    (scripts / "versions" / "0002_note.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0002"\n'
+        'down_revision = "0001"\n\n\ndef upgrade():\n'
+        '    with op.batch_alter_table("searches") as batch:\n'
+        '        batch.add_column(sa.Column("note", sa.Text(), nullable=True))\n'
+    )
+    monkeypatch.setattr("evonorm_search.store.engine.resource_dir", lambda _: scripts)
+    with pytest.raises(StoreError, match=r"older than this code's 0002: run `evonorm-search db"):
+        Store(url, readonly=True)
+    from click.testing import CliRunner
+
+    from evonorm_search.cli import cli
+
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
+    assert result.exit_code == 0, result.output
+    assert "0001 -> 0002" in result.output
+    assert revision(url) == "0002"
+    with Store(url, readonly=True) as store:
+        assert store.search("kept")["space"] == "evonorm_b"
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
+    assert "is at the current schema (0002)" in result.output
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StoreError, match="not an evonorm-search database"):
+        Store(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("not a url", "malformed database URL"),
+        ("mysql://u@h/d", "unsupported database 'mysql'"),
+        ("sqlite:////no/such/dir/x.db", "no directory /no/such/dir"),
+        ("postgresql://u:s3cret@127.0.0.1:1/db", "cannot connect to postgresql://u:\\*\\*\\*@"),
+    ],
+)
+def test_bad_urls_name_the_problem_and_hide_passwords(url, message):
+    with pytest.raises(StoreError, match=message) as error:
+        Store(url)
+    assert "s3cret" not in str(error.value)
+
+
+def test_readonly_stores_cannot_write_even_through_sql(db_url):
+    with Store(db_url) as store:
+        new_search(store)
+    with Store(db_url, readonly=True) as reader:
+        with pytest.raises(StoreError, match="read-only"):
+            reader.set_search_status("s", "stopped")
+        with pytest.raises(sa.exc.DBAPIError), reader.engine.begin() as connection:
+            connection.execute(sa.text("UPDATE searches SET status = 'failed'"))
+        assert reader.search("s")["status"] == "running"
+
+
+# -- writes -------------------------------------------------------------------------------
+
+
+def test_search_names_are_unique_and_checked(sqlite_url):
+    with Store(sqlite_url) as store:
+        new_search(store, "a b")
+        with pytest.raises(StoreError, match="exists already"):
+            new_search(store, "a b")
+        for bad in ("", "a/b", "tab\there", "x" * 201):
+            with pytest.raises(StoreError, match="bad search name"):
+                new_search(store, bad)
+        with pytest.raises(StoreError, match="bad objectives bogus"):
+            new_search(store, "c", objectives=["bogus"])
+        with pytest.raises(StoreError, match="unknown search 'zzz' \\(searches: a b\\)"):
+            store.status("zzz")
+
+
+def test_a_failed_batch_writes_nothing(db_url):
+    with Store(db_url) as store:
+        new_search(store)
+        with pytest.raises(RuntimeError), store.batch():
+            store.add_candidate("s", graph="x", status="rejected", stage="static")
+            store.add_candidate("s", graph="y", status="rejected", stage="static")
+            raise RuntimeError("driver crashed mid-batch")
+        assert store.status("s")["screened"] == 0
+        with store.batch():
+            first = store.add_candidate("s", graph="x", status="queued")
+            second = store.add_candidate("s", graph="y", status="queued", parent=first)
+        assert store.lineage(second)[1]["id"] == first
+        assert [store.candidate(i)["birth"] for i in (first, second)] == [0, 1]
+
+
+def test_non_finite_figures_are_stored_as_null(db_url):
+    with Store(db_url) as store:
+        new_search(store)
+        cid = store.add_candidate(
+            "s",
+            graph="x",
+            status="rejected",
+            stage="stability",
+            measured={"ratio": float("inf"), "peak": np.float32(2.5)},
+        )
+        store.add_evaluation(cid, architecture="resnet", dataset="digits", preset="tiny",
+                             seed=0, steps=3, status="diverged", seconds=0.1,
+                             loss=float("nan"))  # fmt: skip
+        record = store.candidate(cid)
+    assert record["measured"] == {"ratio": None, "peak": 2.5}
+    assert record["evaluations"][0]["loss"] is None
+
+
+# -- queries on a populated store --------------------------------------------------------
+
+
+@pytest.fixture
+def populated(db_url):
+    with Store(db_url) as store:
+        history = populate(store, candidates=150)
+    with Store(db_url, readonly=True) as reader:
+        yield reader, history
+
+
+def test_status_and_funnel_count_every_fate(populated):
+    store, history = populated
+    status = store.status(history.name)
+    fates = list(history.fate.values())
+    assert status["screened"] == len(history.ids) == 150
+    assert status["trained"] == sum(f[0] == "trained" for f in fates) > 20
+    assert status["duplicates"] == sum(f[0] == "duplicate" for f in fates) > 0
+    rejected = {}
+    for st, stage, _ in fates:
+        if st == "rejected":
+            rejected[stage] = rejected.get(stage, 0) + 1
+    assert status["rejected"] == rejected
+    funnel = store.funnel(history.name)
+    assert sum(row["count"] for row in funnel) == 150
+    for row in funnel:
+        assert row["count"] == sum(f == (row["status"], row["stage"], row["reason"])
+                                   for f in fates)  # fmt: skip
+    best = max(history.scores, key=lambda i: (np.mean(list(history.scores[i].values())), -i))
+    assert status["best"]["id"] == best
+
+
+def test_the_front_equals_a_brute_force_one(populated):
+    store, history = populated
+    archs = history.architectures
+    points = {i: [s[a] for a in archs] for i, s in history.scores.items()}
+    front = store.pareto(history.name)
+    assert {r["id"] for r in front} == brute_force_front(points)
+    assert store.pareto(history.name, recompute=True) == front
+    assert store.status(history.name)["front_size"] == len(front)
+    assert [r["mean_score"] for r in front] == sorted((r["mean_score"] for r in front),
+                                                      reverse=True)  # fmt: skip
+    # Other objectives are computed, with costs minimised.
+    mean_nodes = {i: [float(np.mean(p)), -history.nodes[i]] for i, p in points.items()}
+    computed = store.pareto(history.name, ["mean", "nodes"])
+    assert {r["id"] for r in computed} == brute_force_front(mean_nodes)
+    assert set(computed[0]["objectives"]) == {"mean", "nodes"}
+    with pytest.raises(StoreError, match="bad objectives"):
+        store.pareto(history.name, ["resnet", "resnet"])
+
+
+def test_lineage_follows_parents_back_to_the_initial_population(populated):
+    store, history = populated
+    deepest = max(history.ids, key=lambda i: len(_ancestry(history, i)))
+    chain = store.lineage(deepest)
+    assert [a["id"] for a in chain] == _ancestry(history, deepest)
+    assert len(chain) >= 3
+    assert [a["mutation"] for a in chain] == [
+        history.mutation[i] for i in _ancestry(history, deepest)
+    ]
+    assert chain[-1]["mutation"] is None  # an initial graph
+    with pytest.raises(StoreError, match="unknown candidate id 999999"):
+        store.lineage(999999)
+
+
+def _ancestry(history, cid):
+    chain = [cid]
+    while history.parent[chain[-1]] is not None:
+        chain.append(history.parent[chain[-1]])
+    return chain
+
+
+def test_top_k_ranks_trained_candidates(populated):
+    store, history = populated
+    by_mean = sorted(history.scores, key=lambda i: (-np.mean(list(history.scores[i].values())), i))
+    assert [r["id"] for r in store.top(history.name, 5)] == by_mean[:5]
+    by_resnet = sorted(history.scores, key=lambda i: (-history.scores[i]["resnet"], i))
+    assert [r["id"] for r in store.top(history.name, 3, by="resnet")] == by_resnet[:3]
+    with pytest.raises(StoreError, match="top-k ranks by accuracy"):
+        store.top(history.name, 3, by="cost")
+
+
+def test_the_fec_is_shared_across_searches(db_url):
+    """A second search of the same protocol finds the first one's fitness in the database:
+    the functional twin of a trained layer is a duplicate linked to it, never trained."""
+    with Store(db_url) as store:
+        new_search(store, "first")
+        first = Funnel(SPACE, cache=FunctionalCache(backend=StoreFEC(store)), stability=False)
+        screening = first.screen("x * sigmoid(v1 * x) / std_group(x)")
+        trained = store.record_screening("first", screening)
+        store.set_fitness(trained, {"resnet": 0.3, "mobilenet": 0.25, "efficientnet": 0.28})
+        assert store.fec_get(screening.functional_hash, proxy_key(SPACE)).candidate == str(trained)
+
+    with Store(db_url) as store:  # a later process: the in-memory cache is gone
+        new_search(store, "second")
+        second = Funnel(SPACE, cache=FunctionalCache(backend=StoreFEC(store)), stability=False)
+        twin = second.screen("x * sigmoid(x * v1) / std_group(x + 0)")
+        assert twin.fate.stage == "functional" and twin.fitness.scores["resnet"] == 0.3
+        cid = store.record_screening("second", twin)
+        record = store.candidate(cid)
+    assert (record["status"], record["duplicate_of"]) == ("duplicate", trained)
+    assert record["scores"] is None and not record["on_front"]  # not a point of its own
+
+
+def test_a_really_trained_candidate_is_stored_with_its_evaluations(sqlite_url):
+    space = dataclasses.replace(
+        SPACE,
+        training=dataclasses.replace(SPACE.training, steps=4, quality_steps=2, batch_size=16),
+        rejection=dataclasses.replace(SPACE.rejection, quality_accuracy=0.0),
+    )
+    data = load_dataset("synthetic")
+    graph = baselines.get("bn_relu")
+    results = train_candidate(graph, data, space=space, seed=0)
+    with Store(sqlite_url) as store:
+        new_search(store)
+        cid = store.record_screening("s", Funnel(space, stability=False).screen(graph))
+        for architecture, r in results.items():
+            store.add_evaluation(cid, architecture=architecture, dataset=data.name,
+                                 preset=space.proxy.preset, seed=0, steps=r.steps,
+                                 accuracy=r.accuracy, loss=r.loss,
+                                 quality_accuracy=r.quality_accuracy, status=r.status,
+                                 seconds=r.seconds)  # fmt: skip
+        store.set_fitness(cid, {a: r.accuracy for a, r in results.items()})
+        record = store.candidate(cid)
+    assert record["status"] == "trained" and record["on_front"]
+    assert {e["architecture"]: e["accuracy"] for e in record["evaluations"]} == {
+        a: r.accuracy for a, r in results.items()
+    }
+    assert [e["steps"] for e in record["evaluations"]] == [4, 4, 4]
+
+
+def test_database_files_are_in_wal_mode(sqlite_url):
+    Store(sqlite_url).close()
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- one writer, many readers ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_readers_never_block_the_writer_nor_see_errors(db_url):
+    """One process writes candidates with evaluations for 20 s while four processes
+    query the front and the status: zero errors, zero lost rows."""
+    import multiprocessing
+
+    from store_data import concurrent_reader, concurrent_writer
+
+    with Store(db_url) as store:
+        new_search(store)
+    context = multiprocessing.get_context("spawn")
+    done, results = context.Event(), context.Queue()
+    processes = [context.Process(target=concurrent_writer, args=(db_url, "s", 20.0, done,
+                                                                  results))]  # fmt: skip
+    processes += [context.Process(target=concurrent_reader, args=(db_url, "s", done, results))
+                  for _ in range(4)]  # fmt: skip
+    for p in processes:
+        p.start()
+    reports = [results.get(timeout=120) for _ in processes]
+    for p in processes:
+        p.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0] * 5
+    errors = [e for *_, errs in reports for e in errs]
+    assert errors == []
+    (writer,) = [r for r in reports if r[0] == "writer"]
+    readers = [r for r in reports if r[0] == "reader"]
+    assert writer[1] > 50 and all(r[1] > 5 for r in readers), reports
+    with Store(db_url, readonly=True) as store:
+        status = store.status("s")
+        assert status["trained"] == writer[1]
+        engine = store.engine
+        with engine.connect() as connection:
+            count = connection.execute(sa.text("SELECT count(*) FROM evaluations")).scalar()
+        assert count == writer[2]
+        points = {p["id"]: list(p["scores"].values()) for p in store.trained_points("s")}
+        assert {r["id"] for r in store.pareto("s")} == brute_force_front(points)
