@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--batch", type=int, default=100, help="candidates per transaction")
     args = parser.parse_args()
-    rows = []
+    header = (
+        f"{'backend':<11} {'candidates':>10} {'insert/s':>9} {'front':>6} "
+        f"{'front ms':>9} {'recompute ms':>13} {'ratio':>6} {'mean,nodes ms':>14}"
+    )
     for backend in args.backends:
         for n in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:
@@ -100,14 +103,10 @@ def main() -> None:
                         other = timed(lambda r=reader: r.pareto("bench", ["mean", "nodes"]), 3)
                 finally:
                     cleanup()
-            rows.append((backend, n, rate, front, maintained, recomputed, other))
-    print(f"\n{'backend':<11} {'candidates':>10} {'insert/s':>9} {'front':>6} "
-          f"{'front ms':>9} {'recompute ms':>13} {'ratio':>6} {'mean,nodes ms':>14}")  # fmt: skip
-    for backend, n, rate, front, maintained, recomputed, other in rows:
-        print(
-            f"{backend:<11} {n:>10} {rate:>9.0f} {front:>6} {maintained * 1e3:>9.1f} "
-            f"{recomputed * 1e3:>13.1f} {recomputed / maintained:>5.0f}x {other * 1e3:>14.1f}"
-        )
+            print(header)  # each row as soon as it is measured: a long run keeps what it has
+            print(f"{backend:<11} {n:>10} {rate:>9.0f} {front:>6} {maintained * 1e3:>9.1f} "
+                  f"{recomputed * 1e3:>13.1f} {recomputed / maintained:>5.0f}x "
+                  f"{other * 1e3:>14.1f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

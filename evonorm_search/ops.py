@@ -67,6 +67,10 @@ class ElementwiseOp(Op):
     """An element-wise op; inputs broadcast against each other."""
 
     eager: Callable[..., Tensor]
+    # The op as a Triton expression over float tensors ``{a}`` (and ``{b}``), with the
+    # eager semantics (signed zeros, NaN propagation); helpers such as ``_sign`` live in
+    # kernels/prelude.py.  The code generator fills it in.
+    triton: str = ""
     commutative: bool = False
     # Printed as an infix/prefix operator when set ("+", "*", "/", "-"), else as `name(a, b)`.
     symbol: str | None = None
@@ -112,34 +116,48 @@ def _signed_sqrt(a: Tensor) -> Tensor:
 
 _ELEMENTWISE_OPS = (
     ElementwiseOp(
-        "add", 2, "a + b", "IEEE", torch.add, commutative=True, symbol="+", precedence=PREC_ADD
+        "add", 2, "a + b", "IEEE", torch.add, "({a} + {b})",
+        commutative=True, symbol="+", precedence=PREC_ADD,
     ),
     ElementwiseOp(
-        "mul", 2, "a * b", "IEEE; 0 * inf is NaN", torch.mul,
+        "mul", 2, "a * b", "IEEE; 0 * inf is NaN", torch.mul, "({a} * {b})",
         commutative=True, symbol="*", precedence=PREC_MUL,
     ),
     ElementwiseOp(
         "div", 2, "a / b", "a / 0 is +-inf, 0 / 0 is NaN (IEEE)", torch.div,
-        symbol="/", precedence=PREC_MUL,
+        "tl.math.div_rn({a}, {b})", symbol="/", precedence=PREC_MUL,
     ),
     ElementwiseOp(
         "max", 2, "max(a, b)", "NaN in either input gives NaN; max(-0, 0) = +0", _max,
-        commutative=True,
+        "(tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL) + 0.0)", commutative=True,
     ),
-    ElementwiseOp("neg", 1, "-a", "exact", torch.neg, symbol="-", precedence=PREC_UNARY),
-    ElementwiseOp("sigmoid", 1, "1 / (1 + exp(-a))", "sigmoid(0) = 0.5; in (0, 1)", torch.sigmoid),
-    ElementwiseOp("tanh", 1, "tanh(a)", "tanh(0) = 0; odd; in (-1, 1)", torch.tanh),
-    ElementwiseOp("exp", 1, "e^a", "exp(0) = 1; inf above ~88.7 in float32", torch.exp),
+    ElementwiseOp("neg", 1, "-a", "exact", torch.neg, "(-{a})", symbol="-", precedence=PREC_UNARY),
+    ElementwiseOp(
+        "sigmoid", 1, "1 / (1 + exp(-a))", "sigmoid(0) = 0.5; in (0, 1)", torch.sigmoid,
+        "tl.sigmoid({a})",
+    ),
+    # _tanh (kernels/prelude.py): libdevice's tanh does not run in the interpreter.
+    ElementwiseOp(
+        "tanh", 1, "tanh(a)", "tanh(0) = 0; odd; in (-1, 1)", torch.tanh, "_tanh({a})"
+    ),
+    ElementwiseOp(
+        "exp", 1, "e^a", "exp(0) = 1; inf above ~88.7 in float32", torch.exp, "tl.exp({a})"
+    ),
     ElementwiseOp(
         "log", 1, "sign(a) * ln(abs(a))",
         "odd: log(-a) = -log(a); log(0) = 0 * -inf = NaN; log(+-1) = 0", _signed_log,
+        "(_sign({a}) * tl.log(tl.abs({a})))",
     ),
-    ElementwiseOp("abs", 1, "the absolute value of a", "abs(-0.0) = 0", torch.abs),
-    ElementwiseOp("square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square),
+    ElementwiseOp(
+        "abs", 1, "the absolute value of a", "abs(-0.0) = 0", torch.abs, "tl.abs({a})"
+    ),
+    ElementwiseOp(
+        "square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square, "({a} * {a})"
+    ),
     ElementwiseOp(
         "sqrt", 1, "sign(a) * sqrt(abs(a))",
         "odd: sqrt(-a) = -sqrt(a); sqrt(0) = 0 with a NaN gradient (infinite slope)",
-        _signed_sqrt,
+        _signed_sqrt, "(_sign({a}) * tl.sqrt(tl.abs({a})))",
     ),
 )  # fmt: skip
 

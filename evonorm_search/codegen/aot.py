@@ -1,0 +1,124 @@
+"""Ahead-of-time compilation of a layer's kernels for real GPUs, on any machine.
+
+Triton compiles for an NVIDIA target without a GPU (``triton.compile`` of an ``ASTSource``
+for a ``GPUTarget``), and the ``cuobjdump`` inside triton's wheel reads each cubin's
+registers, spilled (local) bytes and shared memory.  Block sizes, and so registers, depend
+on the shape, so kernels compile at a reference shape and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evonorm_search.codegen.runtime import forward_block, load_module, pass_launch
+from evonorm_search.codegen.source import LayerSource
+
+__all__ = ["TARGETS", "KernelReport", "compile_kernels", "has_cuda_backend"]
+
+TARGETS = {"sm_90a": 90, "sm_80": 80, "sm_100": 100}
+_TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
+                  torch.float64: "fp64"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KernelReport:
+    kernel: str
+    mode: str  # train or eval
+    stage: int | None  # None for the element-wise pass
+    direction: str  # forward (backward lands with the backward kernels)
+    registers: int
+    spill_bytes: int  # local memory per thread: spilled registers
+    shared_bytes: int
+    compile_s: float
+
+
+def has_cuda_backend() -> bool:
+    """Whether the installed triton carries the NVIDIA backend (and its cuobjdump)."""
+    try:
+        return _cuobjdump().is_file()
+    except ImportError:
+        return False
+
+
+def _cuobjdump() -> Path:
+    import triton
+
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+def _resources(cubin: bytes) -> dict[str, int]:
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        out = subprocess.run([str(_cuobjdump()), "-res-usage", f.name], capture_output=True,
+                             text=True, check=True, timeout=60).stdout  # fmt: skip
+    finally:
+        os.unlink(f.name)
+    return {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", out)}
+
+
+def _compile(fn: Any, signature: dict[str, str], constexprs: dict[str, Any],
+             capability: int) -> tuple[dict[str, int], float]:  # fmt: skip
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    start = time.perf_counter()
+    compiled = triton.compile(ASTSource(fn, signature, constexprs),
+                              target=GPUTarget("cuda", capability, 32))  # fmt: skip
+    seconds = time.perf_counter() - start
+    return _resources(compiled.asm["cubin"]), seconds
+
+
+def compile_kernels(
+    source: LayerSource, *, target: str = "sm_90a", shape: tuple[int, ...] = (128, 64, 56, 56),
+    dtype: torch.dtype = torch.bfloat16, groups: int = 32, parallel: int = 4,
+) -> list[KernelReport]:  # fmt: skip
+    """Compile every kernel of ``source`` for ``target`` at ``shape`` and ``dtype``, with
+    the block sizes the launcher would pick there (kernels compile in parallel)."""
+    import triton.language as tl
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    module = load_module(source)
+    compute = "fp64" if dtype == torch.float64 else "fp32"
+    tl_compute = tl.float64 if dtype == torch.float64 else tl.float32
+    n, c, s = shape[0], shape[1], math.prod(shape[2:])
+    stats = source.training.statistics
+    moments = {f"m{k}_ptr": f"*{compute}" for k in stats}
+    data = {"x_ptr": f"*{_TRITON_DTYPES[dtype]}", "v0_ptr": "*fp32", "v1_ptr": "*fp32"}
+    jobs: list[tuple[str, str, int | None, Any, dict[str, str], dict[str, Any]]] = []
+    for mode, plan in (("train", source.training), ("eval", source.eval)):
+        for name, p in zip(source.reduce_kernels[mode], plan.passes, strict=True):
+            launch = pass_launch(p.axis, n, c, s, groups)
+            signature = {**data, **moments, "part_ptr": f"*{compute}",
+                         **dict.fromkeys(("C", "S", "CG", "ROWS", "L", "CHUNK"), "i32"),
+                         "eps": "fp32", "COMPUTE": "constexpr", "BLOCK": "constexpr",
+                         "SPLIT": "constexpr"}  # fmt: skip
+            constexprs = {"COMPUTE": tl_compute, "BLOCK": launch.block, "SPLIT": launch.split}
+            jobs.append((name, mode, p.stage, getattr(module, name), signature, constexprs))
+    signature = {**data, "weight_ptr": "*fp32", "bias_ptr": "*fp32",
+                 "y_ptr": f"*{_TRITON_DTYPES[dtype]}", **moments,
+                 **dict.fromkeys(("TOTAL", "C", "S", "CG"), "i32"), "eps": "fp32",
+                 "COMPUTE": "constexpr", "AFFINE": "constexpr", "BLOCK": "constexpr"}  # fmt: skip
+    constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": forward_block(n * c * s)}
+    jobs.append(("forward", "both", None, module.forward, signature, constexprs))
+    capability = TARGETS[target]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        results = list(pool.map(lambda job: _compile(job[3], job[4], job[5], capability), jobs))
+    return [
+        KernelReport(name, mode, stage, "forward", r["REG"], r.get("LOCAL", 0),
+                     r.get("SHARED", 0), round(seconds, 3))
+        for (name, mode, stage, *_), (r, seconds) in zip(jobs, results, strict=True)
+    ]  # fmt: skip
