@@ -71,6 +71,10 @@ class ElementwiseOp(Op):
     # eager semantics (signed zeros, NaN propagation); helpers such as ``_sign`` live in
     # kernels/prelude.py.  The code generator fills it in.
     triton: str = ""
+    # Reverse-mode rules: per input, its adjoint contribution as a Triton expression of the
+    # output's adjoint ``{g}``, the inputs ``{a}``, ``{b}`` and the output ``{y}``, written
+    # as torch's autograd computes it (so that NaN and signed zeros agree).
+    grad: tuple[str, ...] = ()
     commutative: bool = False
     # Printed as an infix/prefix operator when set ("+", "*", "/", "-"), else as `name(a, b)`.
     symbol: str | None = None
@@ -116,48 +120,64 @@ def _signed_sqrt(a: Tensor) -> Tensor:
 
 _ELEMENTWISE_OPS = (
     ElementwiseOp(
-        "add", 2, "a + b", "IEEE", torch.add, "({a} + {b})",
+        "add", 2, "a + b", "IEEE", torch.add, "({a} + {b})", ("{g}", "{g}"),
         commutative=True, symbol="+", precedence=PREC_ADD,
     ),
     ElementwiseOp(
-        "mul", 2, "a * b", "IEEE; 0 * inf is NaN", torch.mul, "({a} * {b})",
+        "mul", 2, "a * b", "IEEE; 0 * inf is NaN", torch.mul,
+        "({a} * {b})", ("{g} * {b}", "{g} * {a}"),
         commutative=True, symbol="*", precedence=PREC_MUL,
     ),
     ElementwiseOp(
         "div", 2, "a / b", "a / 0 is +-inf, 0 / 0 is NaN (IEEE)", torch.div,
-        "tl.math.div_rn({a}, {b})", symbol="/", precedence=PREC_MUL,
+        "tl.math.div_rn({a}, {b})",
+        ("tl.math.div_rn({g}, {b})", "tl.math.div_rn(-{g} * {a}, {b} * {b})"),
+        symbol="/", precedence=PREC_MUL,
     ),
     ElementwiseOp(
         "max", 2, "max(a, b)", "NaN in either input gives NaN; max(-0, 0) = +0", _max,
-        "(tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL) + 0.0)", commutative=True,
+        "(tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL) + 0.0)",
+        # ties split the gradient, as torch.maximum does
+        ("tl.where({a} == {b}, {g} * 0.5, tl.where({a} < {b}, 0.0, {g}))",
+         "tl.where({a} == {b}, {g} * 0.5, tl.where({b} < {a}, 0.0, {g}))"), commutative=True,
     ),
-    ElementwiseOp("neg", 1, "-a", "exact", torch.neg, "(-{a})", symbol="-", precedence=PREC_UNARY),
+    ElementwiseOp(
+        "neg", 1, "-a", "exact", torch.neg, "(-{a})", ("-{g}",),
+        symbol="-", precedence=PREC_UNARY,
+    ),
     ElementwiseOp(
         "sigmoid", 1, "1 / (1 + exp(-a))", "sigmoid(0) = 0.5; in (0, 1)", torch.sigmoid,
-        "tl.sigmoid({a})",
+        "tl.sigmoid({a})", ("{g} * (1.0 - {y}) * {y}",),
     ),
     # _tanh (kernels/prelude.py): libdevice's tanh does not run in the interpreter.
     ElementwiseOp(
-        "tanh", 1, "tanh(a)", "tanh(0) = 0; odd; in (-1, 1)", torch.tanh, "_tanh({a})"
+        "tanh", 1, "tanh(a)", "tanh(0) = 0; odd; in (-1, 1)", torch.tanh, "_tanh({a})",
+        # sech^2 from the input: 1 - y*y cancels where |y| is near 1
+        ("{g} * 4.0 * tl.sigmoid(2.0 * {a}) * tl.sigmoid(-2.0 * {a})",),
     ),
     ElementwiseOp(
-        "exp", 1, "e^a", "exp(0) = 1; inf above ~88.7 in float32", torch.exp, "tl.exp({a})"
+        "exp", 1, "e^a", "exp(0) = 1; inf above ~88.7 in float32", torch.exp,
+        "tl.exp({a})", ("{g} * {y}",),
     ),
     ElementwiseOp(
         "log", 1, "sign(a) * ln(abs(a))",
         "odd: log(-a) = -log(a); log(0) = 0 * -inf = NaN; log(+-1) = 0", _signed_log,
         "(_sign({a}) * tl.log(tl.abs({a})))",
+        ("tl.math.div_rn({g} * _sign({a}), tl.abs({a})) * _sign({a})",),
     ),
     ElementwiseOp(
-        "abs", 1, "the absolute value of a", "abs(-0.0) = 0", torch.abs, "tl.abs({a})"
+        "abs", 1, "the absolute value of a", "abs(-0.0) = 0", torch.abs,
+        "tl.abs({a})", ("{g} * _sign({a})",),
     ),
     ElementwiseOp(
-        "square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square, "({a} * {a})"
+        "square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square,
+        "({a} * {a})", ("{g} * 2.0 * {a}",),
     ),
     ElementwiseOp(
         "sqrt", 1, "sign(a) * sqrt(abs(a))",
         "odd: sqrt(-a) = -sqrt(a); sqrt(0) = 0 with a NaN gradient (infinite slope)",
         _signed_sqrt, "(_sign({a}) * tl.sqrt(tl.abs({a})))",
+        ("tl.math.div_rn({g} * _sign({a}), 2.0 * tl.sqrt(tl.abs({a}))) * _sign({a})",),
     ),
 )  # fmt: skip
 

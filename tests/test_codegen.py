@@ -1,5 +1,6 @@
-"""The compiler's forward pass: scheduling, deterministic generation, the generated kernels
-against the eager layer in triton's interpreter, and ahead-of-time compilation for sm_90a."""
+"""The compiler: scheduling, deterministic generation, the generated forward and backward
+kernels against the eager layer and autograd in triton's interpreter, and ahead-of-time
+compilation for sm_90a."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 from evonorm_search import LayerGraph, baselines
 from evonorm_search.codegen import generate, schedule
 from evonorm_search.mutation import random_graph
+from evonorm_search.rejection import Funnel
 from evonorm_search.space import load_space
 
 pytest.importorskip("triton", reason="the compiler needs triton")
@@ -22,10 +24,18 @@ IMAGE_BASELINES = [n for n in baselines.names() if n not in ("layernorm", "rmsno
 
 
 def random_graphs(count: int, seed: int = 0) -> list[LayerGraph]:
-    """Valid graphs from both shipped image spaces, as the search generates them."""
+    """Random graphs of both shipped image spaces that reach the compile stage: they pass
+    screening stages 1-4 (a graph with non-finite outputs is rejected before, and the
+    order in which its infinities meet in a gradient's sum is no contract)."""
     rng = np.random.default_rng(seed)
-    spaces = [load_space("evonorm_b"), load_space("evonorm_s")]
-    return [random_graph(spaces[i % 2], rng) for i in range(count)]
+    funnels = [Funnel(load_space(name), stability=False) for name in ("evonorm_b", "evonorm_s")]
+    graphs: list[LayerGraph] = []
+    while len(graphs) < count:
+        funnel = funnels[len(graphs) % 2]
+        screening = funnel.screen(random_graph(funnel.space, rng))
+        if screening.passed:
+            graphs.append(screening.graph)
+    return graphs
 
 
 # -- scheduling ----------------------------------------------------------------------------
@@ -72,7 +82,7 @@ def run_in_interpreter(graphs: list[LayerGraph], tmp_path: Path) -> list[dict]:
 
 
 def assert_all_match(results: list[dict]) -> None:
-    bad = [r for r in results if not (r["output"] < 1e-4 and r["buffers"] < 1e-4)]
+    bad = [r for r in results if max(r["output"], r["buffers"], r["gradients"]) >= 1e-4]
     assert not bad, bad[:5]
 
 
@@ -104,7 +114,7 @@ def test_batch_statistics_split_across_programs_merge_exactly(tmp_path):
         "x = torch.randn(8, 3, 40, 40) * 3 + 2\n"
         "running = {i: getattr(layer, n).clone() for i, n in layer._running_names.items()}\n"
         "with torch.no_grad():\n"
-        "    y, _ = forward(generate(layer.program), x, layer.v0, layer.v1, layer.weight,\n"
+        "    y, *_ = forward(generate(layer.program), x, layer.v0, layer.v1, layer.weight,\n"
         "                   layer.bias, groups=1, eps=1e-5, training=True, momentum=0.1,\n"
         "                   running=running)\n"
         "    expected = layer(x)\n"

@@ -36,7 +36,7 @@ class KernelReport:
     kernel: str
     mode: str  # train or eval
     stage: int | None  # None for the element-wise pass
-    direction: str  # forward (backward lands with the backward kernels)
+    direction: str  # forward or backward
     registers: int
     spill_bytes: int  # local memory per thread: spilled registers
     shared_bytes: int
@@ -96,9 +96,9 @@ def compile_kernels(
     tl_compute = tl.float64 if dtype == torch.float64 else tl.float32
     n, c, s = shape[0], shape[1], math.prod(shape[2:])
     stats = source.training.statistics
-    moments = {f"m{k}_ptr": f"*{compute}" for k in stats}
+    moments = {f"{kind}{k}_ptr": f"*{compute}" for k in stats for kind in "mad"}
     data = {"x_ptr": f"*{_TRITON_DTYPES[dtype]}", "v0_ptr": "*fp32", "v1_ptr": "*fp32"}
-    jobs: list[tuple[str, str, int | None, Any, dict[str, str], dict[str, Any]]] = []
+    jobs: list[tuple[str, str, int | None, str, Any, dict[str, str], dict[str, Any]]] = []
     for mode, plan in (("train", source.training), ("eval", source.eval)):
         for name, p in zip(source.reduce_kernels[mode], plan.passes, strict=True):
             launch = pass_launch(p.axis, n, c, s, groups)
@@ -107,18 +107,38 @@ def compile_kernels(
                          "eps": "fp32", "COMPUTE": "constexpr", "BLOCK": "constexpr",
                          "SPLIT": "constexpr"}  # fmt: skip
             constexprs = {"COMPUTE": tl_compute, "BLOCK": launch.block, "SPLIT": launch.split}
-            jobs.append((name, mode, p.stage, getattr(module, name), signature, constexprs))
+            jobs.append((name, mode, p.stage, "forward", getattr(module, name), signature,
+                         constexprs))  # fmt: skip
     signature = {**data, "weight_ptr": "*fp32", "bias_ptr": "*fp32",
                  "y_ptr": f"*{_TRITON_DTYPES[dtype]}", **moments,
                  **dict.fromkeys(("TOTAL", "C", "S", "CG"), "i32"), "eps": "fp32",
                  "COMPUTE": "constexpr", "AFFINE": "constexpr", "BLOCK": "constexpr"}  # fmt: skip
     constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": forward_block(n * c * s)}
-    jobs.append(("forward", "both", None, module.forward, signature, constexprs))
+    jobs.append(("forward", "both", None, "forward", module.forward, signature, constexprs))
+    grads = {**data, "weight_ptr": "*fp32", "dy_ptr": f"*{_TRITON_DTYPES[dtype]}"}
+    ints = dict.fromkeys(("N", "C", "S", "CG", "ROWS", "L", "CHUNK"), "i32")
+    flags = {"eps": "fp32", **dict.fromkeys(("COMPUTE", "AFFINE", "BLOCK", "SPLIT"), "constexpr")}
+    for mode in ("train", "eval"):
+        for name, p in source.backward_reduce_kernels[mode]:
+            launch = pass_launch(p.axis, n, c, s, groups)
+            signature = {**grads, **moments, "part_ptr": f"*{compute}", **ints, **flags}
+            constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": launch.block,
+                          "SPLIT": launch.split}  # fmt: skip
+            jobs.append((name, mode, p.stage, "backward", getattr(module, name), signature,
+                         constexprs))  # fmt: skip
+        launch = pass_launch("batch", n, c, s, groups)
+        name = source.backward_kernel[mode]
+        signature = {**grads, "dx_ptr": f"*{_TRITON_DTYPES[dtype]}", **moments,
+                     "part_ptr": f"*{compute}", **{k: v for k, v in ints.items() if k != "ROWS"},
+                     **flags}  # fmt: skip
+        constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": launch.block,
+                      "SPLIT": launch.split}  # fmt: skip
+        jobs.append((name, mode, None, "backward", getattr(module, name), signature, constexprs))
     capability = TARGETS[target]
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        results = list(pool.map(lambda job: _compile(job[3], job[4], job[5], capability), jobs))
+        results = list(pool.map(lambda job: _compile(*job[4:], capability), jobs))
     return [
-        KernelReport(name, mode, stage, "forward", r["REG"], r.get("LOCAL", 0),
+        KernelReport(name, mode, stage, direction, r["REG"], r.get("LOCAL", 0),
                      r.get("SHARED", 0), round(seconds, 3))
-        for (name, mode, stage, *_), (r, seconds) in zip(jobs, results, strict=True)
+        for (name, mode, stage, direction, *_), (r, seconds) in zip(jobs, results, strict=True)
     ]  # fmt: skip

@@ -23,7 +23,7 @@ from torch import Tensor
 from evonorm_search.codegen.source import MOMENT_KIND, LayerSource
 from evonorm_search.ops import STATISTICS, reduce_count
 
-__all__ = ["cache_dir", "forward", "load_module"]
+__all__ = ["backward", "cache_dir", "forward", "load_module"]
 
 MAX_BLOCK = 1024
 # Batch statistics reduce N*S elements per channel: with few channels one program per
@@ -125,7 +125,8 @@ def forward(
         else:
             rows, _ = _geometry(plan.graph.node(k).axis, n, c, s, groups)
             moments[k] = torch.empty(rows, dtype=compute, device=x.device)
-    ordered = [moments[k] for k in plan.statistics]
+    means = {k: torch.empty_like(m) for k, m in moments.items()}
+    triples = _triples(plan, moments, means, moments)  # no adjoints in the forward pass
     for kernel_name, p in zip(source.reduce_kernels["train" if training else "eval"],
                               plan.passes, strict=True):  # fmt: skip
         launch = pass_launch(p.axis, n, c, s, groups)
@@ -134,16 +135,19 @@ def forward(
         partials = torch.empty(3 * len(sources) * rows * split if split > 1 else 1,
                                dtype=compute, device=x.device)  # fmt: skip
         getattr(module, kernel_name)[(rows, split)](
-            x, v0, v1, *ordered, partials, c, s, cg, rows, launch.length, launch.chunk, eps,
+            x, v0, v1, *triples, partials, c, s, cg, rows, launch.length, launch.chunk, eps,
             COMPUTE=tl_compute, BLOCK=launch.block, SPLIT=split,
         )  # fmt: skip
         if split > 1:
             for k in p.statistics:
                 position = sources.index(plan.graph.node(k).inputs[0])
                 part = partials[3 * position * rows * split : 3 * (position + 1) * rows * split]
-                kind = MOMENT_KIND[STATISTICS[plan.graph.node(k).op].moment]
-                module._merge_partials[(rows,)](part, moments[k], rows, KIND=kind,
+                moment = STATISTICS[plan.graph.node(k).op].moment
+                module._merge_partials[(rows,)](part, moments[k], rows, KIND=MOMENT_KIND[moment],
                                                 COMPUTE=tl_compute, SPLIT=split)  # fmt: skip
+                if moment == "var":
+                    module._merge_partials[(rows,)](part, means[k], rows, KIND=0,
+                                                    COMPUTE=tl_compute, SPLIT=split)  # fmt: skip
     if training:
         count = reduce_count((n, c, s), "batch", groups)
         for k, buffer in running.items():
@@ -155,7 +159,57 @@ def forward(
     block = forward_block(total)
     ones = weight if weight is not None else v0  # unread when AFFINE is off
     module.forward[(math.ceil(total / block),)](
-        x, v0, v1, ones, bias if bias is not None else v0, y, *ordered, total, c, s, cg, eps,
+        x, v0, v1, ones, bias if bias is not None else v0, y, *triples, total, c, s, cg, eps,
         COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=block,
     )  # fmt: skip
-    return y.view(shape), moments
+    return y.view(shape), moments, means
+
+
+def _triples(plan, moments, means, adjoints) -> list[Tensor]:
+    """The kernels' per-statistic arguments: moment, mean of its input, adjoint."""
+    return [t for k in plan.statistics for t in (moments[k], means[k], adjoints[k])]
+
+
+def backward(
+    source: LayerSource, dy: Tensor, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
+    moments: dict[int, Tensor], means: dict[int, Tensor], *, groups: int, eps: float,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """Gradients (dx, dv0, dv1, dweight, dbias) from the upstream gradient ``dy`` and what
+    the forward pass saved: x and the statistics' moments and means."""
+    import triton.language as tl
+
+    module = load_module(source)
+    mode = "train" if training else "eval"
+    plan = source.training if training else source.eval
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    tl_compute = tl.float64 if compute == torch.float64 else tl.float32
+    shape = x.shape
+    x, dy = x.contiguous(), dy.contiguous()
+    n, c, s = shape[0], shape[1], math.prod(shape[2:])
+    cg = c // groups
+    adjoints = {k: torch.zeros_like(m) for k, m in moments.items()}
+    triples = _triples(plan, moments, means, adjoints)
+    w = weight if weight is not None else v0  # unread when AFFINE is off
+    for kernel_name, p in source.backward_reduce_kernels[mode]:
+        launch = pass_launch(p.axis, n, c, s, groups)
+        rows, split = launch.rows, launch.split
+        partials = torch.empty(len(p.statistics) * rows * split, dtype=compute, device=x.device)
+        getattr(module, kernel_name)[(rows, split)](
+            x, v0, v1, w, dy, *triples, partials, n, c, s, cg, rows, launch.length,
+            launch.chunk, eps, COMPUTE=tl_compute, AFFINE=weight is not None,
+            BLOCK=launch.block, SPLIT=split,
+        )  # fmt: skip
+        sums = partials.view(len(p.statistics), rows, split).sum(-1)  # deterministic
+        for position, k in enumerate(p.statistics):
+            adjoints[k].copy_(sums[position])
+    launch = pass_launch("batch", n, c, s, groups)
+    dx = torch.empty_like(x)
+    partials = torch.empty(4 * c * launch.split, dtype=compute, device=x.device)
+    getattr(module, source.backward_kernel[mode])[(c, launch.split)](
+        x, v0, v1, w, dy, dx, *triples, partials, n, c, s, cg, launch.length, launch.chunk,
+        eps, COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=launch.block,
+        SPLIT=launch.split,
+    )  # fmt: skip
+    dv0, dv1, dweight, dbias = partials.view(4, c, launch.split).sum(-1)
+    return dx.view(shape), dv0, dv1, dweight, dbias
