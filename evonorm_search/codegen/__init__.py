@@ -1,8 +1,11 @@
-"""Layer graphs compiled to fused Triton kernels (work in progress: the forward pass).
+"""Layer graphs compiled to fused Triton kernels.
 
 ``schedule`` lowers a graph into reduction passes and one element-wise pass, ``generate``
-writes their Triton source from the templates in ``kernels/``, and ``runtime.forward``
-launches them.  Importing this package does not import triton.
+writes their forward and backward Triton source from the templates in ``kernels/``,
+``runtime.forward`` and ``runtime.backward`` launch them, and ``aot.compile_kernels``
+compiles them ahead of time for a GPU target.  Importing this package does not import
+triton.  (Still to come: the custom op behind ``GraphNormAct(backend="triton")``,
+``compile_layer`` with the traffic model, and the ``compile`` command.)
 """
 
 from evonorm_search.codegen.schedule import ReductionPass, Schedule, schedule
