@@ -14,7 +14,6 @@ import re
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +82,12 @@ def _compile(fn: Any, signature: dict[str, str], constexprs: dict[str, Any],
 
 def compile_kernels(
     source: LayerSource, *, target: str = "sm_90a", shape: tuple[int, ...] = (128, 64, 56, 56),
-    dtype: torch.dtype = torch.bfloat16, groups: int = 32, parallel: int = 4,
+    dtype: torch.dtype = torch.bfloat16, groups: int = 32,
 ) -> list[KernelReport]:  # fmt: skip
     """Compile every kernel of ``source`` for ``target`` at ``shape`` and ``dtype``, with
-    the block sizes the launcher would pick there (kernels compile in parallel)."""
+    the block sizes the launcher would pick there.  One after another: triton parses
+    kernel source with ``ast.parse``, which CPython 3.11 cannot run in several threads at
+    once ("AST constructor recursion depth mismatch")."""
     import triton.language as tl
 
     if target not in TARGETS:
@@ -135,8 +136,7 @@ def compile_kernels(
                       "SPLIT": launch.split}  # fmt: skip
         jobs.append((name, mode, None, "backward", getattr(module, name), signature, constexprs))
     capability = TARGETS[target]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        results = list(pool.map(lambda job: _compile(*job[4:], capability), jobs))
+    results = [_compile(*job[4:], capability) for job in jobs]
     return [
         KernelReport(name, mode, stage, direction, r["REG"], r.get("LOCAL", 0),
                      r.get("SHARED", 0), round(seconds, 3))
