@@ -100,41 +100,44 @@ def compile_kernels(
     moments = {f"{kind}{k}_ptr": f"*{compute}" for k in stats for kind in "mad"}
     data = {"x_ptr": f"*{_TRITON_DTYPES[dtype]}", "v0_ptr": "*fp32", "v1_ptr": "*fp32"}
     jobs: list[tuple[str, str, int | None, str, Any, dict[str, str], dict[str, Any]]] = []
-    for mode, plan in (("train", source.training), ("eval", source.eval)):
-        for name, p in zip(source.reduce_kernels[mode], plan.passes, strict=True):
+
+    def add(name: str, mode: str, stage: int | None, direction: str, signature: dict[str, str],
+            block: int, **flags: Any) -> None:  # fmt: skip
+        constexprs = {"COMPUTE": tl_compute, "BLOCK": block, **flags}
+        jobs.append((name, mode, stage, direction, getattr(module, name), signature, constexprs))
+
+    part = {"part_ptr": f"*{compute}"}
+    ints = dict.fromkeys(("N", "C", "S", "CG", "ROWS", "L", "CHUNK"), "i32")
+    flags = {"eps": "fp32", **dict.fromkeys(("COMPUTE", "AFFINE", "BLOCK", "SPLIT"), "constexpr")}
+    grads = {**data, "weight_ptr": "*fp32", "dy_ptr": f"*{_TRITON_DTYPES[dtype]}"}
+    split = 1
+    for mode in ("train", "eval"):
+        for name, p in source.reduce_kernels[mode]:
             launch = pass_launch(p.axis, n, c, s, groups)
-            signature = {**data, **moments, "part_ptr": f"*{compute}",
-                         **dict.fromkeys(("C", "S", "CG", "ROWS", "L", "CHUNK"), "i32"),
-                         "eps": "fp32", "COMPUTE": "constexpr", "BLOCK": "constexpr",
-                         "SPLIT": "constexpr"}  # fmt: skip
-            constexprs = {"COMPUTE": tl_compute, "BLOCK": launch.block, "SPLIT": launch.split}
-            jobs.append((name, mode, p.stage, "forward", getattr(module, name), signature,
-                         constexprs))  # fmt: skip
+            split = max(split, launch.split)
+            signature = {**data, **moments, **part, **{k: v for k, v in ints.items() if k != "N"},
+                         **{k: v for k, v in flags.items() if k != "AFFINE"}}  # fmt: skip
+            add(name, mode, p.stage, "forward", signature, launch.block, SPLIT=launch.split)
+        for name, p in source.backward_reduce_kernels[mode]:
+            launch = pass_launch(p.axis, n, c, s, groups)
+            add(name, mode, p.stage, "backward", {**grads, **moments, **part, **ints, **flags},
+                launch.block, AFFINE=True, SPLIT=launch.split)  # fmt: skip
+        launch = pass_launch("batch", n, c, s, groups)
+        signature = {**grads, "dx_ptr": f"*{_TRITON_DTYPES[dtype]}", **moments, **part,
+                     **{k: v for k, v in ints.items() if k != "ROWS"}, **flags}  # fmt: skip
+        add(f"backward_{mode}", mode, None, "backward", signature, launch.block, AFFINE=True,
+            SPLIT=launch.split)  # fmt: skip
     signature = {**data, "weight_ptr": "*fp32", "bias_ptr": "*fp32",
                  "y_ptr": f"*{_TRITON_DTYPES[dtype]}", **moments,
                  **dict.fromkeys(("TOTAL", "C", "S", "CG"), "i32"), "eps": "fp32",
                  "COMPUTE": "constexpr", "AFFINE": "constexpr", "BLOCK": "constexpr"}  # fmt: skip
-    constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": forward_block(n * c * s)}
-    jobs.append(("forward", "both", None, "forward", module.forward, signature, constexprs))
-    grads = {**data, "weight_ptr": "*fp32", "dy_ptr": f"*{_TRITON_DTYPES[dtype]}"}
-    ints = dict.fromkeys(("N", "C", "S", "CG", "ROWS", "L", "CHUNK"), "i32")
-    flags = {"eps": "fp32", **dict.fromkeys(("COMPUTE", "AFFINE", "BLOCK", "SPLIT"), "constexpr")}
-    for mode in ("train", "eval"):
-        for name, p in source.backward_reduce_kernels[mode]:
-            launch = pass_launch(p.axis, n, c, s, groups)
-            signature = {**grads, **moments, "part_ptr": f"*{compute}", **ints, **flags}
-            constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": launch.block,
-                          "SPLIT": launch.split}  # fmt: skip
-            jobs.append((name, mode, p.stage, "backward", getattr(module, name), signature,
-                         constexprs))  # fmt: skip
-        launch = pass_launch("batch", n, c, s, groups)
-        name = source.backward_kernel[mode]
-        signature = {**grads, "dx_ptr": f"*{_TRITON_DTYPES[dtype]}", **moments,
-                     "part_ptr": f"*{compute}", **{k: v for k, v in ints.items() if k != "ROWS"},
-                     **flags}  # fmt: skip
-        constexprs = {"COMPUTE": tl_compute, "AFFINE": True, "BLOCK": launch.block,
-                      "SPLIT": launch.split}  # fmt: skip
-        jobs.append((name, mode, None, "backward", getattr(module, name), signature, constexprs))
+    add("forward", "both", None, "forward", signature, forward_block(n * c * s), AFFINE=True)
+    if split > 1:  # batch rows split across programs: their partial results are merged
+        signature = {**part, "out_ptr": f"*{compute}", "ROWS": "i32",
+                     **dict.fromkeys(("KIND", "COMPUTE", "SPLIT"), "constexpr")}  # fmt: skip
+        constexprs = {"KIND": 1, "COMPUTE": tl_compute, "SPLIT": split}
+        jobs.append(("_merge_partials", "train", None, "forward", module._merge_partials,
+                     signature, constexprs))  # fmt: skip
     capability = TARGETS[target]
     results = [_compile(*job[4:], capability) for job in jobs]
     return [

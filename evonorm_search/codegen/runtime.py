@@ -127,8 +127,7 @@ def forward(
             moments[k] = torch.empty(rows, dtype=compute, device=x.device)
     means = {k: torch.empty_like(m) for k, m in moments.items()}
     triples = _triples(plan, moments, means, moments)  # no adjoints in the forward pass
-    for kernel_name, p in zip(source.reduce_kernels["train" if training else "eval"],
-                              plan.passes, strict=True):  # fmt: skip
+    for kernel_name, p in source.reduce_kernels["train" if training else "eval"]:
         launch = pass_launch(p.axis, n, c, s, groups)
         rows, split = launch.rows, launch.split
         sources = sorted({plan.graph.node(k).inputs[0] for k in p.statistics})
@@ -157,9 +156,9 @@ def forward(
     y = torch.empty_like(x)
     total = x.numel()
     block = forward_block(total)
-    ones = weight if weight is not None else v0  # unread when AFFINE is off
+    w = weight if weight is not None else v0  # unread when AFFINE is off
     module.forward[(math.ceil(total / block),)](
-        x, v0, v1, ones, bias if bias is not None else v0, y, *triples, total, c, s, cg, eps,
+        x, v0, v1, w, bias if bias is not None else v0, y, *triples, total, c, s, cg, eps,
         COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=block,
     )  # fmt: skip
     return y.view(shape), moments, means
@@ -206,7 +205,7 @@ def backward(
     launch = pass_launch("batch", n, c, s, groups)
     dx = torch.empty_like(x)
     partials = torch.empty(4 * c * launch.split, dtype=compute, device=x.device)
-    getattr(module, source.backward_kernel[mode])[(c, launch.split)](
+    getattr(module, f"backward_{mode}")[(c, launch.split)](
         x, v0, v1, w, dy, dx, *triples, partials, n, c, s, cg, launch.length, launch.chunk,
         eps, COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=launch.block,
         SPLIT=launch.split,

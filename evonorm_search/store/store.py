@@ -292,16 +292,14 @@ class Store:
             missing = set(search.architectures) - set(scores)
             if missing:
                 raise ValueError(f"scores lack {', '.join(sorted(missing))}")
+            if not all(math.isfinite(scores[a]) for a in search.architectures):
+                raise ValueError(f"scores must be finite numbers, got {dict(scores)}")
             c.scores = {a: float(scores[a]) for a in search.architectures}
             c.mean_score = math.fsum(c.scores.values()) / len(c.scores)
             c.status, c.stage, c.reason, c.detail = "trained", "proxy", None, None
             c.on_front = self._update_front(session, search, c)
-            if c.functional_hash is not None and session.get(
-                FECEntry, (c.functional_hash, search.proxy_key)
-            ) is None:  # fmt: skip
-                session.add(FECEntry(functional_hash=c.functional_hash,
-                                     proxy_key=search.proxy_key, candidate_id=c.id,
-                                     scores=c.scores))  # fmt: skip
+            if c.functional_hash is not None:
+                _put_fec(session, c.functional_hash, search.proxy_key, c.id, c.scores)
             return c.on_front
 
     @staticmethod
@@ -422,10 +420,16 @@ class StoreFEC(FECBackend):
 
     def put(self, functional_hash: str, proxy_key: str, fitness: CachedFitness) -> None:
         with self.store._write() as session:
-            if session.get(FECEntry, (functional_hash, proxy_key)) is None:
-                session.add(FECEntry(functional_hash=functional_hash, proxy_key=proxy_key,
-                                     candidate_id=int(fitness.candidate),
-                                     scores=dict(fitness.scores)))  # fmt: skip
+            _put_fec(session, functional_hash, proxy_key, int(fitness.candidate),
+                     dict(fitness.scores))  # fmt: skip
+
+
+def _put_fec(session: Session, functional_hash: str, proxy_key: str, candidate_id: int,
+             scores: dict[str, float]) -> None:  # fmt: skip
+    """Add an FEC entry unless one exists: the first trained twin's fitness stays."""
+    if session.get(FECEntry, (functional_hash, proxy_key)) is None:
+        session.add(FECEntry(functional_hash=functional_hash, proxy_key=proxy_key,
+                             candidate_id=candidate_id, scores=scores))  # fmt: skip
 
 
 def _check_status(status: str) -> None:
