@@ -9,9 +9,13 @@ element-wise ops run in float32 for 16- and 32-bit inputs and in float64 for flo
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import numbers
 import operator
-from collections.abc import Mapping, MutableMapping
+import types
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -28,7 +32,7 @@ from evonorm_search.ops import (
 
 __all__ = ["BACKENDS", "GraphNormAct", "evaluate_graph", "running_buffer_name"]
 
-BACKENDS = ("auto", "eager")
+BACKENDS = ("auto", "eager", "triton", "inductor")
 
 
 def running_buffer_name(graph: LayerGraph, index: int) -> str:
@@ -87,6 +91,15 @@ def evaluate_graph(
     return values
 
 
+def _triton_refusal(program: LayerGraph) -> str | None:
+    """Why the triton backend cannot run ``program``, or None (without importing triton)."""
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    from evonorm_search.codegen.source import unsupported
+
+    return unsupported(program)
+
+
 def _positive_int(value: Any) -> int:
     """``value`` as an int (numpy integers included, bools not) if it is >= 1."""
     if not isinstance(value, bool):
@@ -110,7 +123,12 @@ class GraphNormAct(nn.Module):
         eps: added to variances and mean squares before the square root.
         momentum: weight of the newest batch in running estimates, as in BatchNorm.
         affine: apply the per-channel ``weight`` (gamma) and ``bias`` (beta) after the graph.
-        backend: ``"eager"``; ``"auto"`` picks the fastest available (eager for now).
+        backend: ``"eager"`` (PyTorch ops); ``"triton"`` (the graph's fused Triton
+            kernels: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; inputs are
+            made contiguous, so a channels_last tensor is copied to NCHW order);
+            ``"inductor"`` (the eager computation under ``torch.compile``, for CPU
+            training); ``"auto"`` (triton for CUDA tensors where triton is installed,
+            eager elsewhere).  A graph the triton backend cannot compile is refused here.
 
     Parameters ``v0`` (init 0), ``v1`` (init 1), ``weight`` (1) and ``bias`` (0), all (C,).
     """
@@ -140,12 +158,17 @@ class GraphNormAct(nn.Module):
         self.graph = as_graph(graph).validate()
         self.program = self.graph.canonical()  # what runs: pruned, merged, renumbered
         self.formula = self.program.formula()
+        self._program_json = self.program.to_json()
         self.num_channels = num_channels
         self.groups = effective_groups(num_channels, groups)
         self.eps = float(eps)
         self.momentum = float(momentum)
         self.affine = affine
-        self.backend = "eager"
+        self.backend = backend
+        self._triton_refusal = _triton_refusal(self.program) if backend != "eager" else None
+        if backend == "triton" and self._triton_refusal:
+            raise ValueError(f"backend='triton' cannot run {self.formula}: "
+                             f"{self._triton_refusal}")  # fmt: skip
 
         factory = {"device": device, "dtype": dtype}
         self.v0 = nn.Parameter(torch.empty(num_channels, **factory))
@@ -185,6 +208,34 @@ class GraphNormAct(nn.Module):
             raise ValueError(
                 f"expected input of shape (N, {self.num_channels}, *spatial), got {tuple(x.shape)}"
             )
+        if self._runs_triton(x):
+            from evonorm_search.codegen.op import fused_norm_act
+
+            return fused_norm_act(
+                self._program_json, x, self.v0, self.v1, self.weight, self.bias,
+                [getattr(self, name) for name in self._running_names.values()],
+                groups=self.groups, eps=self.eps, training=self.training,
+                momentum=self.momentum,
+            )  # fmt: skip
+        if self.backend == "inductor":
+            return _compiled_forward(self._program_json)(self, x)
+        return self._eager_forward(x)
+
+    def _runs_triton(self, x: Tensor) -> bool:
+        if self.backend == "auto":
+            return x.is_cuda and not self._triton_refusal
+        if self.backend != "triton":
+            return False
+        from evonorm_search.codegen.op import interpreting
+
+        if not (x.is_cuda or interpreting()):
+            raise RuntimeError(
+                f"backend='triton' runs CUDA tensors (or any tensor under TRITON_INTERPRET=1), "
+                f"got a {x.device.type} tensor: use backend='auto' or 'eager'"
+            )
+        return True
+
+    def _eager_forward(self, x: Tensor) -> Tensor:
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         running = {i: getattr(self, name) for i, name in self._running_names.items()}
         y = evaluate_graph(
@@ -209,3 +260,14 @@ class GraphNormAct(nn.Module):
             f"eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
             f"backend={self.backend!r}"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_forward(program_json: str) -> Callable[[GraphNormAct, Tensor], Tensor]:
+    """``GraphNormAct._eager_forward`` under ``torch.compile``, with its own copy of the code
+    per graph: dynamo keeps compiled variants per code object and stops compiling one after
+    ``cache_size_limit`` (8) of them, which a process training many candidates would reach."""
+    method = GraphNormAct._eager_forward
+    name = f"_eager_forward_{hashlib.sha256(program_json.encode()).hexdigest()[:12]}"
+    copy = types.FunctionType(method.__code__.replace(co_name=name), method.__globals__, name)
+    return torch.compile(copy)

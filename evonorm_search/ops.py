@@ -130,8 +130,8 @@ _ELEMENTWISE_OPS = (
     ),
     ElementwiseOp(
         "div", 2, "a / b", "a / 0 is +-inf, 0 / 0 is NaN (IEEE)", torch.div,
-        "tl.math.div_rn({a}, {b})",
-        ("tl.math.div_rn({g}, {b})", "tl.math.div_rn(-{g} * {a}, {b} * {b})"),
+        "_div({a}, {b})",
+        ("_div({g}, {b})", "_div(-{g} * {a}, {b} * {b})"),
         symbol="/", precedence=PREC_MUL,
     ),
     ElementwiseOp(
@@ -163,7 +163,7 @@ _ELEMENTWISE_OPS = (
         "log", 1, "sign(a) * ln(abs(a))",
         "odd: log(-a) = -log(a); log(0) = 0 * -inf = NaN; log(+-1) = 0", _signed_log,
         "(_sign({a}) * tl.log(tl.abs({a})))",
-        ("tl.math.div_rn({g} * _sign({a}), tl.abs({a})) * _sign({a})",),
+        ("_div({g} * _sign({a}), tl.abs({a})) * _sign({a})",),
     ),
     ElementwiseOp(
         "abs", 1, "the absolute value of a", "abs(-0.0) = 0", torch.abs,
@@ -177,7 +177,7 @@ _ELEMENTWISE_OPS = (
         "sqrt", 1, "sign(a) * sqrt(abs(a))",
         "odd: sqrt(-a) = -sqrt(a); sqrt(0) = 0 with a NaN gradient (infinite slope)",
         _signed_sqrt, "(_sign({a}) * tl.sqrt(tl.abs({a})))",
-        ("tl.math.div_rn({g} * _sign({a}), 2.0 * tl.sqrt(tl.abs({a}))) * _sign({a})",),
+        ("_div({g} * _sign({a}), 2.0 * tl.sqrt(tl.abs({a}))) * _sign({a})",),
     ),
 )  # fmt: skip
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +41,7 @@ from evonorm_search.hashing import (
     proxy_key,
 )
 from evonorm_search.layer import GraphNormAct
+from evonorm_search.mutation import random_graph
 from evonorm_search.space import SearchSpace
 
 __all__ = [
@@ -357,3 +359,20 @@ class Funnel:
         now = time.perf_counter()
         result.seconds[stage] = result.seconds.get(stage, 0.0) + now - since
         return now
+
+
+def screened_random_graphs(
+    spaces: list[SearchSpace], count: int, seed: int = 0
+) -> list[LayerGraph]:
+    """``count`` random graphs that pass screening stages 1-4, drawn from ``spaces`` in
+    turn: what reaches the compile stage (the compiler's tests and benchmarks draw these;
+    a graph with non-finite outputs is rejected before)."""
+    rng = np.random.default_rng(seed)
+    funnels = [Funnel(space, stability=False) for space in spaces]
+    graphs: list[LayerGraph] = []
+    while len(graphs) < count:
+        funnel = funnels[len(graphs) % len(funnels)]
+        screening = funnel.screen(random_graph(funnel.space, rng))
+        if screening.passed:
+            graphs.append(screening.graph)
+    return graphs

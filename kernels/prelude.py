@@ -21,33 +21,10 @@ def _tanh(a):
 
 
 @triton.jit
-def _offsets_to_channel(offsets, C, S):
-    return (offsets // S) % C
-
-
-@triton.jit
-def _merge_partials(
-    part_ptr,
-    out_ptr,
-    ROWS,
-    KIND: tl.constexpr,
-    COMPUTE: tl.constexpr,
-    SPLIT: tl.constexpr,
-):
-    # Chan's merge of SPLIT partial (count, mean, M2) of each row into its moment: 0 the
-    # mean, 1 the biased variance, 2 the mean square.  Deterministic: no atomics.
-    row = tl.program_id(0)
-    k = tl.arange(0, SPLIT)
-    n = tl.load(part_ptr + row * SPLIT + k).to(COMPUTE)
-    mean = tl.load(part_ptr + (ROWS + row) * SPLIT + k).to(COMPUTE)
-    m2 = tl.load(part_ptr + (2 * ROWS + row) * SPLIT + k).to(COMPUTE)
-    total = tl.sum(n, axis=0)
-    grand = tl.sum(n * mean, axis=0) / total
-    d = mean - grand
-    var = (tl.sum(m2, axis=0) + tl.sum(n * d * d, axis=0)) / total
-    if KIND == 0:
-        tl.store(out_ptr + row, grand)
-    elif KIND == 1:
-        tl.store(out_ptr + row, var)
+def _div(a, b):
+    # IEEE division, as torch divides: triton's float32 `/` is an approximation on GPUs, and
+    # div_rn takes float32 only (float64 `/` is exact).
+    if a.dtype == tl.float64:
+        return a / b
     else:
-        tl.store(out_ptr + row, var + grand * grand)
+        return tl.math.div_rn(a, b)

@@ -28,7 +28,7 @@ def test_parameters_buffers_and_attributes():
     for name, buffer in buffers.items():
         assert torch.equal(buffer, torch.full((10,), 0.0 if "mean" in name else 1.0))
     assert (layer.groups, layer.eps, layer.momentum) == (2, 1e-3, 0.2)  # 2 divides 10, 4 not
-    assert layer.num_channels == 10 and layer.backend == "eager"
+    assert layer.num_channels == 10 and layer.backend == "auto"
 
 
 def test_no_affine():
@@ -218,7 +218,7 @@ def test_pickle_and_deepcopy():
         ({"eps": 0.0}, ValueError, "eps must be a number > 0"),
         ({"momentum": 1.5}, ValueError, "momentum must be a number in"),
         ({"groups": 0}, ValueError, "groups must be >= 1"),
-        ({"backend": "cuda"}, ValueError, "unknown backend 'cuda' .available: auto, eager"),
+        ({"backend": "cuda"}, ValueError, "unknown backend 'cuda' .available: auto, eager, tri"),
     ],
 )
 def test_constructor_errors(kwargs, error, message):

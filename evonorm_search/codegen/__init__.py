@@ -1,14 +1,15 @@
 """Layer graphs compiled to fused Triton kernels.
 
-``schedule`` lowers a graph into reduction passes and one element-wise pass, ``generate``
-writes their forward and backward Triton source from the templates in ``kernels/``,
-``runtime.forward`` and ``runtime.backward`` launch them, and ``aot.compile_kernels``
-compiles them ahead of time for a GPU target.  Importing this package does not import
-triton.  (Still to come: the custom op behind ``GraphNormAct(backend="triton")``,
-``compile_layer`` with the traffic model, and the ``compile`` command.)
-"""
+``schedule`` lowers a graph into one reduction pass per stage and one element-wise pass;
+``generate`` writes their forward and backward Triton source from the templates in
+``kernels/`` (plus single-kernel forward and backward for one stage of per-sample
+statistics); ``runtime`` launches them; ``op`` wraps them as a ``torch.library`` custom op
+(what ``GraphNormAct(backend="triton")`` runs); ``aot.compile_kernels`` compiles them ahead
+of time for a GPU target; ``compiler.compile_layer`` is the search's compile stage (figures,
+traffic model, refusals) and ``verify`` checks kernels against the eager layer in triton's
+interpreter.  Importing this package does not import triton."""
 
 from evonorm_search.codegen.schedule import ReductionPass, Schedule, schedule
-from evonorm_search.codegen.source import LayerSource, generate
+from evonorm_search.codegen.source import LayerSource, generate, unsupported
 
-__all__ = ["LayerSource", "ReductionPass", "Schedule", "generate", "schedule"]
+__all__ = ["LayerSource", "ReductionPass", "Schedule", "generate", "schedule", "unsupported"]

@@ -2,10 +2,9 @@
 
 A statistic needs its whole reduction group before anything downstream can use it, so a
 graph runs as *stages*: stage k computes, in one pass over x, every statistic whose input
-depends only on x, the parameters and statistics of earlier stages; one pass per axis kind
-in the stage (each axis kind has its own reduction groups).  A final element-wise pass
-produces the output.  Nested statistics (a statistic of an expression that uses another
-statistic) are what make more than one stage.
+depends only on x, the parameters and statistics of earlier stages, whatever their axis
+kinds.  A final element-wise pass produces the output.  Nested statistics (a statistic of
+an expression that uses another statistic) are what make more than one stage.
 
 In eval mode batch statistics come from their running estimates: they need no pass, and
 what depends only on them moves to an earlier stage.  Pure Python: no triton needed.
@@ -23,10 +22,10 @@ __all__ = ["ReductionPass", "Schedule", "schedule"]
 
 @dataclass(frozen=True)
 class ReductionPass:
-    """One pass over x: the statistics of one axis kind at one stage."""
+    """One pass over x: the statistics of one stage."""
 
     stage: int
-    axis: str
+    axes: tuple[str, ...]  # the axis kinds among them, in AXES order
     statistics: tuple[int, ...]  # node indices, ascending
 
 
@@ -83,9 +82,7 @@ def schedule(graph: LayerGraph, *, training: bool) -> Schedule:
             depth.append(below + 1)
     passes = []
     for stage in range(1 + max(stage_of.values(), default=-1)):
-        for axis in AXES:
-            members = tuple(i for i, s in stage_of.items() if s == stage and
-                            graph.node(i).axis == axis)  # fmt: skip
-            if members:
-                passes.append(ReductionPass(stage, axis, members))
+        members = tuple(sorted(i for i, s in stage_of.items() if s == stage))
+        axes = tuple(a for a in AXES if any(graph.node(i).axis == a for i in members))
+        passes.append(ReductionPass(stage, axes, members))
     return Schedule(graph, training, tuple(passes), stage_of)

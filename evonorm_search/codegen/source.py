@@ -9,15 +9,17 @@ same source, byte for byte, so the source's hash names its cache file.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from string import Template
 
 from evonorm_search.codegen.schedule import ReductionPass, Schedule, schedule
+from evonorm_search.errors import GraphError
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
 from evonorm_search.ops import ELEMENTWISE, STATISTICS
 from evonorm_search.resources import resource_dir
 
-__all__ = ["MOMENT_KIND", "LayerSource", "generate"]
+__all__ = ["LayerSource", "generate", "on_chip_axis", "unsupported"]
 
 # Where an element at flat offset ``off`` of x (N, C, S) finds the statistic of its
 # reduction group, per axis kind.
@@ -28,15 +30,12 @@ _ROW_OF_ELEMENT = {
     "batch": "(off // S) % C",
     "channel": "(off // (C * S)) * S + off % S",
 }
-# The element ``j`` of reduction group ``row`` (L elements per row).
-_ELEMENT_OF_ROW = {
-    "instance": "row * L + j",
-    "group": "row * L + j",
-    "layer": "row * L + j",
-    "batch": "(j // S) * (C * S) + row * S + j % S",
-    "channel": "(row // S) * (C * S) + j * S + row % S",
-}
-MOMENT_KIND = {"mean": 0, "var": 1, "meansq": 2}  # _merge_partials' KIND
+_ROW_LENGTH = {"instance": "S", "group": "(CG * S)", "layer": "(C * S)", "batch": "(N * S)",
+               "channel": "C"}  # fmt: skip
+_FULL_SIZE_ACCESS = re.compile(r"tl\.(?:load|store)\((?:x|y|dy|dx)_ptr\b")
+# Axis kinds whose reduction groups one program can hold on chip: one stage of these (group
+# and layer not both) runs as a single kernel when the group fits (the launcher decides).
+ON_CHIP_AXES = ("instance", "group", "layer")
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,38 @@ class LayerSource:
     digest: str
     training: Schedule
     eval: Schedule
-    # mode (train, eval) -> (kernel, pass) per reduction pass, in the order they run: the
-    # forward passes by stage, the backward ones latest stage first.  The element-wise
-    # kernels are ``forward`` and ``backward_<mode>``.
+    # mode (train, eval) -> (kernel, pass) per stage, in the order they run: the forward
+    # passes by stage, the backward ones latest stage first.  The element-wise kernels are
+    # ``forward`` and ``backward_<mode>``.
     reduce_kernels: dict[str, tuple[tuple[str, ReductionPass], ...]]
     backward_reduce_kernels: dict[str, tuple[tuple[str, ReductionPass], ...]]
+    # The axis kind of the groups a program of the single-kernel path holds (``fused_forward``
+    # and ``fused_backward``, both modes), or None where the graph has no such path.
+    on_chip_axis: str | None
+
+    def launched(self, mode: str, direction: str, *, on_chip: bool = False) -> list[str]:
+        """The kernels one forward or backward step runs in ``mode`` (train or eval)."""
+        if on_chip:
+            return [f"fused_{direction}"]
+        if direction == "forward":
+            return [name for name, _ in self.reduce_kernels[mode]] + ["forward"]
+        return [name for name, _ in self.backward_reduce_kernels[mode]] + [f"backward_{mode}"]
+
+    def kernel_text(self, name: str) -> str:
+        """The source of kernel ``name``, from its ``def`` to the next kernel."""
+        start = self.text.index(f"\ndef {name}(")
+        end = self.text.find("\n@triton.jit", start)
+        return self.text[start : end if end >= 0 else len(self.text)]
+
+    def traffic(self, mode: str = "train", *, on_chip: bool = False) -> tuple[int, int]:
+        """Full-size tensor elements moved per element of x by a forward and a backward step:
+        the loads of x and dy and the stores of y and dx in the kernels generated, each
+        executed once per element (the minimum: forward 2, backward 3)."""
+        return tuple(  # type: ignore[return-value]
+            sum(len(_FULL_SIZE_ACCESS.findall(self.kernel_text(k)))
+                for k in self.launched(mode, direction, on_chip=on_chip))
+            for direction in ("forward", "backward")
+        )  # fmt: skip
 
 
 def _template(name: str) -> Template:
@@ -62,74 +88,156 @@ def _indent(lines: list[str], spaces: int) -> str:
     return ("\n" + " " * spaces).join(lines)
 
 
-def _node_code(graph: LayerGraph, index: int, statistic_rows: dict[int, str]) -> str:
-    """``t<index> = ...``: an element-wise op from the registry's template, or a statistic
-    loaded from its moment and finished (sqrt(moment + eps) for rms and std)."""
+def _node_code(graph: LayerGraph, index: int, statistic) -> list[str]:
+    """``t<index> = ...``: an element-wise op from the registry's template, or the lines
+    ``statistic(index)`` gives for a statistic."""
     node = graph.node(index)
     if node.axis is None:
         args = dict(zip("ab", (f"t{j}" for j in node.inputs), strict=False))
-        return f"t{index} = {ELEMENTWISE[node.op].triton.format(**args)}"
-    moment = f"tl.load(m{index}_ptr + {statistic_rows[index]}, mask=mask, other=0.0).to(COMPUTE)"
-    if STATISTICS[node.op].root:
-        moment = f"tl.sqrt({moment} + eps)"
-    return f"t{index} = {moment}"
+        return [f"t{index} = {ELEMENTWISE[node.op].triton.format(**args)}"]
+    return statistic(index)
 
 
-def _statistic_rows(graph: LayerGraph, indices: list[int]) -> dict[int, str]:
-    return {i: _ROW_OF_ELEMENT[graph.node(i).axis] for i in indices
-            if graph.node(i).axis is not None}  # fmt: skip
+def _finish(graph: LayerGraph, index: int, moment: str) -> str:
+    """A statistic from its moment: sqrt(moment + eps) for rms and std."""
+    return f"tl.sqrt({moment} + eps)" if STATISTICS[graph.node(index).op].root else moment
+
+
+def _loaded(graph: LayerGraph):
+    """Statistics loaded from their moment arrays (computed by an earlier pass)."""
+
+    def lines(index: int) -> list[str]:
+        row = _ROW_OF_ELEMENT[graph.node(index).axis]
+        moment = f"tl.load(m{index}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
+        return [f"t{index} = {_finish(graph, index, moment)}"]
+
+    return lines
+
+
+def _tile_reduce(axis: str, value: str) -> str:
+    """The sum of ``value`` over the reduction group of ``axis`` in a (CBLOCK, SBLOCK) tile
+    (instance: each channel's row, kept as a column; group and layer: the whole tile)."""
+    if axis == "instance":
+        return f"tl.sum({value}, axis=1)[:, None]"
+    return f"tl.sum(tl.sum({value}, axis=1), axis=0)"
+
+
+def _tile_count(axis: str) -> str:
+    return "S" if axis == "instance" else "(ROW_CHANNELS * S)"
+
+
+def _on_chip(graph: LayerGraph):
+    """Statistics reduced in registers from the tile of their input (single-kernel path)."""
+
+    def lines(index: int) -> list[str]:
+        node = graph.node(index)
+        u, moment = node.inputs[0], STATISTICS[node.op].moment
+        count = _tile_count(node.axis)
+        out = [f"a{index} = {_tile_reduce(node.axis, f'tl.where(mask, t{u}, 0.0)')} / {count}"]
+        if moment == "var":  # two passes over the tile in registers
+            out += [f"d = tl.where(mask, t{u} - a{index}, 0.0)",
+                    f"m{index} = {_tile_reduce(node.axis, 'd * d')} / {count}"]  # fmt: skip
+        elif moment == "meansq":
+            square = f"tl.where(mask, t{u} * t{u}, 0.0)"
+            out.append(f"m{index} = {_tile_reduce(node.axis, square)} / {count}")
+        else:
+            out.append(f"m{index} = a{index}")
+        return [*out, f"t{index} = {_finish(graph, index, f'm{index}')}"]
+
+    return lines
+
+
+def _body(graph: LayerGraph, indices: list[int], statistic) -> list[str]:
+    return [line for i in indices for line in _node_code(graph, i, statistic)]
+
+
+def _stage_label(plan: Schedule, p: ReductionPass) -> dict[str, str]:
+    return {
+        "stage": str(p.stage),
+        "axes": ", ".join(p.axes),
+        "statistics": ", ".join(f"{plan.graph.label(k)} (node {k})" for k in p.statistics),
+    }
+
+
+def _split_channel(graph: LayerGraph, statistics: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """(statistics reduced over blocks and merged later, per-position ones over channels)."""
+    channel = [k for k in statistics if graph.node(k).axis == "channel"]
+    return [k for k in statistics if k not in channel], channel
 
 
 def _reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_params: str) -> str:
     graph = plan.graph
-    sources = sorted({graph.node(k).inputs[0] for k in p.statistics})  # distinct inputs
-    cone = plan.cone(tuple(sources))
-    rows = _statistic_rows(graph, cone)
-    body = [_node_code(graph, i, rows) for i in cone]
-    accumulators, merges = ["count = tl.zeros([], COMPUTE)"], []
-    for u in sources:
-        accumulators += [f"mean{u} = tl.zeros([], COMPUTE)", f"m2_{u} = tl.zeros([], COMPUTE)"]
-        merges += [
+    blocked, channel = _split_channel(graph, p.statistics)
+    block_inputs = sorted({graph.node(k).inputs[0] for k in blocked})
+    channel_inputs = sorted({graph.node(k).inputs[0] for k in channel})
+    cone = plan.cone(tuple(sorted({*block_inputs, *channel_inputs})))
+    body = _body(graph, cone, _loaded(graph))
+    accumulators, blocks = [], []
+    if block_inputs:
+        blocks.append("block = (n * C + c) * T + t")
+    for position, u in enumerate(block_inputs):
+        blocks += [
             f"e = tl.where(mask, t{u}, 0.0)  # input of the statistics of node {u}",
             # Sums shifted by the block's first value: exact for constant rows (whose
             # variance must be 0, not rounding noise), and more accurate elsewhere.
-            "pivot = tl.sum(tl.where(j == start, e, 0.0), axis=0)",
+            "pivot = tl.sum(tl.where(s == t * BLOCK, e, 0.0), axis=0)",
             "pivot = tl.where(tl.abs(pivot) < float('inf'), pivot, 0.0)",
             "block_mean = pivot + tl.sum(tl.where(mask, e - pivot, 0.0), axis=0) / nb",
             "d = tl.where(mask, e - block_mean, 0.0)",
-            f"delta = block_mean - mean{u}",
-            f"mean{u} = mean{u} + delta * (nb / total)",
-            f"m2_{u} = m2_{u} + tl.sum(d * d, axis=0) + delta * delta * (count * nb / total)",
         ]
+        for q, value in enumerate(("nb", "block_mean", "tl.sum(d * d, axis=0)")):
+            blocks.append(f"tl.store(part_ptr + {3 * position + q} * N * C * T + block, {value})")
+    for u in channel_inputs:
+        accumulators += [f"cmean{u} = tl.zeros([BLOCK], COMPUTE)",
+                         f"cm2_{u} = tl.zeros([BLOCK], COMPUTE)"]  # fmt: skip
+        blocks += [f"delta = t{u} - cmean{u}  # Welford: node {u} over the channels",
+                   f"cmean{u} = cmean{u} + delta / (c + 1)",
+                   f"cm2_{u} = cm2_{u} + delta * (t{u} - cmean{u})"]  # fmt: skip
     stores = []
-    for k in p.statistics:
+    for k in channel:
         u = graph.node(k).inputs[0]
         moment = STATISTICS[graph.node(k).op].moment
-        value = {"mean": f"mean{u}", "var": f"m2_{u} / count",
-                 "meansq": f"m2_{u} / count + mean{u} * mean{u}"}[moment]  # fmt: skip
-        stores.append(f"tl.store(m{k}_ptr + row, {value})")
+        value = {"mean": f"cmean{u}", "var": f"cm2_{u} / C",
+                 "meansq": f"cm2_{u} / C + cmean{u} * cmean{u}"}[moment]  # fmt: skip
+        stores.append(f"tl.store(m{k}_ptr + n * S + s, {value}, mask=mask)")
         if moment == "var":  # the backward pass needs the mean it was taken around
-            stores.append(f"tl.store(a{k}_ptr + row, mean{u})")
-    partial_stores = []
-    for position, u in enumerate(sources):
-        base = f"{3 * position} * ROWS"
-        for offset, value in enumerate(("count", f"mean{u}", f"m2_{u}")):
-            partial_stores.append(
-                f"tl.store(part_ptr + ({base} + {offset} * ROWS + row) * SPLIT + part, {value})"
-            )
+            stores.append(f"tl.store(a{k}_ptr + n * S + s, cmean{u}, mask=mask)")
     return _template("reduce.py.tmpl").substitute(
-        name=name, moment_params=moment_params, stage=p.stage, axis=p.axis,
-        statistics=", ".join(f"{graph.label(k)} (node {k})" for k in p.statistics),
-        accumulators=_indent(accumulators, 4), offsets=_ELEMENT_OF_ROW[p.axis],
-        body=_indent(body or ["pass"], 8), merges=_indent(merges, 8),
-        stores=_indent(stores, 8), partial_stores=_indent(partial_stores, 8),
+        name=name, moment_params=moment_params, **_stage_label(plan, p),
+        accumulators=_indent(accumulators, 4), body=_indent(body, 8),
+        blocks=_indent(blocks, 8), stores=_indent(stores, 4),
     )  # fmt: skip
+
+
+def unsupported(graph: LayerGraph) -> str | None:
+    """Why the compiler cannot generate kernels for ``graph`` (a valid layer), or None."""
+    for node in graph.canonical().nodes:
+        op = ELEMENTWISE.get(node.op)
+        if node.axis is None and not (op and op.triton and len(op.grad) == op.arity):
+            return f"op {node.op!r} has no Triton expression or derivative rule in the registry"
+    return None
+
+
+def on_chip_axis(plan: Schedule) -> str | None:
+    """The row kind of the single-kernel path for ``plan``: one stage whose statistics are
+    all per-sample over instance, group or layer groups (group and layer not both: a layer
+    tile would need segmented group sums), or None."""
+    if len(plan.passes) != 1 or not set(plan.passes[0].axes) <= set(ON_CHIP_AXES):
+        return None
+    axes = plan.passes[0].axes
+    if "group" in axes and "layer" in axes:
+        return None
+    return "layer" if "layer" in axes else "group" if "group" in axes else "instance"
 
 
 def generate(graph: LayerGraph) -> LayerSource:
     """The kernels of a (valid) layer graph: for training and for eval mode, one
-    reduction kernel per pass forward and backward, an element-wise backward kernel, and
-    the element-wise forward kernel (the same in both modes)."""
+    reduction kernel per stage forward and backward, an element-wise backward kernel, the
+    element-wise forward kernel (the same in both modes) and, for graphs of one stage of
+    per-sample statistics, single-kernel forward and backward for groups that fit on chip."""
+    reason = unsupported(graph)
+    if reason:
+        raise GraphError(f"cannot compile {graph.formula()}: {reason}")
     plans = {"train": schedule(graph, training=True), "eval": schedule(graph, training=False)}
     canonical = plans["train"].graph
     statistics = plans["train"].statistics
@@ -138,14 +246,13 @@ def generate(graph: LayerGraph) -> LayerSource:
     forward_reduce: dict[str, tuple[tuple[str, ReductionPass], ...]] = {}
     for mode, plan in plans.items():
         kernels = []
-        for number, p in enumerate(plan.passes):
-            name = f"reduce_{mode}_{number}_{p.axis}"
+        for p in plan.passes:
+            name = f"reduce_{mode}_{p.stage}"
             parts.append(_reduce_kernel(plan, p, name, moment_params))
             kernels.append((name, p))
         forward_reduce[mode] = tuple(kernels)
     everything = list(range(NUM_INITIAL, NUM_INITIAL + len(canonical.nodes)))
-    rows = _statistic_rows(canonical, everything)
-    forward_body = [_node_code(canonical, i, rows) for i in everything]
+    forward_body = _body(canonical, everything, _loaded(canonical))
     parts.append(_template("forward.py.tmpl").substitute(
         name="forward", moment_params=moment_params, body=_indent(forward_body, 4),
         output=f"t{canonical.output}",
@@ -153,28 +260,31 @@ def generate(graph: LayerGraph) -> LayerSource:
     backward_reduce: dict[str, tuple[tuple[str, ReductionPass], ...]] = {}
     for mode, plan in plans.items():
         kernels = []
-        for number, p in enumerate(reversed(plan.passes)):
-            name = f"backward_{mode}_{number}_{p.axis}"
+        for p in reversed(plan.passes):
+            name = f"backward_{mode}_{p.stage}"
             parts.append(_backward_reduce_kernel(plan, p, name, moment_params, forward_body))
             kernels.append((name, p))
         backward_reduce[mode] = tuple(kernels)
         parts.append(_backward_kernel(plan, f"backward_{mode}", moment_params, forward_body))
+    # Without batch statistics the two modes are one computation.
+    batch = any(node.axis == "batch" for node in canonical.nodes)
+    row = None if batch else on_chip_axis(plans["train"])
+    if row:
+        parts += _fused_kernels(plans["train"], row, moment_params)
     header = f"# Generated by evonorm-search for: {canonical.formula()}\n"
-    text = header + "".join(parts)
+    text = re.sub(r"\n[ ]+\n", "\n", header + "".join(parts))  # lines left empty by the templates
     digest = hashlib.sha256(text.encode()).hexdigest()[:20]
     return LayerSource(text, digest, plans["train"], plans["eval"], forward_reduce,
-                       backward_reduce)  # fmt: skip
+                       backward_reduce, row)  # fmt: skip
 
 
-_ROW_LENGTH = {"instance": "S", "group": "(CG * S)", "layer": "(C * S)", "batch": "(N * S)",
-               "channel": "C"}  # fmt: skip
-
-
-def _sweep(plan: Schedule, targets: tuple[int, ...]) -> tuple[list[str], dict[int, str]]:
+def _sweep(plan: Schedule, targets: tuple[int, ...], *, on_chip: bool = False
+           ) -> tuple[list[str], dict[int, str]]:  # fmt: skip
     """Reverse-mode code for one element: the adjoint ``g<i>`` of every node downstream of
     the statistics ``targets`` (all nodes when empty), from the output's adjoint ``g``.
-    Statistics of later stages than the targets pass their loaded adjoints ``d<k>`` on to
-    their inputs; the others are leaves.  Returns the lines and each node's adjoint."""
+    Statistics of later stages than the targets pass their adjoints ``dm<k>`` on to their
+    inputs (loaded, or ``on_chip`` reduced over the tile); the others are leaves.  Returns
+    the lines and each node's adjoint."""
     graph = plan.graph
     lowest = min((plan.stage_of[k] for k in targets), default=-1)
     contributions: dict[int, list[str]] = {graph.output: ["g"]}
@@ -197,15 +307,19 @@ def _sweep(plan: Schedule, targets: tuple[int, ...]) -> tuple[list[str], dict[in
         if i in targets or plan.from_running(i) or plan.stage_of[i] <= lowest:
             continue
         stat = STATISTICS[node.op]
-        row = _ROW_OF_ELEMENT[node.axis]
-        length = _ROW_LENGTH[node.axis]
-        load = f"tl.load(d{i}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
-        lines.append(f"dm{i} = {load}" + (f" / (2.0 * t{i})" if stat.root else ""))
+        if on_chip:
+            total = _tile_reduce(node.axis, f"tl.where(mask, g{i}, 0.0)")
+            length, mean = _tile_count(node.axis), f"a{i}"
+        else:
+            row = _ROW_OF_ELEMENT[node.axis]
+            total = f"tl.load(d{i}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
+            length = _ROW_LENGTH[node.axis]
+            mean = f"tl.load(a{i}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
+        lines.append(f"dm{i} = {total}" + (f" / (2.0 * t{i})" if stat.root else ""))
         u = node.inputs[0]
         if stat.moment == "mean":
             term = f"dm{i} / {length}"
         elif stat.moment == "var":
-            mean = f"tl.load(a{i}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
             term = f"2.0 / {length} * dm{i} * (t{u} - {mean})"
         else:
             term = f"2.0 * (dm{i} / {length}) * t{u}"
@@ -220,17 +334,19 @@ def _sweep(plan: Schedule, targets: tuple[int, ...]) -> tuple[list[str], dict[in
 def _backward_reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_params: str,
                             forward: list[str]) -> str:  # fmt: skip
     lines, adjoint = _sweep(plan, p.statistics)
-    accumulators = [f"sum{k} = tl.zeros([], COMPUTE)" for k in p.statistics]
-    sums = [f"sum{k} += tl.sum(tl.where(mask, {adjoint.get(k, '0.0 * t0')}, 0.0), axis=0)"
-            for k in p.statistics]  # fmt: skip
-    stores = [f"tl.store(part_ptr + ({position} * ROWS + row) * SPLIT + part, sum{k})"
-              for position, k in enumerate(p.statistics)]  # fmt: skip
+    blocked, channel = _split_channel(plan.graph, p.statistics)
+    accumulators = [f"acc{k} = tl.zeros([BLOCK], COMPUTE)" for k in channel]
+    sums = ["block = (n * C + c) * T + t"] if blocked else []
+    for position, k in enumerate(blocked):
+        total = f"tl.sum(tl.where(mask, {adjoint.get(k, '0.0 * t0')}, 0.0), axis=0)"
+        sums.append(f"tl.store(part_ptr + {position} * N * C * T + block, {total})")
+    sums += [f"acc{k} += tl.where(mask, {adjoint.get(k, '0.0 * t0')}, 0.0)" for k in channel]
+    stores = [f"tl.store(d{k}_ptr + n * S + s, acc{k}, mask=mask)" for k in channel]
     return _template("backward_reduce.py.tmpl").substitute(
-        name=name, moment_params=moment_params, stage=p.stage, axis=p.axis,
-        statistics=", ".join(f"{plan.graph.label(k)} (node {k})" for k in p.statistics),
-        accumulators=_indent(accumulators, 4), offsets=_ELEMENT_OF_ROW[p.axis],
-        forward=_indent(forward, 8), backward=_indent(lines or ["pass"], 8),
-        sums=_indent(sums, 8), stores=_indent(stores, 4),
+        name=name, moment_params=moment_params, **_stage_label(plan, p),
+        accumulators=_indent(accumulators, 4), forward=_indent(forward, 8),
+        backward=_indent(lines, 8), sums=_indent(sums, 8),
+        stores=_indent(stores, 4),
     )  # fmt: skip
 
 
@@ -242,3 +358,29 @@ def _backward_kernel(plan: Schedule, name: str, moment_params: str, forward: lis
         backward=_indent(lines, 8), dx=adjoint.get(0, zero), dv0=adjoint.get(2, zero),
         dv1=adjoint.get(3, zero), output=plan.graph.output,
     )  # fmt: skip
+
+
+def _fused_kernels(plan: Schedule, row: str, moment_params: str) -> list[str]:
+    graph = plan.graph
+    everything = list(range(NUM_INITIAL, NUM_INITIAL + len(graph.nodes)))
+    body = _body(graph, everything, _on_chip(graph))
+    target = {"instance": "n * C + ch", "group": "n * (C // CG) + r", "layer": "n"}
+    stores = []
+    for k in plan.statistics:
+        axis = graph.node(k).axis
+        mask = ", mask=row_mask" if axis == "instance" else ""
+        stores.append(f"tl.store(m{k}_ptr + {target[axis]}, m{k}{mask})")
+        if STATISTICS[graph.node(k).op].moment == "var":
+            stores.append(f"tl.store(a{k}_ptr + {target[axis]}, a{k}{mask})")
+    forward = _template("fused_forward.py.tmpl").substitute(
+        name="fused_forward", moment_params=moment_params, row=row, body=_indent(body, 4),
+        output=f"t{graph.output}", stores=_indent(stores, 4),
+    )  # fmt: skip
+    lines, adjoint = _sweep(plan, (), on_chip=True)
+    zero = "tl.zeros([CBLOCK, SBLOCK], COMPUTE)"
+    backward = _template("fused_backward.py.tmpl").substitute(
+        name="fused_backward", moment_params=moment_params, forward=_indent(body, 4),
+        backward=_indent(lines, 4), dx=adjoint.get(0, zero), dv0=adjoint.get(2, zero),
+        dv1=adjoint.get(3, zero), output=graph.output,
+    )  # fmt: skip
+    return [forward, backward]
