@@ -5,13 +5,11 @@ import json
 import sys
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from evonorm_search import baselines
 from evonorm_search.cli import cli
 from evonorm_search.codegen.aot import has_cuda_backend
-from evonorm_search.codegen.compiler import compile_layer
 from evonorm_search.codegen.source import generate
 from evonorm_search.graph import LayerGraph
 from evonorm_search.space import load_space
@@ -20,13 +18,6 @@ from evonorm_search.store import Store
 from store_data import populate
 
 NO_AOT = "the installed triton has no CUDA backend: no ahead-of-time compilation"
-
-
-def traffic(graph, shape=(128, 64, 56, 56), dtype=torch.bfloat16):
-    """The traffic model's figures, as the compile stage counts them at ``shape``: those
-    of the single-kernel path where the shape admits it, else of the multi-pass one."""
-    model = compile_layer(graph, shape=shape, dtype=dtype, aot=False)
-    return model.traffic_fwd, model.traffic_bwd
 
 
 def run(*args):
@@ -56,8 +47,7 @@ def test_json_has_every_kernel_and_the_traffic_model():
     code, out, err = run("compile", graph.formula(), "--no-verify", "--format", "json")
     assert code == 0, err
     info = json.loads(out)
-    assert (info["traffic_fwd"], info["traffic_bwd"]) == traffic(graph)
-    assert info["traffic_fwd"] >= 2 and info["traffic_bwd"] >= 3
+    assert (info["traffic_fwd"], info["traffic_bwd"]) == (2, 3)  # its groups fit on chip
     assert info["kernel_hash"] == generate(graph).digest and info["verified"] is False
     assert (info["target"], info["shape"], info["dtype"]) == ("sm_90a", [128, 64, 56, 56],
                                                               "bfloat16")  # fmt: skip
@@ -82,8 +72,7 @@ def test_table_and_source(tmp_path):
     source = generate(graph)
     written = folder / f"evonorm_kernels_{source.digest}.py"
     assert written.read_text() == source.text and f"wrote {written}" in err
-    forward, backward = traffic(graph, (8, 64, 14, 14), torch.float32)
-    assert f"traffic: forward {forward}, backward {backward} full-size elements" in out
+    assert "traffic: forward 2, backward 3 full-size elements" in out
     assert f"kernel hash: {source.digest}" in out
     if not has_cuda_backend():
         pytest.skip(NO_AOT)
