@@ -351,6 +351,18 @@ def show(candidate_id: int, db_url: str | None, fmt: str, draw: Path | None) -> 
         click.echo(f"wrote {draw}", err=True)
 
 
+def _compiled_summary(c: dict[str, Any] | None) -> str:
+    """The compile stage's figures in one line."""
+    if not c:
+        return "-"
+    kernels = (f"{c['kernels']} kernels for {c['target']}, {c['registers']} registers, "
+               f"{c['spill_bytes']} B spilled, {c['compile_s']:.2f} s; " if c["kernels"] else
+               "")  # fmt: skip
+    return (f"{kernels}traffic {c['traffic_fwd']}/{c['traffic_bwd']} at "
+            f"{','.join(map(str, c['shape']))} {c['dtype']}; kernels {c['kernel_hash']}"
+            + ("; verified" if c["verified"] else ""))  # fmt: skip
+
+
 def _print_candidate(r: dict[str, Any]) -> None:
     fate = r["status"] + (f" at {r['stage']}" if r["stage"] else "")
     fate += f": {r['reason']}" if r["reason"] else ""
@@ -368,13 +380,16 @@ def _print_candidate(r: dict[str, Any]) -> None:
             ["nodes", str(r["node_count"]) if r["node_count"] is not None else "-"],
             ["structural hash", r["structural_hash"] or "-"],
             ["functional hash", r["functional_hash"] or "-"],
+            ["compiled", _compiled_summary(r.get("compiled"))],
         ],
     )  # fmt: skip
     if r["evaluations"]:
         _print_table(
-            "evaluations", ["stage", "architecture", "seed", "steps", "accuracy", "status"],
+            "evaluations",
+            ["stage", "architecture", "seed", "steps", "accuracy", "status", "node"],
             [[e["stage"], e["architecture"], str(e["seed"]), str(e["steps"]),
-              _score(e["accuracy"]), e["status"]] for e in r["evaluations"]],
+              _score(e["accuracy"]), e["status"], (e.get("node") or "-")[:16]]
+             for e in r["evaluations"]],
         )  # fmt: skip
     _print_table(
         "lineage (newest first)", ["id", "status", "mean", "mutation", "formula"],
@@ -549,6 +564,163 @@ def _print_compiled(r: CompiledLayer) -> None:
     click.echo(f"kernel hash: {r.kernel_hash}")
     click.echo("verified against the eager layer in triton's interpreter: "
                + ("yes" if r.verified else "no (--no-verify)"))  # fmt: skip
+
+
+# -- running a search ----------------------------------------------------------------------
+
+
+def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
+    """Run the driver under the live view; one line of outcome at the end."""
+    from evonorm_search.search.display import LiveView
+    from evonorm_search.search.driver import run_search
+
+    with LiveView(settings.name) as view:
+        status = run_search(store, settings, resume=resume, on_progress=view.update)
+    summary = store.status(settings.name)
+    click.echo(f"search {settings.name}: {status}, {summary['trained']}/{summary['budget']} "
+               f"trained, {summary['screened']} screened; see `evonorm-search status "
+               f"{settings.name}` and `pareto {settings.name}`")  # fmt: skip
+    if status == "stopped":
+        sys.exit(130)
+
+
+def _writable_store(db_url: str | None) -> Any:
+    from evonorm_search.store import Store
+
+    return Store(db_url)
+
+
+@cli.command()
+@click.option("--name", required=True, help="A new search's name (no '/').")
+@click.option("--space", default="evonorm_b", show_default=True,
+              help="A shipped space or a TOML file.")  # fmt: skip
+@click.option("--data", "dataset", type=click.Choice(["digits", "cifar10", "synthetic"]),
+              default="digits", show_default=True)  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where cifar-10-batches-py's files are (default: $EVONORM_DATA/...).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "paper"]),
+    default=None,
+    help="Proxy network size (default: the space's).",
+)
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Candidates to train fully.",
+)
+@click.option("--population", type=click.IntRange(min=2), default=None)
+@click.option("--tournament", type=click.IntRange(min=1), default=None)
+@click.option("--initial", type=click.Choice(["random", "baselines"]), default="random",
+              show_default=True, help="Evolution's initial population.")  # fmt: skip
+@click.option("--strategy", type=click.Choice(["evolution", "random", "tpe", "nsga2"]),
+              default="evolution", show_default=True)  # fmt: skip
+@click.option(
+    "--objectives",
+    default=None,
+    metavar="LIST",
+    help="Pareto objectives: architectures, mean, cost (default: per-architecture).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrent trials."
+)
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0.0), default=1.0,
+              show_default=True)  # fmt: skip
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0,
+              show_default=True)  # fmt: skip
+@click.option(
+    "--max-candidates",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after screening this many (default: 100 x budget).",
+)
+@click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              metavar="SECONDS")  # fmt: skip
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check each candidate's kernels in triton's interpreter before training.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--trial-retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Retries of a trial whose process died, before the candidate fails.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Join this Ray cluster (trusted networks only), e.g. 10.0.0.1:6379.",
+)
+@_db_option
+def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str | None,
+        budget: int, population: int | None, tournament: int | None, initial: str,
+        strategy: str, objectives: str | None, workers: int, cpus_per_trial: float,
+        gpus_per_trial: float, max_candidates: int | None, time_limit: float | None,
+        verify: bool, seed: int, trial_retries: int, address: str | None,
+        db_url: str | None) -> None:  # fmt: skip
+    """Start a search: screen, compile and train candidates until BUDGET are trained."""
+    from evonorm_search.search.driver import SearchSettings, check_data, settings_space
+    from evonorm_search.store import check_search_name
+    from evonorm_search.store.queries import validate_objectives
+
+    check_search_name(name)
+    chosen = tuple(o.strip() for o in objectives.split(",")) if objectives else None
+    settings = SearchSettings(
+        name=name, space=space, dataset=dataset, data_dir=data_dir, preset=preset,
+        budget=budget, strategy=strategy, population=population, tournament=tournament,
+        initial=initial, objectives=chosen, seed=seed, workers=workers,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        max_candidates=max_candidates, time_limit=time_limit, verify=verify, address=address,
+        max_failures=trial_retries,
+    )  # fmt: skip
+    architectures = settings_space(settings).proxy.architectures
+    if chosen:
+        validate_objectives(chosen, architectures)
+    check_data(dataset, data_dir)
+    with _writable_store(db_url) as store:
+        if any(s["name"] == name for s in store.searches()):
+            raise click.ClickException(f"a search named {name!r} exists already: "
+                                       f"`evonorm-search resume {name}` continues it")  # fmt: skip
+        _search_run(store, settings, resume=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Concurrent trials (default: as started).",
+)
+@click.option("--address", default=None, help="Join this Ray cluster instead.")
+@click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              metavar="SECONDS")  # fmt: skip
+@_db_option
+def resume(name: str, workers: int | None, address: str | None, time_limit: float | None,
+           db_url: str | None) -> None:  # fmt: skip
+    """Continue the search NAME to its budget from the database alone."""
+    import dataclasses
+
+    from evonorm_search.search.driver import SearchSettings
+
+    with _writable_store(db_url) as store:
+        search = store.search(name)
+        if search["status"] == "completed":
+            raise click.ClickException(f"search {name!r} is complete: its budget is trained")
+        settings = SearchSettings.from_config(search["config"])
+        changes = {k: v for k, v in (("workers", workers), ("address", address),
+                                     ("time_limit", time_limit)) if v is not None}  # fmt: skip
+        _search_run(store, dataclasses.replace(settings, **changes), resume=True)
 
 
 @cli.group()

@@ -296,6 +296,10 @@ class Funnel:
         self._judged: LRU[str, list[Verdict]] = LRU(judged_capacity)
         self._in_flight: dict[str, str] = {}  # functional hash -> survivor being trained
 
+    def hold(self, functional_hash: str, candidate_id: str) -> None:
+        """Mark a survivor as in flight (a resumed search's candidates still to train)."""
+        self._in_flight[functional_hash] = candidate_id
+
     def release(self, functional_hash: str) -> None:
         """Forget that a survivor with this functional hash is in flight."""
         self._in_flight.pop(functional_hash, None)

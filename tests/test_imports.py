@@ -19,6 +19,8 @@ def test_core_import_stays_light():
         "layer(torch.randn(4, 8, 3, 3)).sum().backward()\n"
         "load_space('evonorm_b')\n"
         "LayerGraph.parse('x * v1').structural_hash()\n"
+        "from evonorm_search.search import make_strategy\n"
+        "make_strategy('evolution', load_space('evonorm_b'), ['resnet'], seed=0).ask()\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -52,7 +52,13 @@ def test_wheel_contents(wheel):
     for space in ("evonorm_b", "evonorm_s", "sequence"):
         assert f"evonorm_search/_data/search_spaces/{space}.toml" in names
     assert "evonorm_search/_data/kernels/README.md" in names
-    for migration in ("README.md", "env.py", "script.py.mako", "versions/0001_initial.py"):
+    for migration in (
+        "README.md",
+        "env.py",
+        "script.py.mako",
+        "versions/0001_initial.py",
+        "versions/0002_evaluation_node.py",
+    ):
         assert f"evonorm_search/_data/db/{migration}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (

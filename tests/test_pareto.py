@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from evonorm_search.store import non_dominated
+from evonorm_search.pareto import non_dominated
 
 from store_data import brute_force_front
 

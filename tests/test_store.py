@@ -46,7 +46,7 @@ def test_a_new_database_is_created_at_head_and_matches_the_models(db_url):
     from alembic.migration import MigrationContext
 
     Store(db_url).close()
-    assert revision(db_url) == "0001"
+    assert revision(db_url) == "0002"
     engine = make_engine(db_url)
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
@@ -104,20 +104,20 @@ def test_a_newer_revision_is_refused_and_left_untouched(db_url):
 
 
 def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path, monkeypatch):
-    """A migration environment with a second revision: a database at 0001 is older."""
+    """A migration environment with a third revision: a database at 0002 is older."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with Store(url) as store:
         new_search(store, "kept")
     scripts = tmp_path / "db"
     shutil.copytree(resource_dir("db"), scripts)
-    (scripts / "versions" / "0002_note.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0002"\n'
-        'down_revision = "0001"\n\n\ndef upgrade():\n'
+    (scripts / "versions" / "0003_note.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0003"\n'
+        'down_revision = "0002"\n\n\ndef upgrade():\n'
         '    with op.batch_alter_table("searches") as batch:\n'
         '        batch.add_column(sa.Column("note", sa.Text(), nullable=True))\n'
     )
     monkeypatch.setattr("evonorm_search.store.engine.resource_dir", lambda _: scripts)
-    with pytest.raises(StoreError, match=r"older than this code's 0002: run `evonorm-search db"):
+    with pytest.raises(StoreError, match=r"older than this code's 0003: run `evonorm-search db"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
@@ -125,12 +125,44 @@ def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path,
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
     assert result.exit_code == 0, result.output
-    assert "0001 -> 0002" in result.output
-    assert revision(url) == "0002"
+    assert "0002 -> 0003" in result.output
+    assert revision(url) == "0003"
     with Store(url, readonly=True) as store:
         assert store.search("kept")["space"] == "evonorm_b"
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert "is at the current schema (0002)" in result.output
+    assert "is at the current schema (0003)" in result.output
+
+
+def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
+    """The real 0001 -> 0002 migration: evaluations gain the Ray node they ran on."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'first.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(resource_dir("db")))
+    config.set_main_option("sqlalchemy.url", url)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    engine.dispose()
+    assert revision(url) == "0001"
+    with pytest.raises(StoreError, match="older than this code's 0002"):
+        Store(url, readonly=True)
+    from click.testing import CliRunner
+
+    from evonorm_search.cli import cli
+
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
+    assert result.exit_code == 0 and "0001 -> 0002" in result.output, result.output
+    with Store(url) as store:
+        new_search(store, "upgraded")
+        candidate = store.add_candidate("upgraded", graph="{}", status="queued")
+        store.add_evaluation(candidate, architecture="resnet", dataset="digits",
+                             preset="tiny", seed=0, steps=3, status="completed", seconds=0.1,
+                             node="n1")  # fmt: skip
+        assert store.candidate(candidate)["evaluations"][0]["node"] == "n1"
 
 
 def test_a_foreign_database_is_refused(tmp_path):

@@ -82,10 +82,11 @@ class CompileRefusal:
 
 def compile_layer(
     graph: LayerGraph, *, target: str = "sm_90a", shape: tuple[int, ...] = (128, 64, 56, 56),
-    dtype: torch.dtype = torch.bfloat16, groups: int = 32, verify: bool = False,
+    dtype: torch.dtype | str = torch.bfloat16, groups: int = 32, verify: bool = False,
     max_spill_bytes: int = 0, aot: bool | None = None,
 ) -> CompiledLayer | CompileRefusal:  # fmt: skip
-    """Compile ``graph`` (a valid layer) for ``target`` at ``shape`` and ``dtype``.
+    """Compile ``graph`` (a valid layer) for ``target`` at ``shape`` and ``dtype`` (a torch
+    dtype or its name).
 
     ``aot``: compile for the GPU target (default: where the installed triton has the CUDA
     backend).  ``verify``: run the kernels against the eager layer on tiny probes in the
@@ -105,6 +106,7 @@ def compile_layer(
     if reason:
         return refuse(f"unsupported: {reason}")
     groups = effective_groups(shape[1], groups)  # as the layer does
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype  # "bfloat16", as spaces say
     source = generate(graph)
     on_chip = on_chip_tile(source, shape, groups, dtype) is not None
     traffic_fwd, traffic_bwd = source.traffic("train", on_chip=on_chip)

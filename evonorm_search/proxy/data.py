@@ -212,9 +212,14 @@ def _images_and_labels(path: Path) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), labels_t
 
 
+# Images each dataset holds out of its training data to validate, by default.
+DEFAULT_VALIDATION = {"cifar10": 5000, "digits": 297, "synthetic": 200}
+
+
 def load_cifar10(
-    directory: str | Path, *, validation: int = 5000, seed: int = 0, device: str = "cpu"
-) -> Dataset:
+    directory: str | Path, *, validation: int = DEFAULT_VALIDATION["cifar10"], seed: int = 0,
+    device: str = "cpu",
+) -> Dataset:  # fmt: skip
     """CIFAR-10 from ``directory`` in the official python format.
 
     ``data_batch_1..5`` and ``batches.meta`` are required, ``test_batch`` is optional.  The
@@ -283,7 +288,9 @@ def download_cifar10(
 # ------------------------------------------------------------------ small datasets
 
 
-def load_digits(*, validation: int = 297, seed: int = 0, device: str = "cpu") -> Dataset:
+def load_digits(
+    *, validation: int = DEFAULT_VALIDATION["digits"], seed: int = 0, device: str = "cpu"
+) -> Dataset:
     """scikit-learn's bundled handwritten digits: 1,797 real 8x8 grey images, 10 classes."""
     from sklearn.datasets import load_digits as sklearn_digits
 
@@ -299,7 +306,7 @@ def load_digits(*, validation: int = 297, seed: int = 0, device: str = "cpu") ->
 
 def synthetic(
     *, samples: int = 1200, size: int = 8, channels: int = 1, classes: int = 10,
-    validation: int = 200, seed: int = 0, device: str = "cpu",
+    validation: int = DEFAULT_VALIDATION["synthetic"], seed: int = 0, device: str = "cpu",
 ) -> Dataset:  # fmt: skip
     """A procedural set for unit tests: each class is a random smooth prototype image;
     samples are prototypes at a random brightness and contrast plus noise."""

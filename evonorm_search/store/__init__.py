@@ -11,10 +11,10 @@ Importing this package imports SQLAlchemy; the core package never does.
 """
 
 from evonorm_search.errors import StoreError
+from evonorm_search.pareto import non_dominated
 from evonorm_search.store.engine import DEFAULT_URL, default_url, make_engine, mask, upgrade
-from evonorm_search.store.pareto import non_dominated
 from evonorm_search.store.queries import DERIVED_OBJECTIVES
-from evonorm_search.store.store import Store, StoreFEC
+from evonorm_search.store.store import Store, StoreFEC, check_search_name
 
 __all__ = [
     "DEFAULT_URL",
@@ -22,6 +22,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreFEC",
+    "check_search_name",
     "default_url",
     "make_engine",
     "mask",

@@ -126,6 +126,7 @@ class Evaluation(Base):
     quality_accuracy: Mapped[float | None] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16))  # completed, rejected, diverged, failed
     seconds: Mapped[float] = mapped_column(Float)
+    node: Mapped[str | None] = mapped_column(String(64))  # the Ray node it ran on
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from evonorm_search.errors import StoreError
+from evonorm_search.pareto import non_dominated
 from evonorm_search.store.models import Candidate, Evaluation, Search
-from evonorm_search.store.pareto import non_dominated
 
 __all__ = [
     "DERIVED_OBJECTIVES",
@@ -136,10 +136,22 @@ def _best(session: Session, search_id: int) -> Candidate | None:
     ).one_or_none()
 
 
+# Where a candidate can stop, in the order a search's funnel runs: screening (stages 1-5),
+# then in its trial the compile stage, the quality checkpoint and the trial itself (a
+# process that failed for good).
+FUNNEL_STAGES = ("static", "duplicate", "functional", "numeric", "stability", "compile",
+                 "quality", "trial")  # fmt: skip
+
+
 def status(session: Session, name: str) -> dict[str, Any]:
-    """Progress of a search: the counts by fate, the best candidate by mean accuracy."""
+    """Progress of a search: the counts by fate, the candidates stopped at each funnel
+    stage, the best candidate by mean accuracy."""
     s = get_search(session, name)
     counts = _counts(session, s.id)
+    stopped = dict.fromkeys(FUNNEL_STAGES, 0)
+    for (st, stage), n in counts.items():
+        if st in ("rejected", "duplicate", "failed") and stage in stopped:
+            stopped[stage] += n
 
     def total(status: str) -> int:
         return sum(n for (st, _), n in counts.items() if st == status)
@@ -154,6 +166,7 @@ def status(session: Session, name: str) -> dict[str, Any]:
         "budget": s.budget, "screened": sum(counts.values()), "trained": total("trained"),
         "queued": total("queued"), "running": total("running"), "failed": total("failed"),
         "duplicates": total("duplicate"), "rejected": dict(sorted(rejected.items())),
+        "stopped_at": stopped,
         "front_size": session.scalar(
             sa.select(sa.func.count()).where(Candidate.search_id == s.id, Candidate.on_front)
         ),
@@ -258,7 +271,7 @@ def candidate(session: Session, candidate_id: int) -> dict[str, Any]:
         {"stage": e.stage, "architecture": e.architecture, "dataset": e.dataset,
          "preset": e.preset, "seed": e.seed, "steps": e.steps, "accuracy": e.accuracy,
          "loss": e.loss, "quality_accuracy": e.quality_accuracy, "status": e.status,
-         "seconds": e.seconds}
+         "seconds": e.seconds, "node": e.node}
         for e in evaluations
     ]  # fmt: skip
     record["lineage"] = lineage(session, c.id)

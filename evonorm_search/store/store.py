@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evonorm_search import __version__
 from evonorm_search.errors import StoreError
 from evonorm_search.hashing import CachedFitness, FECBackend
+from evonorm_search.pareto import dominates
 from evonorm_search.store import queries
 from evonorm_search.store.engine import check_schema, default_url, make_engine, mask
 from evonorm_search.store.models import (
@@ -36,12 +37,11 @@ from evonorm_search.store.models import (
     Search,
     utcnow,
 )
-from evonorm_search.store.pareto import dominates
 
 if TYPE_CHECKING:
     from evonorm_search.rejection import Screening
 
-__all__ = ["Store", "StoreFEC"]
+__all__ = ["Store", "StoreFEC", "check_search_name"]
 
 _BAD_NAME = re.compile(r"[/\x00-\x1f\x7f]")
 # The writer's hot path, built once (building SQLAlchemy statements costs more than
@@ -51,6 +51,15 @@ _NEXT_BIRTH = sa.select(sa.func.coalesce(sa.func.max(Candidate.birth) + 1, 0)).w
 )
 _INSERT_CANDIDATE = sa.insert(Candidate.__table__).returning(Candidate.__table__.c.id)
 _INSERT_EVALUATION = sa.insert(Evaluation.__table__)
+
+
+def check_search_name(name: str) -> str:
+    """``name`` if it can name a search: 1-200 characters, no ``/`` or control characters
+    (names appear in URLs and file names)."""
+    if not name or len(name) > 200 or _BAD_NAME.search(name):
+        raise StoreError(f"bad search name {name!r}: 1-200 characters, no '/' or control "
+                         "characters")  # fmt: skip
+    return name
 
 
 class Store:
@@ -146,9 +155,7 @@ class Store:
     ) -> int:  # fmt: skip
         """A new search (status running); its name must be new, without ``/`` or control
         characters.  ``objectives`` default to per-architecture accuracy."""
-        if not name or len(name) > 200 or _BAD_NAME.search(name):
-            raise StoreError(f"bad search name {name!r}: 1-200 characters, no '/' or control "
-                             "characters")  # fmt: skip
+        check_search_name(name)
         chosen = queries.validate_objectives(objectives or architectures, architectures)
         with self._write() as session:
             if session.scalar(sa.select(Search.id).where(Search.name == name)) is not None:
@@ -267,9 +274,10 @@ class Store:
         self, candidate_id: int, *, architecture: str, dataset: str, preset: str, seed: int,
         steps: int, status: str, seconds: float, accuracy: float | None = None,
         loss: float | None = None, quality_accuracy: float | None = None,
-        stage: str = "proxy",
+        stage: str = "proxy", node: str | None = None,
     ) -> None:  # fmt: skip
-        """Record one training run of a candidate on one architecture."""
+        """Record one training run of a candidate on one architecture (``node``: the Ray
+        node it ran on)."""
         with self._write() as session:
             try:
                 session.execute(_INSERT_EVALUATION, {
@@ -277,7 +285,7 @@ class Store:
                     "dataset": dataset, "preset": preset, "seed": seed, "steps": steps,
                     "accuracy": _finite(accuracy), "loss": _finite(loss),
                     "quality_accuracy": _finite(quality_accuracy), "status": status,
-                    "seconds": seconds,
+                    "seconds": seconds, "node": node,
                 })  # fmt: skip
             except sa.exc.IntegrityError:  # the foreign key: no such candidate
                 raise StoreError(f"unknown candidate id {candidate_id}") from None
@@ -378,6 +386,26 @@ class Store:
             keys = ("id", "formula", "scores", "mean_score", "bytes_per_element",
                     "node_count", "on_front")  # fmt: skip
             return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every candidate of a search in birth order, as a resumed search replays them:
+        id, graph JSON (None where it never parsed), status, stage, parent, mutation,
+        functional hash and scores."""
+        with self._read() as session:
+            search_id = queries.get_search(session, name).id
+            rows = session.execute(
+                sa.select(Candidate.id, Candidate.graph, Candidate.formula, Candidate.status,
+                          Candidate.stage, Candidate.parent_id, Candidate.mutation,
+                          Candidate.functional_hash, Candidate.scores)
+                .where(Candidate.search_id == search_id)
+                .order_by(Candidate.birth)
+            )  # fmt: skip
+            return [
+                {"id": i, "graph": graph if formula is not None else None, "status": status,
+                 "stage": stage, "parent": parent, "mutation": mutation,
+                 "functional_hash": fh, "scores": scores}
+                for i, graph, formula, status, stage, parent, mutation, fh, scores in rows
+            ]  # fmt: skip
 
     def structural_hashes(self, name: str) -> set[str]:
         """Every canonical form a search has seen (the funnel's ``seen`` on resume)."""

@@ -1,0 +1,367 @@
+"""The search driver: a strategy and the funnel behind a Ray Tune ``Searcher``.
+
+The driver process is the database's only writer.  Screening (funnel stages 1-5) runs in
+the searcher's ``suggest``: rejections and FEC hits are recorded without a trial; a
+survivor becomes a trial, which runs on a Ray worker (``trial.run_trial``: the compile
+stage, then proxy training) and returns a report that ``on_trial_complete`` records.  The
+budget counts candidates that complete full training; ``max_candidates`` (screened) and
+``time_limit`` stop a search whose population has converged (status ``exhausted``).
+
+The database alone is enough to resume: the strategy replays the history, the funnel gets
+every structural hash seen, and candidates left ``queued`` or ``running`` by a stopped
+driver are trained first, under their own ids (so nothing is trained twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evonorm_search.graph import LayerGraph
+from evonorm_search.hashing import FunctionalCache, proxy_key
+from evonorm_search.rejection import Funnel
+from evonorm_search.search.strategies import Proposal, Told, make_strategy
+from evonorm_search.search.trial import TrialRequest, effective_space, run_trial
+from evonorm_search.space import SearchSpace
+
+__all__ = ["Progress", "SearchSettings", "check_data", "run_search"]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything ``run`` fixes for a search (kept in the store, read back by ``resume``)."""
+
+    name: str
+    space: str = "evonorm_b"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    preset: str | None = None  # default: the space's
+    budget: int = 20
+    strategy: str = "evolution"
+    population: int | None = None  # default: the space's
+    tournament: int | None = None
+    initial: str = "random"
+    objectives: tuple[str, ...] | None = None
+    seed: int = 0
+    workers: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_candidates: int | None = None  # screened, rejections included (default 100 x budget)
+    time_limit: float | None = None  # seconds
+    verify: bool = True
+    address: str | None = None  # an existing Ray cluster
+    max_failures: int = 2  # retries of a trial whose process died
+
+    def to_config(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SearchSettings:
+        known = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
+        if known.get("objectives") is not None:
+            known["objectives"] = tuple(known["objectives"])
+        return cls(**known)
+
+
+@dataclass
+class Progress:
+    """What the live display shows; updated by the driver."""
+
+    budget: int
+    trained: int = 0
+    screened: int = 0
+    running: dict[str, int] = field(default_factory=dict)  # trial id -> candidate
+    stages: dict[str, int] = field(default_factory=dict)  # fate "stage: status" -> count
+    best: dict[str, float] = field(default_factory=dict)  # architecture -> best accuracy
+    started: float = field(default_factory=time.monotonic)
+    trained_now: int = 0  # since this driver started (the rate's numerator)
+
+    def count(self, key: str) -> None:
+        self.stages[key] = self.stages.get(key, 0) + 1
+
+
+def check_data(dataset: str, data_dir: str | None) -> None:
+    """Fail before a search starts, not in its first trial, when the data is missing."""
+    from evonorm_search.proxy.data import CIFAR10_DIR, DataError, default_data_dir
+
+    if dataset not in ("cifar10", "digits", "synthetic"):
+        raise DataError(f"unknown dataset {dataset!r} (available: cifar10, digits, synthetic)")
+    if dataset != "cifar10":
+        return
+    directory = Path(data_dir) if data_dir else default_data_dir() / CIFAR10_DIR
+    needed = [f"data_batch_{i}" for i in range(1, 6)] + ["batches.meta"]
+    missing = [n for n in needed if not (directory / n).is_file()]
+    if missing:
+        raise DataError(f"CIFAR-10 data not found in {directory}: missing "
+                        f"{', '.join(missing)} (see --data-dir)")  # fmt: skip
+
+
+def settings_space(settings: SearchSettings) -> SearchSpace:
+    return effective_space(settings.space, settings.dataset, settings.preset)
+
+
+class _Driver:
+    def __init__(self, store: Any, settings: SearchSettings, space: SearchSpace,
+                 on_progress: Callable[[Progress], None] | None) -> None:  # fmt: skip
+        from evonorm_search.store import StoreFEC
+
+        self.store, self.settings, self.space = store, settings, space
+        self.architectures = tuple(space.proxy.architectures)
+        self.on_progress = on_progress or (lambda p: None)
+        options = {}
+        if settings.strategy == "evolution":
+            options = {"population": settings.population, "tournament": settings.tournament,
+                       "initial": settings.initial}  # fmt: skip
+        self.strategy = make_strategy(settings.strategy, space, self.architectures,
+                                      settings.seed, **options)  # fmt: skip
+        self.funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)),
+                             seen=store.structural_hashes(settings.name))  # fmt: skip
+        self.progress = Progress(budget=settings.budget)
+        self.requeued: list[dict[str, Any]] = []  # candidates to (re)train first
+        self.trials: dict[str, tuple[int, Proposal | None, str | None]] = {}
+        self.stopped_reason: str | None = None
+
+    # -- resuming --------------------------------------------------------------------------
+    def restore(self) -> None:
+        history = []
+        for c in self.store.history(self.settings.name):
+            if c["status"] in ("queued", "running"):  # stopped before its trial ended
+                self.requeued.append(c)
+                self.progress.screened += 1
+                if c["functional_hash"]:
+                    self.funnel.hold(c["functional_hash"], str(c["id"]))
+                continue
+            if c["graph"] is not None:
+                scores = c["scores"] if c["status"] == "trained" else None
+                initial = (c["mutation"] or "").startswith("initial")
+                history.append(Told(c["id"], LayerGraph.from_json(c["graph"]), scores, initial))
+            self._tally(c["status"], c["stage"])
+            if c["status"] == "trained":
+                self._best(c["scores"])
+        self.strategy.restore(history)
+
+    def _best(self, scores: dict[str, float]) -> None:
+        for a, value in scores.items():
+            self.progress.best[a] = max(value, self.progress.best.get(a, 0.0))
+
+    def _tally(self, status: str, stage: str | None, *, screened: bool = True) -> None:
+        self.progress.screened += screened
+        if status == "trained":
+            self.progress.trained += 1
+        self.progress.count(f"{stage or 'screening'}: {status}")
+
+    # -- the searcher's side ---------------------------------------------------------------
+    def finished(self) -> bool:
+        s, p = self.settings, self.progress
+        if p.trained >= s.budget:
+            return True
+        if p.screened >= (s.max_candidates or 100 * s.budget):
+            self.stopped_reason = f"{p.screened} candidates screened (--max-candidates)"
+        elif s.time_limit is not None and time.monotonic() - p.started > s.time_limit:
+            self.stopped_reason = f"time limit of {s.time_limit:g} s reached"
+        return self.stopped_reason is not None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next trial's config, after screening as many proposals as it takes; None
+        while enough trials are in flight to meet the budget."""
+        if self.progress.trained + len(self.trials) >= self.settings.budget:
+            return None
+        if self.requeued:
+            c = self.requeued.pop(0)
+            return self._start(trial_id, c["id"], None, c["graph"], c.get("functional_hash"))
+        while not self.finished():
+            proposal = self.strategy.ask()
+            screening = self.funnel.screen(proposal.graph)
+            candidate = self.store.record_screening(self.settings.name, screening,
+                                                    parent=proposal.parent,
+                                                    mutation=proposal.mutation)  # fmt: skip
+            fate = screening.fate
+            if fate.passed:
+                self.progress.screened += 1
+                return self._start(trial_id, candidate, proposal, screening.graph.to_json(),
+                                   screening.functional_hash)  # fmt: skip
+            self._tally("duplicate" if fate.stage in ("duplicate", "functional") else
+                        "rejected", fate.stage)  # fmt: skip
+            fitness = screening.fitness
+            # An FEC hit may join the population with its twin's fitness; it is no trial.
+            self.strategy.tell(proposal, candidate, fitness.scores if fitness else None)
+            self.on_progress(self.progress)
+        return None
+
+    def _start(self, trial_id: str, candidate: int, proposal: Proposal | None, graph: str,
+               functional_hash: str | None) -> dict[str, Any]:  # fmt: skip
+        self.store.update_candidate(candidate, status="running", stage="compile")
+        self.trials[trial_id] = (candidate, proposal, functional_hash)
+        self.progress.running[trial_id] = candidate
+        self.on_progress(self.progress)
+        s = self.settings
+        request = TrialRequest(candidate, graph, s.space, s.dataset, s.data_dir, s.preset,
+                               s.seed, s.verify)  # fmt: skip
+        return {"request": request.to_dict(), "preset": self.space.proxy.preset}
+
+    def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        candidate, proposal, functional_hash = self.trials.pop(trial_id)
+        self.progress.running.pop(trial_id, None)
+        report = json.loads(result["report"]) if result and "report" in result else None
+        if error or report is None:
+            attempts = self.settings.max_failures + 1
+            self.store.update_candidate(candidate, status="failed", stage="trial",
+                                        reason=f"the trial failed ({attempts} attempt"
+                                        f"{'s' * (attempts > 1)}: its process died or "
+                                        "raised)")  # fmt: skip
+            self._tally("failed", "trial", screened=False)
+            self._finish(proposal, candidate, None, functional_hash)
+            return
+        self._record(candidate, report)
+        scores = report.get("scores")
+        self._tally(report["status"], report.get("stage") or "proxy", screened=False)
+        self._finish(proposal, candidate, scores, functional_hash)
+
+    def _record(self, candidate: int, report: dict[str, Any]) -> None:
+        s = self.settings
+        with self.store.batch():
+            for e in report.get("evaluations", []):
+                self.store.add_evaluation(candidate, dataset=s.dataset,
+                                          preset=self.space.proxy.preset, seed=s.seed,
+                                          node=report["node"], **e)  # fmt: skip
+            compiled = report.get("compiled")
+            self.store.update_candidate(
+                candidate, compiled=compiled, seconds=report["seconds"],
+                bytes_per_element=(compiled["traffic_fwd"] + compiled["traffic_bwd"]
+                                   if compiled else None),
+                **({} if report["status"] == "trained" else
+                   {"status": report["status"], "stage": report["stage"],
+                    "reason": report["reason"]}),
+            )  # fmt: skip
+            if report["status"] == "trained":
+                self.store.set_fitness(candidate, report["scores"])
+
+    def _finish(self, proposal: Proposal | None, candidate: int,
+                scores: dict[str, float] | None, functional_hash: str | None) -> None:  # fmt: skip
+        if functional_hash:
+            self.funnel.release(functional_hash)
+        if scores:
+            self.progress.trained_now += 1
+            self._best(scores)
+        if proposal is not None:
+            self.strategy.tell(proposal, candidate, scores)
+        self.on_progress(self.progress)
+
+
+_DRIVERS: dict[int, _Driver] = {}  # the drivers of this process, by id
+
+
+def _searcher(driver: _Driver) -> Any:
+    """A Ray Tune searcher that hands over to ``driver``.  Tune pickles its searcher into
+    the experiment state: it pickles as the driver's key (the driver, holding the
+    database connection, stays in this process)."""
+    from ray.tune.search import Searcher
+
+    class _Searcher(Searcher):
+        def __init__(self, key: int) -> None:
+            super().__init__()
+            self.key = key
+
+        def __reduce__(self):
+            return (_searcher_of, (self.key,))
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            if _DRIVERS[self.key].finished():
+                return Searcher.FINISHED
+            return _DRIVERS[self.key].suggest(trial_id)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:  # fmt: skip
+            _DRIVERS[self.key].complete(trial_id, result, error)
+
+        def save(self, checkpoint_path: str) -> None:
+            pass  # the database is the search's state
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    _DRIVERS[id(driver)] = driver
+    return _Searcher(id(driver))
+
+
+def _searcher_of(key: int) -> Any:
+    return _searcher(_DRIVERS[key])
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One trial on a worker.  An exception is the candidate's fate (failed, with the
+    error as its reason), not a reason to retry: only a process that died is retried."""
+    from ray import tune
+
+    try:
+        report = run_trial(config["request"])
+    except Exception as e:
+        message = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        report = {"status": "failed", "stage": "trial", "reason": message, "seconds": {}}
+    tune.report({"report": json.dumps(report)})
+
+
+def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
+               on_progress: Callable[[Progress], None] | None = None) -> str:  # fmt: skip
+    """Run (or resume) the search ``settings.name`` to its budget on Ray Tune; returns the
+    search's final status (``completed``, ``exhausted``, ``stopped``)."""
+    check_data(settings.dataset, settings.data_dir)
+    # Ray Tune's console reporter: the live view and the store do that.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    space = settings_space(settings)
+    if not resume:
+        store.create_search(settings.name, space=settings.space, strategy=settings.strategy,
+                            seed=settings.seed, budget=settings.budget,
+                            architectures=space.proxy.architectures,
+                            proxy_key=proxy_key(space), objectives=settings.objectives,
+                            config=settings.to_config())  # fmt: skip
+    else:
+        store.set_search_status(settings.name, "running")
+    driver = _Driver(store, settings, space, on_progress)
+    if resume:
+        driver.restore()
+
+    if not ray.is_initialized():
+        ray.init(address=settings.address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False,
+                 **({} if settings.address else {"num_cpus": max(1, int(
+                     settings.workers * settings.cpus_per_trial))}))  # fmt: skip
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    scratch = tempfile.mkdtemp(prefix="evonorm-tune-")  # Tune's own experiment files
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(_searcher(driver), max_concurrent=settings.workers),
+            num_samples=-1, trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name="trials", verbose=0, storage_path=scratch,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        ),
+    )  # fmt: skip
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        driver.stopped_reason = "interrupted"
+    finally:
+        _DRIVERS.pop(id(driver), None)
+        shutil.rmtree(scratch, ignore_errors=True)
+    status = ("completed" if driver.progress.trained >= settings.budget else
+              "exhausted" if driver.stopped_reason and driver.stopped_reason != "interrupted"
+              else "stopped")  # fmt: skip
+    for candidate, _, _ in driver.trials.values():  # cancelled in flight: trained on resume
+        store.update_candidate(candidate, status="queued", stage="compile",
+                               reason="interrupted; resume trains it")  # fmt: skip
+    store.set_search_status(settings.name, status)
+    return status

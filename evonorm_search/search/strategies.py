@@ -1,0 +1,310 @@
+"""Search strategies: what to try next, from what has been tried.
+
+One interface for every strategy: ``ask()`` proposes a candidate graph (with its parent
+and mutation, where it has them), ``tell()`` reports its fate (per-architecture scores for
+a trained candidate, ``None`` for one screened out or failed), ``restore()`` replays a
+search's history from the database so that ``resume`` continues where it stopped.  The
+driver screens, compiles and trains every proposal the same way, whichever strategy
+proposed it.
+
+- ``evolution``: regularized evolution (Real et al. 2019) as in the EvoNorm paper: a
+  population of the most recent trained candidates (aging: the oldest leaves), tournament
+  selection whose winner is drawn from the Pareto front of the tournament sample over the
+  per-architecture scores, then one mutation.  The initial population is random, or seeded
+  with the baseline zoo's layers that belong to the space.
+- ``random``: an independent random graph per proposal.
+- ``tpe`` and ``nsga2``: Optuna's samplers over a fixed-length encoding of the genome (a
+  size, then per node position its op and its inputs as categorical choices), through
+  Optuna's ask/tell interface.  Genomes that decode to no valid layer are told as failed
+  and redrawn, as random graphs are.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from evonorm_search import baselines
+from evonorm_search.errors import GraphError
+from evonorm_search.graph import NUM_INITIAL, LayerGraph, Node
+from evonorm_search.mutation import MAX_ATTEMPTS, mutate, random_graph
+from evonorm_search.ops import OPS
+from evonorm_search.pareto import non_dominated
+from evonorm_search.space import SearchSpace
+
+__all__ = ["STRATEGIES", "Proposal", "Strategy", "Told", "make_strategy"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate to screen and train: ``key`` links ``tell`` to this ``ask``."""
+
+    key: int
+    graph: LayerGraph
+    parent: int | None = None  # candidate id of the parent (evolution)
+    mutation: str | None = None  # how the parent was mutated, or "initial: ..." and "random"
+
+
+@dataclass(frozen=True)
+class Told:
+    """A past candidate as ``restore`` replays it: its graph, id, parent and fate."""
+
+    candidate: int
+    graph: LayerGraph
+    scores: Mapping[str, float] | None  # None: never trained (rejected, failed)
+    initial: bool = False
+
+
+class Strategy(ABC):
+    """Proposes graphs of ``space``; ``architectures`` order the score vectors."""
+
+    name: ClassVar[str]
+
+    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int) -> None:
+        self.space = space
+        self.architectures = tuple(architectures)
+        self.rng = np.random.default_rng(seed)
+        self._keys = itertools.count()
+
+    def _proposal(self, graph: LayerGraph, **kw: Any) -> Proposal:
+        return Proposal(next(self._keys), graph, **kw)
+
+    def _vector(self, scores: Mapping[str, float]) -> list[float]:
+        return [float(scores[a]) for a in self.architectures]
+
+    @abstractmethod
+    def ask(self) -> Proposal: ...
+
+    @abstractmethod
+    def tell(self, proposal: Proposal, candidate: int | None,
+             scores: Mapping[str, float] | None) -> None: ...  # fmt: skip
+
+    @abstractmethod
+    def restore(self, history: Iterable[Told]) -> None:
+        """Rebuild the state from past candidates, oldest first (before any ``ask``)."""
+
+
+class RandomSearch(Strategy):
+    name = "random"
+
+    def ask(self) -> Proposal:
+        return self._proposal(random_graph(self.space, self.rng), mutation="random")
+
+    def tell(self, proposal, candidate, scores) -> None:
+        pass  # every proposal is independent of the others
+
+    def restore(self, history) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Member:
+    candidate: int
+    graph: LayerGraph
+    scores: tuple[float, ...]
+
+
+class Evolution(Strategy):
+    """Regularized evolution with Pareto tournaments (see the module docstring)."""
+
+    name = "evolution"
+
+    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int, *,
+                 population: int | None = None, tournament: int | None = None,
+                 initial: str = "random") -> None:  # fmt: skip
+        super().__init__(space, architectures, seed)
+        self.size = population or space.search.population
+        self.tournament = min(tournament or space.search.tournament, self.size)
+        if self.size < 2 or self.tournament < 1:
+            raise ValueError(f"population must be >= 2 and tournament >= 1, got {self.size} "
+                             f"and {self.tournament}")  # fmt: skip
+        if initial not in ("random", "baselines"):
+            raise ValueError(f"initial population must be 'random' or 'baselines', got {initial!r}")
+        self.population: deque[_Member] = deque(maxlen=self.size)
+        self._seeds = deque(self._zoo() if initial == "baselines" else ())
+        self._pending_initial: set[int] = set()
+
+    def _zoo(self) -> list[tuple[str, LayerGraph]]:
+        """The baselines that are layers of this space (in the zoo's order)."""
+        return [(n, baselines.get(n)) for n in baselines.names()
+                if not self.space.violations(baselines.get(n))]  # fmt: skip
+
+    def ask(self) -> Proposal:
+        if len(self.population) + len(self._pending_initial) < self.size:
+            if self._seeds:
+                name, graph = self._seeds.popleft()
+                proposal = self._proposal(graph, mutation=f"initial: baseline {name}")
+            else:
+                proposal = self._proposal(random_graph(self.space, self.rng),
+                                          mutation="initial: random")  # fmt: skip
+            self._pending_initial.add(proposal.key)
+            return proposal
+        parent = self._select()
+        child, description = mutate(parent.graph, self.space, self.rng)
+        return self._proposal(child, parent=parent.candidate, mutation=description)
+
+    def _select(self) -> _Member:
+        """A tournament: a uniform sample of the population, and a uniform pick from the
+        sample's non-dominated members."""
+        members = list(self.population)
+        sample = self.rng.choice(len(members), size=min(self.tournament, len(members)),
+                                 replace=False)  # fmt: skip
+        points = np.array([members[i].scores for i in sample])
+        front = non_dominated(points)
+        return members[int(sample[front[int(self.rng.integers(len(front)))]])]
+
+    def tell(self, proposal, candidate, scores) -> None:
+        self._pending_initial.discard(proposal.key)
+        if scores is not None and candidate is not None:
+            self.population.append(_Member(candidate, proposal.graph, tuple(self._vector(scores))))
+
+    def restore(self, history) -> None:
+        for past in history:
+            if past.initial and self._seeds:
+                self._seeds.popleft()  # that seed was proposed already
+            if past.scores is not None:
+                vector = tuple(self._vector(past.scores))
+                self.population.append(_Member(past.candidate, past.graph, vector))
+
+
+class _OptunaStrategy(Strategy):
+    """Optuna ask/tell over a fixed-length encoding of the genome."""
+
+    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int) -> None:
+        import optuna
+
+        super().__init__(space, architectures, seed)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        limits = space.graph
+        # Node labels (``sigmoid``, ``std_group``) -> (op, axis): one categorical choice each.
+        self.choices = {op: (op, None) for op in limits.ops}
+        self.choices |= {f"{s}_{a}": (s, a) for s in limits.statistics for a in limits.axes}
+        self.labels = list(self.choices)
+        self.max_nodes = limits.max_nodes
+        self.study = optuna.create_study(directions=["maximize"] * len(self.architectures),
+                                         sampler=self._sampler(seed))  # fmt: skip
+        self._trials: dict[int, Any] = {}
+
+    @abstractmethod
+    def _sampler(self, seed: int) -> Any: ...
+
+    def _distributions(self) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        out: dict[str, Any] = {"size": IntDistribution(1, self.max_nodes)}
+        for k in range(self.max_nodes):
+            out[f"op{k}"] = CategoricalDistribution(self.labels)
+            for slot in "ab":
+                out[f"{slot}{k}"] = CategoricalDistribution(list(range(NUM_INITIAL + k)))
+        return out
+
+    def _decode(self, params: Mapping[str, Any]) -> LayerGraph | None:
+        nodes = []
+        for k in range(params["size"]):
+            op, axis = self.choices[params[f"op{k}"]]
+            inputs = tuple(params[f"{slot}{k}"] for slot in "ab"[: OPS[op].arity])
+            nodes.append(Node(op, inputs, axis))
+        try:
+            graph = LayerGraph(tuple(nodes))
+        except GraphError:
+            return None
+        return graph if graph.layer_problem() is None else None
+
+    def _encode(self, graph: LayerGraph) -> dict[str, Any]:
+        """Parameters that decode to ``graph``; positions past its size take the first
+        choice (they are not read)."""
+        params: dict[str, Any] = {"size": len(graph.nodes)}
+        for k in range(self.max_nodes):
+            node = graph.nodes[k] if k < len(graph.nodes) else None
+            params[f"op{k}"] = node.label if node else self.labels[0]
+            for position, slot in enumerate("ab"):
+                inputs = node.inputs if node else ()
+                params[f"{slot}{k}"] = inputs[position] if position < len(inputs) else 0
+        return params
+
+    def ask(self) -> Proposal:
+        from optuna.trial import TrialState
+
+        distributions = self._distributions()
+        for _ in range(MAX_ATTEMPTS):
+            trial = self.study.ask(distributions)
+            graph = self._decode(trial.params)
+            if graph is not None:
+                proposal = self._proposal(graph, mutation=self.name)
+                self._trials[proposal.key] = trial
+                return proposal
+            self.study.tell(trial, state=TrialState.FAIL)
+        raise GraphError(f"search space {self.space.name!r}: no valid layer in "
+                         f"{MAX_ATTEMPTS} {self.name} proposals")  # fmt: skip
+
+    def tell(self, proposal, candidate, scores) -> None:
+        from optuna.trial import TrialState
+
+        trial = self._trials.pop(proposal.key)
+        if scores is None:
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial, self._vector(scores))
+
+    def restore(self, history) -> None:
+        from optuna.trial import TrialState, create_trial
+
+        distributions = self._distributions()
+        for past in history:
+            nodes = past.graph.nodes
+            if len(nodes) > self.max_nodes or any(n.label not in self.choices for n in nodes):
+                continue  # not expressible in this encoding
+            params = self._encode(past.graph)
+            if past.scores is None:
+                trial = create_trial(params=params, distributions=distributions,
+                                     state=TrialState.FAIL)  # fmt: skip
+            else:
+                trial = create_trial(params=params, distributions=distributions,
+                                     values=self._vector(past.scores))  # fmt: skip
+            self.study.add_trial(trial)
+
+
+class TPE(_OptunaStrategy):
+    name = "tpe"
+
+    def _sampler(self, seed: int) -> Any:
+        import warnings
+
+        import optuna
+
+        # The genome's parameters depend on each other (an input index means something only
+        # with the op at that position): the multivariate TPE models them jointly.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+class NSGA2(_OptunaStrategy):
+    name = "nsga2"
+
+    def _sampler(self, seed: int) -> Any:
+        import optuna
+
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=self.space.search.population
+        )
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Evolution, RandomSearch, TPE, NSGA2)}
+
+
+def make_strategy(name: str, space: SearchSpace, architectures: Sequence[str], seed: int,
+                  **options: Any) -> Strategy:  # fmt: skip
+    """The strategy ``name`` (evolution, random, tpe, nsga2); ``options`` go to evolution
+    (population, tournament, initial)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
+    if name == "evolution":
+        return Evolution(space, architectures, seed, **options)
+    return STRATEGIES[name](space, architectures, seed)

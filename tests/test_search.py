@@ -1,0 +1,286 @@
+"""The search end to end, in real processes: `run` on a local Ray, the compile stage and
+training recorded in the store, `resume` after SIGKILL at random moments, one-line errors
+before anything starts."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray", reason="the search runs on Ray")
+
+# A space small enough that a candidate trains in a few seconds on the digits.
+TINY_SPACE = """
+description = "a tiny space for the search's tests"
+tensor = "image"
+
+[graph]
+max_nodes = 6
+ops = ["add", "mul", "div", "max", "neg", "sigmoid", "tanh"]
+statistics = ["mean", "std"]
+axes = ["batch", "instance", "group"]
+
+[proxy]
+dataset = "digits"
+preset = "tiny"
+architectures = ["resnet"]
+groups = 4
+validation = 200
+
+[training]
+batch_size = 32
+quality_steps = 4
+steps = 8
+
+[rejection]
+quality_accuracy = 0.0
+
+[search]
+population = 4
+tournament = 2
+
+[compile]
+reference_shape = [32, 16, 8, 8]
+dtype = "float32"
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SPACE)
+    return path, f"sqlite:///{tmp_path / 'search.db'}"
+
+
+def cli(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evonorm_search", *args], capture_output=True,
+                          text=True, timeout=timeout, **popen)  # fmt: skip
+
+
+def status(url: str, name: str) -> dict:
+    out = cli("status", name, "--db", url, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def rows(url: str, query: str) -> list[tuple]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+        return connection.execute(query).fetchall()
+
+
+@pytest.mark.slow
+def test_a_search_runs_to_its_budget_and_records_the_compile_stage(tiny):
+    space, url = tiny
+    out = cli("run", "--name", "first", "--space", str(space), "--budget", "3", "--db", url)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "search first: completed, 3/3 trained" in out.stdout
+    summary = status(url, "first")
+    assert summary["status"] == "completed" and summary["trained"] == 3
+    assert set(summary["stopped_at"]) >= {"static", "functional", "numeric", "compile", "quality"}
+    trained = rows(url, "SELECT id, compiled FROM candidates WHERE status = 'trained'")
+    assert len(trained) == 3
+    for _, compiled in trained:  # every trained candidate has its compile figures
+        figures = json.loads(compiled)
+        assert figures["verified"] and figures["spill_bytes"] == 0
+        assert figures["traffic_fwd"] >= 2 and figures["traffic_bwd"] >= 3
+    nodes = rows(url, "SELECT DISTINCT node FROM evaluations")
+    assert len(nodes) == 1 and nodes[0][0]  # each evaluation names the Ray node
+    shown = cli("show", str(trained[0][0]), "--db", url)
+    assert "compiled" in shown.stdout and "traffic" in shown.stdout
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_trains_exactly_the_budget(tiny):
+    """SIGKILL the whole process group at random moments (screening, compiling, training
+    alike), then resume: exactly the budget trained, nothing trained twice."""
+    space, url = tiny
+    budget = 5
+    rng = np.random.default_rng(int(time.time()))
+    args = ["--space", str(space), "--budget", str(budget), "--no-verify", "--db", url]
+    command = [sys.executable, "-m", "evonorm_search", "run", "--name", "killed", *args]
+    for _ in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        time.sleep(float(rng.uniform(6, 20)))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        command = [sys.executable, "-m", "evonorm_search", "resume", "killed", "--db", url]
+    out = cli("resume", "killed", "--db", url)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = status(url, "killed")
+    assert summary["status"] == "completed" and summary["trained"] == budget
+    assert summary["running"] == 0 and summary["queued"] == 0
+    # Evaluations are recorded with the fitness, in one transaction: one per trained
+    # candidate and architecture, never two.
+    counts = rows(url, "SELECT candidate_id, COUNT(*) FROM evaluations GROUP BY candidate_id")
+    assert all(n == 1 for _, n in counts)
+    trained = {i for (i,) in rows(url, "SELECT id FROM candidates WHERE status = 'trained'")}
+    assert trained <= {i for i, _ in counts}
+
+
+@pytest.mark.slow
+def test_one_worker_and_a_seed_make_the_same_candidates(tiny, tmp_path):
+    space, _ = tiny
+    sequences = []
+    for run_number in range(2):
+        url = f"sqlite:///{tmp_path / f'seeded{run_number}.db'}"
+        out = cli("run", "--name", "seeded", "--space", str(space), "--budget", "2",
+                  "--no-verify", "--seed", "7", "--db", url)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        sequences.append(rows(url, "SELECT structural_hash, status, stage, scores "
+                                   "FROM candidates ORDER BY birth"))  # fmt: skip
+    assert sequences[0] == sequences[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "nope"], "unknown search space 'nope'"),
+        (["--strategy", "cmaes"], "Invalid value for '--strategy'"),
+        (["--objectives", "resnet,speed"], "bad objectives resnet, speed"),
+        (["--data", "cifar10", "--data-dir", "/nonexistent"], "CIFAR-10 data not found"),
+        (["--budget", "0"], "Invalid value for '--budget'"),
+        (["--name", "a/b"], "bad search name 'a/b'"),
+    ],
+)
+def test_bad_requests_fail_before_anything_starts(tmp_path, args, message):
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    name = [] if "--name" in args else ["--name", "ok"]
+    out = cli("run", *name, *args, "--db", url, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "none.db").exists()  # nothing written, no Ray started
+
+
+def test_an_existing_name_points_to_resume(tmp_path):
+    from evonorm_search.store import Store
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    with Store(url) as store:
+        store.create_search("taken", space="evonorm_b", strategy="evolution", seed=0, budget=1,
+                            architectures=["resnet"], proxy_key="k")  # fmt: skip
+    out = cli("run", "--name", "taken", "--db", url, timeout=120)
+    assert out.returncode == 2
+    assert "a search named 'taken' exists already: `evonorm-search resume taken`" in out.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_search_on_a_two_node_cluster_trains_on_both_nodes(tiny, tmp_path):
+    """A real two-node Ray cluster on this machine, one CPU per node: two concurrent
+    one-CPU trials can only run one per node.  Token authentication on (Ray's default for
+    local clusters since 2.59), with a token of the test's own."""
+    import secrets
+    import shutil
+
+    space, url = tiny
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    port = free_port()
+    start = [[ray, "start", "--head", "--port", str(port), "--num-cpus", "1",
+              "--include-dashboard=false"],
+             [ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1"]]  # fmt: skip
+    try:
+        for command in start:
+            out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+            assert out.returncode == 0, out.stderr[-2000:]
+        out = cli("run", "--name", "cluster", "--space", str(space), "--budget", "4",
+                  "--no-verify", "--workers", "2", "--address", f"127.0.0.1:{port}",
+                  "--db", url, env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=180)
+    assert status(url, "cluster")["trained"] == 4
+    nodes = rows(url, "SELECT node, COUNT(*) FROM evaluations GROUP BY node")
+    assert len(nodes) == 2, nodes
+
+
+@pytest.mark.slow
+def test_a_search_writes_to_postgresql(tiny):
+    from conftest import postgres_database
+
+    space, _ = tiny
+    databases = postgres_database()
+    url = next(databases)
+    try:
+        out = cli("run", "--name", "pg", "--space", str(space), "--budget", "2", "--no-verify",
+                  "--db", url)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        summary = status(url, "pg")
+        assert summary["status"] == "completed" and summary["trained"] == 2
+    finally:
+        databases.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny):
+    space, url = tiny
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evonorm_search", "run", "--name", "interrupted", "--space",
+         str(space), "--budget", "4", "--no-verify", "--db", url],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # until the first candidate is trained
+        time.sleep(1)
+        if os.path.exists(url.removeprefix("sqlite:///")) and rows(
+            url, "SELECT id FROM candidates WHERE status = 'trained'"
+        ):
+            break
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    summary = status(url, "interrupted")
+    assert summary["status"] == "stopped" and summary["running"] == 0  # none left running
+    assert "search interrupted: stopped" in out
+    resumed = cli("resume", "interrupted", "--db", url)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert status(url, "interrupted")["trained"] == 4
+
+
+def kill_a_trial(deadline: float) -> bool:
+    """SIGKILL the first trial process (a Ray Tune function trainable) that appears."""
+    while time.monotonic() < deadline:
+        for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True,
+                                   text=True).stdout.splitlines():  # fmt: skip
+            pid, _, command = line.strip().partition(" ")
+            if command.startswith("ray::ImplicitFunc"):
+                os.kill(int(pid), signal.SIGKILL)
+                return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_dead_trial_is_retried_then_failed_and_the_search_goes_on(tiny, retries):
+    space, url = tiny
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evonorm_search", "run", "--name", "crash", "--space", str(space),
+         "--budget", "3", "--no-verify", "--trial-retries", str(retries), "--db", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert kill_a_trial(time.monotonic() + 120)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    summary = status(url, "crash")
+    assert summary["status"] == "completed" and summary["trained"] == 3
+    failed = rows(url, "SELECT stage, reason FROM candidates WHERE status = 'failed'")
+    if retries:
+        assert failed == []  # the retry trained it
+    else:
+        assert failed == [("trial", "the trial failed (1 attempt: its process died or raised)")]
