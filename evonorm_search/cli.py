@@ -705,9 +705,15 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
 @click.option("--address", default=None, help="Join this Ray cluster instead.")
 @click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
               metavar="SECONDS")  # fmt: skip
+@click.option(
+    "--max-candidates",
+    type=click.IntRange(min=1),
+    default=None,
+    help="A new cap on candidates screened (an exhausted search needs a higher one).",
+)
 @_db_option
 def resume(name: str, workers: int | None, address: str | None, time_limit: float | None,
-           db_url: str | None) -> None:  # fmt: skip
+           max_candidates: int | None, db_url: str | None) -> None:  # fmt: skip
     """Continue the search NAME to its budget from the database alone."""
     import dataclasses
 
@@ -718,8 +724,9 @@ def resume(name: str, workers: int | None, address: str | None, time_limit: floa
         if search["status"] == "completed":
             raise click.ClickException(f"search {name!r} is complete: its budget is trained")
         settings = SearchSettings.from_config(search["config"])
-        changes = {k: v for k, v in (("workers", workers), ("address", address),
-                                     ("time_limit", time_limit)) if v is not None}  # fmt: skip
+        given = {"workers": workers, "address": address, "time_limit": time_limit,
+                 "max_candidates": max_candidates}  # fmt: skip
+        changes = {k: v for k, v in given.items() if v is not None}
         _search_run(store, dataclasses.replace(settings, **changes), resume=True)
 
 

@@ -1,5 +1,7 @@
 """The README's examples run, and its tables say what the code does."""
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -112,7 +114,10 @@ def test_cli_examples(line):
 
 def test_quick_start_commands_are_what_ci_runs():
     setup, tests = blocks("bash")[:2]
-    assert setup.strip() == "bash scripts/setup.sh && .venv/bin/evonorm-search baselines"
+    assert setup.strip() == (
+        "bash scripts/setup.sh && .venv/bin/evonorm-search run --name quick --budget 8 "
+        "--population 6 --initial baselines && .venv/bin/evonorm-search pareto quick"
+    )
     assert tests.strip() == "bash scripts/setup.sh --dev && .venv/bin/python -m pytest"
     assert tests.strip() in (ROOT / ".ci" / "run").read_text()
 
@@ -125,3 +130,36 @@ def test_formula_sample_output_is_current():
     g = LayerGraph.parse("x * sigmoid(v1 * x) / std_group(x)")
     assert f"│ structural hash  │ {g.structural_hash()} " in sample
     assert f"│ functional hash  │ {functional_hash(g)} " in sample
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_a_search_that_the_query_commands_read(tmp_path):
+    """The quick start's main job (after setup), in a fresh directory: a real search on the
+    digits to its budget, then its Pareto front, status and a candidate."""
+    setup = blocks("bash")[0].strip()
+    commands = [c.strip().removeprefix(".venv/bin/") for c in setup.split("&&")[1:]]
+    env = {**os.environ, "EVONORM_KERNEL_CACHE": str(tmp_path / "kernels")}
+    for command in commands:
+        out = subprocess.run([sys.executable, "-m", "evonorm_search", *command.split()[1:]],
+                             capture_output=True, text=True, cwd=tmp_path, env=env,
+                             timeout=1500)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+    status = subprocess.run([sys.executable, "-m", "evonorm_search", "status", "quick",
+                             "--format", "json"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)  # fmt: skip
+    summary = json.loads(status.stdout)
+    assert summary["status"] == "completed" and summary["trained"] == summary["budget"] == 8
+    assert "compile" in summary["stopped_at"]
+    best = summary["best"]["id"]
+    front = subprocess.run([sys.executable, "-m", "evonorm_search", "pareto", "quick",
+                            "--format", "json"], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=120)  # fmt: skip
+    assert best in {c["id"] for c in json.loads(front.stdout)}  # the best mean is never dominated
+    shown = subprocess.run(
+        [sys.executable, "-m", "evonorm_search", "show", str(best)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert shown.returncode == 0 and "traffic" in shown.stdout

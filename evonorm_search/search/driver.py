@@ -132,16 +132,16 @@ class _Driver:
     def restore(self) -> None:
         history = []
         for c in self.store.history(self.settings.name):
+            if c["graph"] is not None:
+                scores = c["scores"] if c["status"] == "trained" else None
+                initial = (c["mutation"] or "").startswith("initial")
+                history.append(Told(c["id"], LayerGraph.from_json(c["graph"]), scores, initial))
             if c["status"] in ("queued", "running"):  # stopped before its trial ended
                 self.requeued.append(c)
                 self.progress.screened += 1
                 if c["functional_hash"]:
                     self.funnel.hold(c["functional_hash"], str(c["id"]))
                 continue
-            if c["graph"] is not None:
-                scores = c["scores"] if c["status"] == "trained" else None
-                initial = (c["mutation"] or "").startswith("initial")
-                history.append(Told(c["id"], LayerGraph.from_json(c["graph"]), scores, initial))
             self._tally(c["status"], c["stage"])
             if c["status"] == "trained":
                 self._best(c["scores"])
@@ -252,6 +252,9 @@ class _Driver:
             self._best(scores)
         if proposal is not None:
             self.strategy.tell(proposal, candidate, scores)
+        elif scores:  # re-queued by a resume: no proposal of this driver's
+            graph = LayerGraph.from_json(self.store.candidate(candidate)["graph"])
+            self.strategy.restore([Told(candidate, graph, scores)])
         self.on_progress(self.progress)
 
 

@@ -87,7 +87,8 @@ class Strategy(ABC):
 
     @abstractmethod
     def restore(self, history: Iterable[Told]) -> None:
-        """Rebuild the state from past candidates, oldest first (before any ``ask``)."""
+        """Rebuild the state from past candidates, oldest first: before any ``ask`` on a
+        resume, and for a candidate that a resume re-queued once it is trained."""
 
 
 class RandomSearch(Strategy):
