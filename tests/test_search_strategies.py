@@ -129,3 +129,11 @@ def test_unknown_strategy_and_bad_population():
         make_strategy("evolution", SPACE, ARCHS, seed=0, population=1)
     with pytest.raises(ValueError, match="initial population must be 'random' or 'baselines'"):
         make_strategy("evolution", SPACE, ARCHS, seed=0, initial="zoo")
+
+
+def test_evolution_with_more_trials_in_flight_than_members_keeps_proposing():
+    evolution = make_strategy("evolution", SPACE, ARCHS, seed=0, population=2, tournament=2)
+    in_flight = [evolution.ask() for _ in range(5)]  # e.g. five workers, none finished
+    assert all(p.mutation == "initial: random" for p in in_flight)
+    evolution.tell(in_flight[0], 0, scores(0.5, 0.5))
+    assert evolution.ask().parent == 0  # the first member is the tournament's only choice

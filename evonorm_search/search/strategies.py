@@ -137,7 +137,8 @@ class Evolution(Strategy):
                 if not self.space.violations(baselines.get(n))]  # fmt: skip
 
     def ask(self) -> Proposal:
-        if len(self.population) + len(self._pending_initial) < self.size:
+        # More workers than members: nothing to select from while the first are in flight.
+        if not self.population or len(self.population) + len(self._pending_initial) < self.size:
             if self._seeds:
                 name, graph = self._seeds.popleft()
                 proposal = self._proposal(graph, mutation=f"initial: baseline {name}")
