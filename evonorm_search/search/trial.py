@@ -60,7 +60,7 @@ def _dataset(name: str, data_dir: str | None, validation: int, device: str) -> A
 
 
 def _node() -> str:
-    """The Ray node this runs on (its IP), or this machine's name outside Ray."""
+    """The Ray node this runs on (its node id), or this machine's name outside Ray."""
     try:
         import ray
 
