@@ -16,6 +16,7 @@ import click
 
 from evonorm_search import __version__, baselines
 from evonorm_search.errors import EvoNormError, GraphError, SpaceError
+from evonorm_search.space import DTYPES as SPACE_DTYPES
 
 if TYPE_CHECKING:
     from evonorm_search.codegen.compiler import CompiledLayer
@@ -400,9 +401,8 @@ def _print_candidate(r: dict[str, Any]) -> None:
 
 # -- compiling a layer -----------------------------------------------------------------
 
-DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
-          "bf16": "bfloat16", "bfloat16": "bfloat16", "fp64": "float64",
-          "float64": "float64"}  # fmt: skip
+# The spaces' dtype names, and float64 (a gradcheck dtype spaces do not offer).
+DTYPES = {**SPACE_DTYPES, "fp64": "float64", "float64": "float64"}
 # (target, shape, dtype) where no search space says
 DEFAULT_COMPILE: tuple[str, tuple[int, ...], str] = ("sm_90a", (128, 64, 56, 56), "bfloat16")
 
