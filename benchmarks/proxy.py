@@ -3,6 +3,7 @@
     python benchmarks/proxy.py speed      [--space evonorm_b] [--steps 5]
     python benchmarks/proxy.py calibrate  [--space evonorm_b] [--seeds 2]
     python benchmarks/proxy.py ranking    [--space evonorm_b] [--seeds 3]
+    python benchmarks/proxy.py backends   [--space evonorm_b]
 
 ``speed`` times training steps of every proxy architecture and preset with the eager
 GraphNormAct (bn_relu) against the same network with native BatchNorm2d + ReLU, in the same
@@ -11,7 +12,10 @@ the threshold to record in the space file: chance plus half the distance from ch
 weakest reference layer's mean checkpoint accuracy.  ``ranking`` trains bn_relu, gn_relu,
 evonorm_b0, evonorm_s0, relu (no normalization) and a broken layer with the full budget for
 several seeds and prints mean and std of validation accuracy per architecture and the
-Kendall tau between the seeds' rankings.
+Kendall tau between the seeds' rankings.  ``backends`` trains layers on every architecture of
+the space, on the digits as a search trial does (one thread), with the eager layer and with
+the inductor backend (``torch.compile``, compile time included), and prints the seconds and
+accuracies of both: the CPU backend a trial uses is the faster one.
 """
 
 from __future__ import annotations
@@ -158,9 +162,33 @@ def ranking(space, root, seeds: int) -> None:
     )
 
 
+def backends(space_name: str) -> None:
+    from evonorm_search.search.trial import effective_space
+
+    space = effective_space(space_name, "digits", None)
+    data = load_dataset("digits", validation=space.proxy.validation)
+    torch.set_num_threads(1)  # a trial with --cpus-per-trial 1
+    print(f"one candidate's proxy training on the digits ({', '.join(space.proxy.architectures)}"
+          f", {space.training.steps} steps each), 1 thread")  # fmt: skip
+    print(
+        f"{'layer':<12} {'eager s':>8} {'inductor s':>11} {'ratio':>6}  accuracy eager / inductor"
+    )
+    for name in ("bn_relu", "gn_relu", "evonorm_s0"):
+        seconds, accuracy = {}, {}
+        for backend in ("eager", "inductor"):
+            torch._dynamo.reset()
+            start = time.perf_counter()
+            runs = train_candidate(baselines.get(name), data, space=space, backend=backend)
+            seconds[backend] = time.perf_counter() - start
+            accuracy[backend] = statistics.mean(run.accuracy for run in runs.values())
+        print(f"{name:<12} {seconds['eager']:8.1f} {seconds['inductor']:11.1f} "
+              f"{seconds['inductor'] / seconds['eager']:5.2f}x  "
+              f"{accuracy['eager']:.3f} / {accuracy['inductor']:.3f}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["speed", "calibrate", "ranking"])
+    parser.add_argument("part", choices=["speed", "calibrate", "ranking", "backends"])
     parser.add_argument("--space", default="evonorm_b")
     parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 batches directory")
     parser.add_argument("--seeds", type=int, default=None)
@@ -171,6 +199,8 @@ def main() -> None:
         speed(space, args.steps)
     elif args.part == "calibrate":
         calibrate(space, args.data, args.seeds or 2)
+    elif args.part == "backends":
+        backends(args.space)
     else:
         ranking(space, args.data, args.seeds or 3)
 

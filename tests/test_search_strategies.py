@@ -96,13 +96,11 @@ def test_restore_continues_as_if_never_stopped(name):
     """A strategy restored from the history proposes what the uninterrupted one would
     (evolution, random) or at least knows every past trial (Optuna)."""
     rng = np.random.default_rng(0)
-    first = make_strategy(name, SPACE, ARCHS, seed=5, population=6) if name == "evolution" \
-        else make_strategy(name, SPACE, ARCHS, seed=5)  # fmt: skip
+    first = make_strategy(name, SPACE, ARCHS, seed=5, population=6)
     told = drive(first, 15, rng, reject=0.2)
     history = [Told(c, p.graph, s, initial=(p.mutation or "").startswith("initial"))
                for p, c, s in told]  # fmt: skip
-    second = make_strategy(name, SPACE, ARCHS, seed=5, population=6) if name == "evolution" \
-        else make_strategy(name, SPACE, ARCHS, seed=5)  # fmt: skip
+    second = make_strategy(name, SPACE, ARCHS, seed=5, population=6)
     second.restore(history)
     if name == "evolution":
         assert [m.candidate for m in second.population] == [m.candidate for m in first.population]
@@ -110,6 +108,15 @@ def test_restore_continues_as_if_never_stopped(name):
         finished = [t for t in second.study.trials if t.values is not None]
         assert len(finished) == sum(s is not None for _, _, s in told)
         assert second.ask().graph.layer_problem() is None
+
+
+def test_population_is_how_long_the_optuna_samplers_sample_at_random():
+    tpe = make_strategy("tpe", SPACE, ARCHS, seed=0, population=4, tournament=3)
+    assert tpe.study.sampler._n_startup_trials == 4
+    nsga2 = make_strategy("nsga2", SPACE, ARCHS, seed=0, population=6)
+    assert nsga2.study.sampler._population_size == 6
+    assert make_strategy("nsga2", SPACE, ARCHS, seed=0).study.sampler._population_size == 32
+    assert make_strategy("tpe", SPACE, ARCHS, seed=0).study.sampler._n_startup_trials == 10
 
 
 def test_optuna_encoding_round_trips_every_graph_of_the_space():

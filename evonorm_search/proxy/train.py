@@ -69,7 +69,7 @@ class _Run:
     """A resumable training run of one architecture."""
 
     def __init__(self, graph: LayerGraph, architecture: str, data: Dataset, space: SearchSpace,
-                 seed: int, steps: int) -> None:  # fmt: skip
+                 seed: int, steps: int, backend: str = "auto") -> None:  # fmt: skip
         self.architecture, self.data, self.space = architecture, data, space
         self.total = steps
         self.step = 0
@@ -80,7 +80,8 @@ class _Run:
         groups = space.proxy.groups
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG alone
             torch.manual_seed(seed)
-            model = build(architecture, lambda c: GraphNormAct(graph, c, groups=groups),
+            model = build(architecture,
+                          lambda c: GraphNormAct(graph, c, groups=groups, backend=backend),
                           preset=space.proxy.preset, in_channels=data.channels,
                           num_classes=data.num_classes, image_size=data.size)  # fmt: skip
         self.model = model.to(data.device)
@@ -177,12 +178,16 @@ def quality_check(
 def train_candidate(
     graph: LayerGraph, data: Dataset, *, space: SearchSpace, seed: int = 0,
     steps: int | None = None, on_result: Callable[[TrainResult], None] | None = None,
+    backend: str = "auto",
 ) -> dict[str, TrainResult]:  # fmt: skip
     """Train the candidate on every architecture of the space: all of them to the quality
     checkpoint first, then on to ``steps`` only if none was rejected or diverged (so that a
-    candidate that fails on one network costs no full training on another)."""
+    candidate that fails on one network costs no full training on another).  ``backend``:
+    the layer's (``GraphNormAct``); ``auto`` runs the fused kernels on a GPU and the eager
+    layer on a CPU, the faster there (``benchmarks/proxy.py backends``)."""
     total = steps or space.training.steps
-    runs = {a: _Run(graph, a, data, space, seed, total) for a in space.proxy.architectures}
+    runs = {a: _Run(graph, a, data, space, seed, total, backend)
+            for a in space.proxy.architectures}  # fmt: skip
     results: dict[str, TrainResult] = {}
     for architecture, run in runs.items():
         stopped = _checkpoint(run, space)

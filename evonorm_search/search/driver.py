@@ -115,12 +115,10 @@ class _Driver:
         self.store, self.settings, self.space = store, settings, space
         self.architectures = tuple(space.proxy.architectures)
         self.on_progress = on_progress or (lambda p: None)
-        options = {}
-        if settings.strategy == "evolution":
-            options = {"population": settings.population, "tournament": settings.tournament,
-                       "initial": settings.initial}  # fmt: skip
         self.strategy = make_strategy(settings.strategy, space, self.architectures,
-                                      settings.seed, **options)  # fmt: skip
+                                      settings.seed, population=settings.population,
+                                      tournament=settings.tournament,
+                                      initial=settings.initial)  # fmt: skip
         self.funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)),
                              seen=store.structural_hashes(settings.name))  # fmt: skip
         self.progress = Progress(budget=settings.budget)
@@ -347,6 +345,9 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(_searcher(driver), max_concurrent=settings.workers),
             num_samples=-1, trial_dirname_creator=lambda trial: trial.trial_id,
+            # A worker process keeps torch, the kernels' imports and the data loaded from
+            # one trial to the next (a fresh process per trial cost seconds each).
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name="trials", verbose=0, storage_path=scratch,

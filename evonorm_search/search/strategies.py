@@ -178,10 +178,12 @@ class Evolution(Strategy):
 class _OptunaStrategy(Strategy):
     """Optuna ask/tell over a fixed-length encoding of the genome."""
 
-    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int) -> None:
+    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int,
+                 population: int | None = None) -> None:  # fmt: skip
         import optuna
 
         super().__init__(space, architectures, seed)
+        self.population = population  # how many candidates are sampled before it learns
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         limits = space.graph
         # Node labels (``sigmoid``, ``std_group``) -> (op, axis): one categorical choice each.
@@ -284,7 +286,9 @@ class TPE(_OptunaStrategy):
         # with the op at that position): the multivariate TPE models them jointly.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, n_startup_trials=self.population or 10
+            )
 
 
 class NSGA2(_OptunaStrategy):
@@ -294,7 +298,7 @@ class NSGA2(_OptunaStrategy):
         import optuna
 
         return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=self.space.search.population
+            seed=seed, population_size=self.population or self.space.search.population
         )
 
 
@@ -303,10 +307,14 @@ STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Evolution, RandomSe
 
 def make_strategy(name: str, space: SearchSpace, architectures: Sequence[str], seed: int,
                   **options: Any) -> Strategy:  # fmt: skip
-    """The strategy ``name`` (evolution, random, tpe, nsga2); ``options`` go to evolution
-    (population, tournament, initial)."""
+    """The strategy ``name`` (evolution, random, tpe, nsga2).  ``options``: ``population``
+    (evolution's population, NSGA-II's generation, TPE's random start-up trials: how many
+    candidates are sampled before a strategy learns from results), and evolution's
+    ``tournament`` and ``initial``; a strategy ignores the options it has no use for."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
     if name == "evolution":
         return Evolution(space, architectures, seed, **options)
-    return STRATEGIES[name](space, architectures, seed)
+    if name == "random":
+        return RandomSearch(space, architectures, seed)
+    return STRATEGIES[name](space, architectures, seed, population=options.get("population"))

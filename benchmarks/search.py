@@ -1,0 +1,221 @@
+"""Search strategies at the same budget, and where a real search's time goes.
+
+    python benchmarks/search.py compare [--budget 12] [--seeds 3] [--workers 2]
+        [--strategies evolution,random,tpe,nsga2] [--plot benchmarks/results/search.png]
+    python benchmarks/search.py profile [--budget 8] [--workers 2]
+
+``compare`` runs every strategy once per seed with the same budget of trained candidates,
+the same funnel and one database, on a short proxy (``benchmarks/strategies.toml``: EvoNorm-B's
+ops in a 6-node genome, two architectures, 120 steps on the digits, kernels compiled but not
+verified).  Evolution starts from a random population like the others.  It prints the
+best-found accuracy per architecture after the budget (mean and std over seeds) with the
+trials it took, and plots best-found against trained candidates.
+
+``profile`` runs the README's main job (evonorm_b on the digits, the zoo as the initial
+population, kernels verified) and prints its funnel (the share of screened candidates stopped
+at each stage, compile included; the FEC hit rate) and where the time went: the share of
+worker time (workers x wall time) spent training, in the compile stage, and on neither
+(orchestration: Ray scheduling, worker start-up, data loading, slots idle while the driver
+screens or records), and the driver's screening time.
+
+Searches go to one database (``--db``, default ``benchmarks/results/search.db``); a search
+already there is reused, or resumed where it stopped, so an interrupted benchmark continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from evonorm_search.search.driver import SearchSettings, run_search, settings_space
+from evonorm_search.store import Store
+from evonorm_search.store.queries import FUNNEL_STAGES
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STRATEGY_SPACE = str(Path(__file__).resolve().parent / "strategies.toml")
+
+
+def compare_settings(strategy: str, seed: int, args: argparse.Namespace) -> SearchSettings:
+    return SearchSettings(name=f"{strategy}-b{args.budget}-s{seed}", space=STRATEGY_SPACE,
+                          dataset="digits", budget=args.budget, strategy=strategy, seed=seed,
+                          workers=args.workers, verify=False)  # fmt: skip
+
+
+def profile_settings(args: argparse.Namespace) -> SearchSettings:
+    """The README's main job."""
+    return SearchSettings(name=f"main-b{args.budget}", space="evonorm_b", dataset="digits",
+                          budget=args.budget, population=6, initial="baselines",
+                          workers=args.workers)  # fmt: skip
+
+
+def run_all(store: Store, searches: list[SearchSettings], timings: dict[str, float],
+            timings_path: Path) -> None:  # fmt: skip
+    """Run (or resume) every search that has not ended; wall times accumulate in
+    ``timings`` (kept beside the database, for a benchmark that was interrupted)."""
+    import ray
+
+    existing = {s["name"]: s for s in store.searches()}
+    ended = {n for n, s in existing.items() if s["status"] in ("completed", "exhausted")}
+    todo = [s for s in searches if s.name not in ended]
+    if not todo:
+        return
+    start = time.perf_counter()
+    ray.init(num_cpus=max(s.workers for s in todo), include_dashboard=False,
+             log_to_driver=False, configure_logging=False)  # fmt: skip
+    print(f"ray.init: {time.perf_counter() - start:.1f} s (once per search from the CLI)")
+    for settings in todo:
+        start = time.perf_counter()
+        status = run_search(store, settings, resume=settings.name in existing)
+        name = settings.name
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        timings_path.write_text(json.dumps(timings, indent=1))
+        s = store.status(name)
+        print(f"{name}: {status}, {s['trained']} trained of {s['screened']} screened in "
+              f"{timings[name]:.0f} s", flush=True)  # fmt: skip
+    ray.shutdown()
+
+
+def best_found(store: Store, name: str, architectures: list[str]) -> list[list[float]]:
+    """Per trained candidate (in birth order), the best accuracy so far per architecture."""
+    best, curve = [0.0] * len(architectures), []
+    for c in store.history(name):
+        if c["status"] == "trained":
+            best = [max(b, c["scores"][a]) for b, a in zip(best, architectures, strict=True)]
+            curve.append(list(best))
+    return curve
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+
+
+def compare(store: Store, args: argparse.Namespace, searches: list[SearchSettings]) -> None:
+    architectures = list(settings_space(searches[0]).proxy.architectures)
+    print(f"\nbest-found validation accuracy after {args.budget} trained candidates, "
+          f"mean ± std over {args.seeds} seeds")  # fmt: skip
+    header = " ".join(f"{a:>13}" for a in architectures)
+    print(f"{'strategy':<10} {header} {'mean':>13} {'screened':>9} {'trials':>7}")
+    curves = {}
+    for strategy in args.strategies:
+        names = [s.name for s in searches if s.strategy == strategy]
+        runs = [best_found(store, n, architectures) for n in names]
+        curves[strategy] = runs
+        finals = [run[-1] for run in runs]
+        columns = [mean_std([f[i] for f in finals]) for i in range(len(architectures))]
+        means = mean_std([statistics.mean(f) for f in finals])
+        statuses = [store.status(n) for n in names]
+        screened = statistics.mean(s["screened"] for s in statuses)
+        trials = statistics.mean(s["trained"] + s["stopped_at"]["compile"]
+                                 + s["stopped_at"]["quality"] + s["stopped_at"]["trial"]
+                                 for s in statuses)  # fmt: skip
+        print(f"{strategy:<10} {' '.join(f'{c:>13}' for c in columns)} {means:>13} "
+              f"{screened:9.0f} {trials:7.1f}")  # fmt: skip
+    if args.plot:
+        plot(curves, architectures, Path(args.plot))
+
+
+def plot(curves: dict[str, list[list[list[float]]]], architectures: list[str],
+         path: Path) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(architectures), figsize=(4 * len(architectures), 3.4),
+                             sharex=True)  # fmt: skip
+    for strategy, runs in curves.items():
+        length = min(len(r) for r in runs)
+        values = np.array([r[:length] for r in runs])  # seeds x trained x architectures
+        x = np.arange(1, length + 1)
+        for i, ax in enumerate(np.atleast_1d(axes)):
+            mean = values[:, :, i].mean(axis=0)
+            (line,) = ax.plot(x, mean, label=strategy)
+            ax.fill_between(x, values[:, :, i].min(axis=0), values[:, :, i].max(axis=0),
+                            color=line.get_color(), alpha=0.15)  # fmt: skip
+            ax.set_title(architectures[i])
+            ax.set_xlabel("trained candidates")
+    np.atleast_1d(axes)[0].set_ylabel("best validation accuracy")
+    np.atleast_1d(axes)[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+def funnel(store: Store, names: list[str]) -> None:
+    statuses = [store.status(n) for n in names]
+    screened = sum(s["screened"] for s in statuses)
+    print(f"\nfunnel of all {len(names)} runs: {screened} candidates screened")
+    for stage in FUNNEL_STAGES:
+        stopped = sum(s["stopped_at"][stage] for s in statuses)
+        print(f"  stopped at {stage:<10} {stopped:6d}  {stopped / screened:6.1%}")
+    trained = sum(s["trained"] for s in statuses)
+    print(f"  trained               {trained:6d}  {trained / screened:6.1%}")
+    fec = sum(s["stopped_at"]["functional"] for s in statuses)
+    print(f"FEC hit rate: {fec / screened:.1%} of screened candidates ({fec}) had the "
+          f"function of an earlier one under another structure")  # fmt: skip
+
+
+def time_shares(store: Store, names: list[str], timings: dict[str, float],
+                workers: int) -> None:  # fmt: skip
+    totals: dict[str, float] = {}
+    for name in names:
+        for c in store.history(name):
+            for stage, seconds in store.candidate(c["id"])["seconds"].items():
+                totals[stage] = totals.get(stage, 0.0) + seconds
+    wall = sum(timings.get(n, 0.0) for n in names)
+    if not wall:
+        return
+    slots = workers * wall
+    training, compiling = totals.pop("proxy", 0.0), totals.pop("compile", 0.0)
+    screening = sum(totals.values())
+    other = slots - training - compiling
+    print(f"\ntime: {wall:.0f} s of wall time, {workers} workers: {slots:.0f} s of worker time")
+    print(f"  training        {training:8.0f} s  {training / slots:6.1%} of worker time")
+    print(f"  compile stage   {compiling:8.0f} s  {compiling / slots:6.1%} of worker time")
+    print(f"  orchestration   {other:8.0f} s  {other / slots:6.1%} of worker time")
+    print(
+        f"  screening       {screening:8.0f} s  {screening / wall:6.1%} of the driver's "
+        f"wall time ({', '.join(f'{k} {v:.0f} s' for k, v in sorted(totals.items()))})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["compare", "profile"])
+    parser.add_argument("--budget", type=int, default=None, help="compare 12, profile 8")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--strategies", type=lambda s: s.split(","),
+                        default=["evolution", "random", "tpe", "nsga2"])  # fmt: skip
+    parser.add_argument("--db", default=f"sqlite:///{RESULTS / 'search.db'}")
+    parser.add_argument("--plot", default=str(RESULTS / "search.png"))
+    args = parser.parse_args()
+    args.budget = args.budget or (12 if args.part == "compare" else 8)
+    RESULTS.mkdir(exist_ok=True)
+    # Wall times live beside the database they belong to.
+    database = args.db.removeprefix("sqlite:///")
+    timings_path = (Path(database + ".timings.json") if database != args.db
+                    else RESULTS / "search-timings.json")  # fmt: skip
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    store = Store(args.db)
+    if args.part == "compare":
+        searches = [compare_settings(strategy, seed, args) for seed in range(args.seeds)
+                    for strategy in args.strategies]  # fmt: skip
+    else:
+        searches = [profile_settings(args)]
+    run_all(store, searches, timings, timings_path)
+    names = [s.name for s in searches]
+    if args.part == "compare":
+        compare(store, args, searches)
+    funnel(store, names)
+    time_shares(store, names, timings, args.workers)
+
+
+if __name__ == "__main__":
+    main()
