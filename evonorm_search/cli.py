@@ -566,6 +566,49 @@ def _print_compiled(r: CompiledLayer) -> None:
                + ("yes" if r.verified else "no (--no-verify)"))  # fmt: skip
 
 
+# -- exporting a layer ---------------------------------------------------------------------
+
+
+def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from evonorm_search.export import check_class_name
+
+    try:
+        return check_class_name(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+@cli.command("export")
+@click.argument("candidate_id", metavar="ID", type=int)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The Python file to write.",
+)
+@click.option("--class-name", default="EvolvedNormAct", show_default=True, callback=_class_name,
+              help="The module class's name.")  # fmt: skip
+@_db_option
+def export_command(candidate_id: int, output: Path, class_name: str, db_url: str | None) -> None:
+    """Write candidate ID as a standalone PyTorch module that needs only torch.
+
+    The class computes the candidate's canonical graph as GraphNormAct does, with the same
+    state-dict keys; its docstring gives the formula, the search, the candidate and its
+    scores.
+    """
+    from evonorm_search.export import export_source, read_candidate
+
+    graph, provenance = read_candidate(db_url, candidate_id)
+    source = export_source(graph, class_name, provenance=provenance)
+    try:
+        output.write_text(source, encoding="utf-8")
+    except OSError as e:
+        raise click.ClickException(f"cannot write {output}: {e.strerror}") from None
+    click.echo(f"wrote {output}: class {class_name}, candidate {candidate_id} of search "
+               f"{provenance['search']}")  # fmt: skip
+
+
 # -- running a search ----------------------------------------------------------------------
 
 
@@ -615,8 +658,12 @@ def _writable_store(db_url: str | None) -> Any:
     show_default=True,
     help="Candidates to train fully.",
 )
-@click.option("--population", type=click.IntRange(min=2), default=None)
-@click.option("--tournament", type=click.IntRange(min=1), default=None)
+@click.option("--population", type=click.IntRange(min=2), default=None,
+              help="Candidates sampled before a strategy learns: evolution's population "
+              "(default: the space's), NSGA-II's generation (the space's), TPE's random "
+              "start-up (10).")  # fmt: skip
+@click.option("--tournament", type=click.IntRange(min=1), default=None,
+              help="Evolution's tournament size (default: the space's).")  # fmt: skip
 @click.option("--initial", type=click.Choice(["random", "baselines"]), default="random",
               show_default=True, help="Evolution's initial population.")  # fmt: skip
 @click.option("--strategy", type=click.Choice(["evolution", "random", "tpe", "nsga2"]),

@@ -17,6 +17,8 @@ def test_core_import_stays_light():
         "from evonorm_search.space import load_space\n"
         "layer = GraphNormAct(baselines.get('evonorm_b0'), 8)\n"
         "layer(torch.randn(4, 8, 3, 3)).sum().backward()\n"
+        "from evonorm_search.export import export_source\n"
+        "export_source(baselines.get('evonorm_b0'))\n"
         "load_space('evonorm_b')\n"
         "LayerGraph.parse('x * v1').structural_hash()\n"
         "from evonorm_search.search import make_strategy\n"
