@@ -106,10 +106,17 @@ def spaces(fmt: str) -> None:
     )
 
 
-@cli.command("baselines")
+@cli.group("baselines", invoke_without_command=True)
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def baselines_command(fmt: str) -> None:
-    """List the baseline zoo: known layers as formulas."""
+@click.pass_context
+def baselines_command(ctx: click.Context, fmt: str) -> None:
+    """List the baseline zoo: known layers as formulas.
+
+    `baselines evaluate` trains the zoo's layers of a space as a search trains candidates,
+    so that `pareto NAME --with-baselines` compares them with a search's front.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     zoo = [baselines.describe(name) for name in baselines.names()]
     if fmt == "json":
         _print_json(
@@ -278,48 +285,93 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
     default=None,
     help="Also draw the front over every trained candidate (PNG, SVG or PDF).",
 )
+@click.option(
+    "--with-baselines", is_flag=True,
+    help="Also the zoo's layers evaluated on this search's protocol (`baselines evaluate`): "
+    "JSON becomes {front, baselines}, tables and CSV gain a baseline column.",
+)  # fmt: skip
 def pareto(name: str, db_url: str | None, objectives: str | None, fmt: str,
-           plot: Path | None) -> None:  # fmt: skip
+           plot: Path | None, with_baselines: bool) -> None:  # fmt: skip
     """The Pareto front of the search NAME: its non-dominated trained candidates."""
     chosen = [o.strip() for o in objectives.split(",")] if objectives else None
     with _open_store(db_url) as store:
         front = store.pareto(name, chosen)
-        chosen = chosen or store.search(name)["objectives"]
+        search = store.search(name)
+        chosen = chosen or search["objectives"]
         points = store.trained_points(name) if plot else []
+        zoo = store.baseline_layers(name, chosen) if with_baselines else []
+    if with_baselines and not zoo:
+        click.echo(f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
+                   f"`{_evaluate_command(search, db_url)}` trains them", err=True)  # fmt: skip
     if plot:
         from evonorm_search.plots import plot_front
 
-        plot_front(points, front, chosen, plot, title=name)
+        plot_front(points, front, chosen, plot, title=name, baselines=zoo)
     keys = ("id", "formula", "scores", "mean_score", "objectives", "bytes_per_element",
             "node_count", "parent", "birth", "structural_hash", "functional_hash")  # fmt: skip
     rows = [{k: r[k] for k in keys} for r in front]
+    zoo_keys = ("name", "id", "search", "seed", "status", "stage", "reason", "formula",
+                "scores", "mean_score", "objectives", "twin", "bytes_per_element",
+                "node_count", "structural_hash", "functional_hash")  # fmt: skip
+    zoo_rows = [{k: r[k] for k in zoo_keys} for r in zoo]
     if fmt == "json":
-        _print_json(rows)
+        _print_json({"front": rows, "baselines": zoo_rows} if with_baselines else rows)
     elif fmt == "csv":
-        _print_csv(rows, chosen)
+        _print_csv(rows, chosen, zoo_rows if with_baselines else None)
     else:
+        marked = [["", r] for r in rows] + [[r["name"], r] for r in zoo_rows]
         _print_table(
-            f"Pareto front of {name}: {len(rows)} candidates",
-            ["id", *chosen, "formula"],
-            [[str(r["id"]), *[_objective(r["objectives"][o]) for o in chosen], r["formula"]]
-             for r in rows],
+            f"Pareto front of {name}: {len(rows)} candidates" + (
+                f", and {len(zoo_rows)} baselines on its protocol" if with_baselines else ""),
+            ["id", *(["baseline"] if with_baselines else []), *chosen, "formula"],
+            [[str(r["id"]), *([layer] if with_baselines else []),
+              *[_objective(r["objectives"][o]) for o in chosen], r["formula"] + _fate(r)]
+             for layer, r in marked],
         )  # fmt: skip
     if plot:
         click.echo(f"wrote {plot}", err=True)
+
+
+def _fate(row: dict[str, Any]) -> str:
+    """What a baseline row's scores are, when they are not its own training's."""
+    if row.get("twin") is not None:
+        return f"  (FEC hit of {row['twin']})"
+    if row.get("status", "trained") != "trained":
+        return f"  ({row['status']} at {row['stage']})"
+    return ""
+
+
+def _evaluate_command(search: dict[str, Any], db_url: str | None) -> str:
+    """The `baselines evaluate` command line for the protocol of ``search``."""
+    import shlex
+
+    from evonorm_search.store import mask
+
+    config = search["config"] or {}
+    words = ["evonorm-search", "baselines", "evaluate", "--space", search["space"]]
+    for option, key, default in (("--data", "dataset", "digits"), ("--data-dir", "data_dir", None),
+                                 ("--preset", "preset", None), ("--seed", "seed", 0)):  # fmt: skip
+        if config.get(key, default) != default:
+            words += [option, str(config[key])]
+    return shlex.join(words + (["--db", mask(db_url)] if db_url else []))
 
 
 def _objective(value: float | int | None) -> str:
     return str(value) if isinstance(value, int) else _score(value)
 
 
-def _print_csv(rows: list[dict[str, Any]], objectives: list[str]) -> None:
+def _print_csv(rows: list[dict[str, Any]], objectives: list[str],
+               baseline_rows: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
+    """The front's rows; with ``baseline_rows`` (even none) a last column ``baseline``
+    that names the zoo layer of each of those rows, appended after the front's."""
     import csv
 
+    extra = baseline_rows is not None
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["id", *objectives, "mean_score", "formula"])
-    for r in rows:
+    writer.writerow(["id", *objectives, "mean_score", "formula", *(["baseline"] * extra)])
+    for r in [*rows, *(baseline_rows or [])]:
         writer.writerow([r["id"], *[r["objectives"][o] for o in objectives], r["mean_score"],
-                         r["formula"]])  # fmt: skip
+                         r["formula"], *([r.get("name", "")] * extra)])  # fmt: skip
 
 
 @cli.command()
@@ -609,6 +661,22 @@ def export_command(candidate_id: int, output: Path, class_name: str, db_url: str
                f"{provenance['search']}")  # fmt: skip
 
 
+@cli.command()
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="report.html (figures inlined) or report.md (figures beside it).")  # fmt: skip
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Layers drawn and compared.")  # fmt: skip
+@_db_option
+def report(name: str, output: Path, top: int, db_url: str | None) -> None:
+    """Write the report of the search NAME: settings, funnel, Pareto front, top layers."""
+    from evonorm_search.report import write_report
+
+    with _open_store(db_url) as store:
+        write_report(store, name, output, top=top)
+    click.echo(f"wrote {output}")
+
+
 # -- running a search ----------------------------------------------------------------------
 
 
@@ -775,6 +843,73 @@ def resume(name: str, workers: int | None, address: str | None, time_limit: floa
                  "max_candidates": max_candidates}  # fmt: skip
         changes = {k: v for k, v in given.items() if v is not None}
         _search_run(store, dataclasses.replace(settings, **changes), resume=True)
+
+
+# -- the baseline zoo on a search's protocol -----------------------------------------------
+
+
+@baselines_command.command("evaluate")
+def baselines_evaluate(space: str, dataset: str, data_dir: str | None, preset: str | None,
+                       seed: int, workers: int, verify: bool,
+                       db_url: str | None) -> None:  # fmt: skip
+    """Train the zoo's layers of a space exactly as a search trains its candidates.
+
+    The same funnel, compile stage and proxy training, in the search
+    baselines-SPACE-DATA-PRESET-sSEED (strategy zoo); a layer the funnel or the quality
+    check refuses is recorded with its fate. `pareto NAME --with-baselines` shows them
+    beside the front of every search on the same protocol (dataset, preset, architectures
+    and training: the FEC's proxy key). For a protocol evaluated already it says so in one
+    line: exit 0 when that search is complete, 2 (and `resume NAME`) when it was stopped.
+    """
+    import dataclasses
+
+    from evonorm_search.hashing import proxy_key
+    from evonorm_search.search.driver import SearchSettings, check_data, settings_space
+    from evonorm_search.search.strategies import Zoo, zoo_layers
+    from evonorm_search.store import check_search_name
+
+    settings = SearchSettings(name="baselines", space=space, dataset=dataset, data_dir=data_dir,
+                              preset=preset, strategy=Zoo.name, seed=seed, workers=workers,
+                              verify=verify)  # fmt: skip
+    loaded = settings_space(settings)
+    layers = zoo_layers(loaded)
+    if not layers:
+        raise click.ClickException(f"no layer of the baseline zoo belongs to space "
+                                   f"{loaded.name!r}")  # fmt: skip
+    name = check_search_name(f"baselines-{loaded.name}-{loaded.proxy.dataset}-"
+                             f"{loaded.proxy.preset}-s{seed}")  # fmt: skip
+    # The budget when every layer trains; else the driver ends the search (`exhausted`)
+    # once the zoo has nothing more to propose and no re-queued layer is left to train.
+    settings = dataclasses.replace(settings, name=name, budget=len(layers))
+    check_data(dataset, data_dir)
+    with _writable_store(db_url) as store:
+        if any(s["name"] == name for s in store.searches()):
+            _evaluated_already(store.search(name), settings.strategy, proxy_key(loaded))
+            return
+        _search_run(store, settings, resume=False)
+
+
+# `run`'s own options (the same objects): the same defaults make the same protocol.
+baselines_evaluate.params += [
+    p for p in run.params
+    if p.name in ("space", "dataset", "data_dir", "preset", "seed", "workers", "verify", "db_url")
+]  # fmt: skip
+
+
+def _evaluated_already(search: dict[str, Any], strategy: str, key: str) -> None:
+    """One line on the baseline search of this protocol that exists already."""
+    name = search["name"]
+    if search["strategy"] != strategy or search["proxy_key"] != key:
+        raise click.ClickException(f"search {name!r} exists but holds no baselines of this "
+                                   "protocol (the space file or the training protocol changed "
+                                   "since): use another --db")  # fmt: skip
+    if search["status"] not in ("completed", "exhausted"):
+        raise click.ClickException(f"the baselines of this protocol are search {name!r} "
+                                   f"({search['status']}): `evonorm-search resume {name}` "
+                                   "continues it")  # fmt: skip
+    click.echo(f"the baselines of this protocol are evaluated already: search {name} "
+               f"({search['status']}); see `evonorm-search status {name}`, and `pareto "
+               "SEARCH --with-baselines` for a search on this protocol")  # fmt: skip
 
 
 @cli.group()

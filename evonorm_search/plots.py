@@ -41,9 +41,12 @@ def _value(point: Mapping[str, Any], objective: str) -> float | None:
 def plot_front(
     points: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]],
     objectives: Sequence[str], path: Path, *, title: str = "",
+    baselines: Sequence[Mapping[str, Any]] = (),
 ) -> Path:  # fmt: skip
     """Scatter every trained candidate (grey) and the front (highlighted, labelled with
-    ids) over each pair of objectives: one panel for two objectives, a grid for more."""
+    ids) over each pair of objectives: one panel for two objectives, a grid for more.
+    ``baselines`` (rows with a ``name``, e.g. the zoo's layers on the same protocol) are
+    drawn as blue diamonds labelled with their names; those without scores are left out."""
     from matplotlib.figure import Figure
 
     path = _check_path(path)
@@ -57,20 +60,25 @@ def plot_front(
         for group, style in (
             ([p for p in points if p["id"] not in front_ids], dict(c="0.7", s=12, zorder=1)),
             (front, dict(c="tab:red", s=30, zorder=3, edgecolors="black", linewidths=0.5)),
-        ):
+            (baselines, dict(c="tab:blue", marker="D", s=30, zorder=4, edgecolors="black",
+                             linewidths=0.5)),
+        ):  # fmt: skip
             xy = [(_value(p, a), _value(p, b)) for p in group]
             xy = [(x, y) for x, y in xy if x is not None and y is not None]
             if xy:
                 axes.scatter(*zip(*xy, strict=True), **style)
-        for p in front:
+        for p, label in [*((p, str(p["id"])) for p in front),
+                         *((p, p["name"]) for p in baselines)]:  # fmt: skip
             x, y = _value(p, a), _value(p, b)
             if x is not None and y is not None:
-                axes.annotate(str(p["id"]), (x, y), fontsize=7, xytext=(3, 3),
+                axes.annotate(label, (x, y), fontsize=7, xytext=(3, 3),
                               textcoords="offset points")  # fmt: skip
         axes.set_xlabel(_MINIMISED.get(a, f"{a} accuracy" if a != "mean" else "mean accuracy"))
         axes.set_ylabel(_MINIMISED.get(b, f"{b} accuracy" if b != "mean" else "mean accuracy"))
         axes.grid(alpha=0.3)
-    figure.suptitle(f"{title}: {len(front)} on the front (red) of {len(points)} trained")
+    shown = sum(_value(p, "mean") is not None for p in baselines)
+    figure.suptitle(f"{title}: {len(front)} on the front (red) of {len(points)} trained"
+                    + (f"; {shown} baselines (blue)" if baselines else ""))  # fmt: skip
     figure.savefig(path, dpi=120)
     return path
 

@@ -116,7 +116,7 @@ def test_quick_start_commands_are_what_ci_runs():
     setup, tests = blocks("bash")[:2]
     assert setup.strip() == (
         "bash scripts/setup.sh && .venv/bin/evonorm-search run --name quick --budget 8 "
-        "--population 6 --initial baselines && .venv/bin/evonorm-search pareto quick"
+        "--population 6 --initial baselines --workers 2 && .venv/bin/evonorm-search pareto quick"
     )
     assert tests.strip() == "bash scripts/setup.sh --dev && .venv/bin/python -m pytest"
     assert tests.strip() in (ROOT / ".ci" / "run").read_text()

@@ -298,3 +298,55 @@ def test_a_dead_trial_is_retried_then_failed_and_the_search_goes_on(tiny, retrie
         assert failed == []  # the retry trained it
     else:
         assert failed == [("trial", "the trial failed (1 attempt: its process died or raised)")]
+
+
+def test_a_duplicate_of_a_trained_candidate_is_told_with_its_scores(tiny):
+    """The driver tells a strategy a structural duplicate's fitness (the twin's), as an FEC
+    hit's, also after a resume: told as a failure, Optuna's samplers keep proposing it."""
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.hashing import proxy_key
+    from evonorm_search.search.driver import SearchSettings, _Driver, settings_space
+    from evonorm_search.search.strategies import Strategy
+    from evonorm_search.search.trial import run_trial
+    from evonorm_search.store import Store
+
+    class Scripted(Strategy):
+        """Proposes these formulas in turn; records what it is told."""
+
+        name = "scripted"
+        formulas = ("x * sigmoid(v1 * x) / std_group(x)",  # trained first
+                    "sigmoid(x * v1) * x / std_group(x)",  # the same structure
+                    "max(x - mean_batch(x), 0) / std_instance(x)")  # fmt: skip
+
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            self.told = []
+
+        def ask(self):
+            return self._proposal(LayerGraph.parse(self.formulas[len(self.told)]))
+
+        def tell(self, proposal, candidate, scores) -> None:
+            self.told.append(scores)
+
+        def restore(self, history) -> None:
+            pass
+
+    space_path, url = tiny
+    settings = SearchSettings(name="dup", space=str(space_path), budget=3, verify=False)
+    space = settings_space(settings)
+    store = Store(url)
+    store.create_search("dup", space=settings.space, strategy="random", seed=0, budget=3,
+                        architectures=space.proxy.architectures,
+                        proxy_key=proxy_key(space))  # fmt: skip
+    driver = _Driver(store, settings, space, None)
+    driver.strategy = Scripted(space, driver.architectures, 0)
+    config = driver.suggest("first")
+    report = run_trial(config["request"])
+    assert report["status"] == "trained", report
+    driver.complete("first", {"report": json.dumps(report)}, error=False)
+    assert driver.suggest("third") is not None  # screened the duplicate on the way
+    assert driver.strategy.told == [report["scores"], report["scores"]]
+    resumed = _Driver(store, settings, space, None)
+    resumed.restore()
+    twin = LayerGraph.parse(Scripted.formulas[1]).structural_hash()
+    assert resumed.trained_structures[twin] == report["scores"]

@@ -123,6 +123,8 @@ class _Driver:
                              seen=store.structural_hashes(settings.name))  # fmt: skip
         self.progress = Progress(budget=settings.budget)
         self.requeued: list[dict[str, Any]] = []  # candidates to (re)train first
+        # Scores of the trained candidates by structural hash: a structural duplicate's.
+        self.trained_structures: dict[str, dict[str, float]] = {}
         self.trials: dict[str, tuple[int, Proposal | None, str | None]] = {}
         self.stopped_reason: str | None = None
 
@@ -143,6 +145,7 @@ class _Driver:
             self._tally(c["status"], c["stage"])
             if c["status"] == "trained":
                 self._best(c["scores"])
+                self.trained_structures[history[-1].graph.structural_hash()] = c["scores"]
         self.strategy.restore(history)
 
     def _best(self, scores: dict[str, float]) -> None:
@@ -164,6 +167,8 @@ class _Driver:
             self.stopped_reason = f"{p.screened} candidates screened (--max-candidates)"
         elif s.time_limit is not None and time.monotonic() - p.started > s.time_limit:
             self.stopped_reason = f"time limit of {s.time_limit:g} s reached"
+        elif self.strategy.exhausted and not self.requeued:  # the zoo's: all proposed
+            self.stopped_reason = "the strategy has nothing more to propose"
         return self.stopped_reason is not None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -187,9 +192,12 @@ class _Driver:
                                    screening.functional_hash)  # fmt: skip
             self._tally("duplicate" if fate.stage in ("duplicate", "functional") else
                         "rejected", fate.stage)  # fmt: skip
-            fitness = screening.fitness
-            # An FEC hit may join the population with its twin's fitness; it is no trial.
-            self.strategy.tell(proposal, candidate, fitness.scores if fitness else None)
+            # A duplicate of a trained candidate (an FEC hit, or the same structure) may join
+            # the population with its twin's fitness; it is no trial.  (Told as a failure,
+            # Optuna's samplers propose the same genome again and again.)
+            scores = (screening.fitness.scores if screening.fitness else
+                      self.trained_structures.get(screening.structural_hash or ""))  # fmt: skip
+            self.strategy.tell(proposal, candidate, scores)
             self.on_progress(self.progress)
         return None
 
@@ -245,13 +253,15 @@ class _Driver:
                 scores: dict[str, float] | None, functional_hash: str | None) -> None:  # fmt: skip
         if functional_hash:
             self.funnel.release(functional_hash)
+        graph = (proposal.graph if proposal is not None else  # re-queued by a resume
+                 LayerGraph.from_json(self.store.candidate(candidate)["graph"]))  # fmt: skip
         if scores:
             self.progress.trained_now += 1
             self._best(scores)
+            self.trained_structures[graph.structural_hash()] = scores
         if proposal is not None:
             self.strategy.tell(proposal, candidate, scores)
-        elif scores:  # re-queued by a resume: no proposal of this driver's
-            graph = LayerGraph.from_json(self.store.candidate(candidate)["graph"])
+        elif scores:
             self.strategy.restore([Told(candidate, graph, scores)])
         self.on_progress(self.progress)
 

@@ -17,6 +17,9 @@ proposed it.
   size, then per node position its op and its inputs as categorical choices), through
   Optuna's ask/tell interface.  Genomes that decode to no valid layer are told as failed
   and redrawn, as random graphs are.
+- ``zoo`` (not a choice of ``run --strategy``: ``baselines evaluate`` runs it): each layer of
+  the baseline zoo that belongs to the space, once, in the zoo's order; then it is
+  ``exhausted`` and the driver ends the search.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from evonorm_search.ops import OPS
 from evonorm_search.pareto import non_dominated
 from evonorm_search.space import SearchSpace
 
-__all__ = ["STRATEGIES", "Proposal", "Strategy", "Told", "make_strategy"]
+__all__ = ["STRATEGIES", "Proposal", "Strategy", "Told", "Zoo", "make_strategy", "zoo_layers"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Strategy(ABC):
     """Proposes graphs of ``space``; ``architectures`` order the score vectors."""
 
     name: ClassVar[str]
+    # True once the strategy has nothing more to propose: the driver ends the search.
+    exhausted: bool = False
 
     def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int) -> None:
         self.space = space
@@ -89,6 +94,12 @@ class Strategy(ABC):
     def restore(self, history: Iterable[Told]) -> None:
         """Rebuild the state from past candidates, oldest first: before any ``ask`` on a
         resume, and for a candidate that a resume re-queued once it is trained."""
+
+
+def zoo_layers(space: SearchSpace) -> list[tuple[str, LayerGraph]]:
+    """The baselines that are layers of ``space``, in the zoo's order."""
+    return [(n, baselines.get(n)) for n in baselines.names()
+            if not space.violations(baselines.get(n))]  # fmt: skip
 
 
 class RandomSearch(Strategy):
@@ -128,13 +139,8 @@ class Evolution(Strategy):
         if initial not in ("random", "baselines"):
             raise ValueError(f"initial population must be 'random' or 'baselines', got {initial!r}")
         self.population: deque[_Member] = deque(maxlen=self.size)
-        self._seeds = deque(self._zoo() if initial == "baselines" else ())
+        self._seeds = deque(zoo_layers(space) if initial == "baselines" else ())
         self._pending_initial: set[int] = set()
-
-    def _zoo(self) -> list[tuple[str, LayerGraph]]:
-        """The baselines that are layers of this space (in the zoo's order)."""
-        return [(n, baselines.get(n)) for n in baselines.names()
-                if not self.space.violations(baselines.get(n))]  # fmt: skip
 
     def ask(self) -> Proposal:
         # More workers than members: nothing to select from while the first are in flight.
@@ -173,6 +179,35 @@ class Evolution(Strategy):
             if past.scores is not None:
                 vector = tuple(self._vector(past.scores))
                 self.population.append(_Member(past.candidate, past.graph, vector))
+
+
+class Zoo(Strategy):
+    """The baseline zoo's layers of the space, each once (``mutation`` "baseline NAME"),
+    so that baselines are screened, compiled and trained exactly like candidates."""
+
+    name = "zoo"
+
+    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int) -> None:
+        super().__init__(space, architectures, seed)
+        self._layers = deque(zoo_layers(space))
+
+    @property
+    def exhausted(self) -> bool:  # type: ignore[override]
+        return not self._layers
+
+    def ask(self) -> Proposal:
+        if not self._layers:
+            raise RuntimeError("the baseline zoo is exhausted: the driver asks no more")
+        name, graph = self._layers.popleft()
+        return self._proposal(graph, mutation=f"baseline {name}")
+
+    def tell(self, proposal, candidate, scores) -> None:
+        pass  # each layer is proposed once, whatever its fate
+
+    def restore(self, history) -> None:
+        # By structure, not by count: a re-queued candidate is restored again once trained.
+        seen = {past.graph.structural_hash() for past in history}
+        self._layers = deque((n, g) for n, g in self._layers if g.structural_hash() not in seen)
 
 
 class _OptunaStrategy(Strategy):
@@ -307,10 +342,14 @@ STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Evolution, RandomSe
 
 def make_strategy(name: str, space: SearchSpace, architectures: Sequence[str], seed: int,
                   **options: Any) -> Strategy:  # fmt: skip
-    """The strategy ``name`` (evolution, random, tpe, nsga2).  ``options``: ``population``
-    (evolution's population, NSGA-II's generation, TPE's random start-up trials: how many
-    candidates are sampled before a strategy learns from results), and evolution's
-    ``tournament`` and ``initial``; a strategy ignores the options it has no use for."""
+    """The strategy ``name`` (evolution, random, tpe, nsga2; and ``zoo``, the baseline
+    evaluation's, which is kept out of STRATEGIES, the user's choices).  ``options``:
+    ``population`` (evolution's population, NSGA-II's generation, TPE's random start-up
+    trials: how many candidates are sampled before a strategy learns from results), and
+    evolution's ``tournament`` and ``initial``; a strategy ignores the options it has no use
+    for."""
+    if name == Zoo.name:
+        return Zoo(space, architectures, seed)
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
     if name == "evolution":

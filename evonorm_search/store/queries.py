@@ -14,12 +14,15 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from evonorm_search import baselines
 from evonorm_search.errors import StoreError
 from evonorm_search.pareto import non_dominated
-from evonorm_search.store.models import Candidate, Evaluation, Search
+from evonorm_search.store.models import Candidate, Evaluation, FECEntry, Search
 
 __all__ = [
+    "BASELINE_STRATEGY",
     "DERIVED_OBJECTIVES",
+    "baseline_layers",
     "candidate",
     "candidate_dict",
     "funnel",
@@ -232,6 +235,59 @@ def pareto(
     for row in result:
         row["objectives"] = dict(zip(chosen, _display(chosen, row), strict=True))
     return sorted(result, key=lambda r: (-(r["mean_score"] or 0.0), r["id"]))
+
+
+# The strategy of the searches that `baselines evaluate` runs (search.strategies.Zoo).
+BASELINE_STRATEGY = "zoo"
+
+
+def baseline_layers(
+    session: Session, name: str, objectives: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The baseline zoo's layers evaluated on the protocol of the search ``name``: the
+    candidates of the baseline searches (`baselines evaluate`) with its proxy key, one row
+    per zoo layer (``name``, in the zoo's order) with its fate, scores and ``objectives``
+    (as ``pareto``'s).  A layer that was an FEC hit has its twin's scores (``twin``: the
+    twin's id).  Where several baseline searches match (other seeds), the one with the
+    search's seed wins, then the oldest."""
+    s = get_search(session, name)
+    chosen = validate_objectives(objectives or s.objectives, s.architectures)
+    sources = session.execute(
+        sa.select(Search.id, Search.name, Search.seed)
+        .where(Search.strategy == BASELINE_STRATEGY, Search.proxy_key == s.proxy_key,
+               Search.id != s.id)
+    ).all()  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+    for search_id, search_name, seed in sorted(sources, key=lambda r: (r.seed != s.seed, r.id)):
+        layers = session.scalars(
+            sa.select(Candidate)
+            .where(Candidate.search_id == search_id, Candidate.mutation.like("baseline %"))
+            .order_by(Candidate.birth)
+        )
+        for c in layers:
+            layer = c.mutation.removeprefix("baseline ")
+            if layer in rows:
+                continue
+            row = {"name": layer, **candidate_dict(c, search_name), "seed": seed, "twin": None}
+            twin = _twin(session, c, s.proxy_key)
+            if twin is not None:
+                row.update(scores=dict(twin.scores), mean_score=twin.mean_score, twin=twin.id)
+            row["objectives"] = dict(zip(chosen, _display(chosen, row), strict=True))
+            rows[layer] = row
+    order = {n: i for i, n in enumerate(baselines.names())}
+    return sorted(rows.values(), key=lambda r: order.get(r["name"], len(order)))
+
+
+def _twin(session: Session, c: Candidate, proxy_key: str) -> Candidate | None:
+    """The trained candidate whose fitness the duplicate ``c`` shares: its FEC twin."""
+    if c.status != "duplicate":
+        return None
+    twin_id = c.duplicate_of
+    if twin_id is None and c.functional_hash is not None:  # its twin was in flight then
+        entry = session.get(FECEntry, (c.functional_hash, proxy_key))
+        twin_id = entry.candidate_id if entry is not None else None
+    twin = session.get(Candidate, twin_id) if twin_id is not None else None
+    return twin if twin is not None and twin.status == "trained" else None
 
 
 def _display(objectives: Sequence[str], row: dict[str, Any]) -> list[Any]:

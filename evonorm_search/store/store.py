@@ -360,6 +360,14 @@ class Store:
         with self._read() as session:
             return queries.pareto(session, name, objectives, recompute=recompute)
 
+    def baseline_layers(
+        self, name: str, objectives: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The zoo's layers evaluated on the search ``name``'s protocol (see
+        ``queries.baseline_layers``)."""
+        with self._read() as session:
+            return queries.baseline_layers(session, name, objectives)
+
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         with self._read() as session:
             return queries.candidate(session, candidate_id)
