@@ -912,6 +912,81 @@ def _evaluated_already(search: dict[str, Any], strategy: str, key: str) -> None:
                "SEARCH --with-baselines` for a search on this protocol")  # fmt: skip
 
 
+# -- final re-ranking ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--top", type=click.IntRange(min=1), required=True,
+              help="Candidates of the Pareto front retuned, best mean accuracy first.")  # fmt: skip
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Final runs with the chosen learning rate (seeds 1..S).")  # fmt: skip
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps per run (default: twice the space's).")  # fmt: skip
+@click.option("--lr-trials", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Learning rates tried per layer (Optuna TPE).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Concurrent trials.")  # fmt: skip
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0,
+              show_default=True)  # fmt: skip
+@click.option("--address", default=None, help="Join this Ray cluster (trusted networks only).")
+@_db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def retune(name: str, top: int, seeds: int, steps: int | None, lr_trials: int, workers: int,
+           gpus_per_trial: float, address: str | None, db_url: str | None,
+           fmt: str) -> None:  # fmt: skip
+    """Re-rank the best layers of the search NAME with a tuned learning rate.
+
+    The TOP candidates of its Pareto front and the zoo's layers trained on its protocol
+    (`baselines evaluate`): per layer, LR_TRIALS learning rates in [lr/10, lr*10] around
+    the space's, each trained for STEPS on seed 0 and scored by mean validation accuracy;
+    then SEEDS runs at the best one, measured on CIFAR-10's test_batch when there is one,
+    else on the validation split. A layer retuned before with the same settings is not
+    trained again; with other settings it is refused.
+    """
+    from evonorm_search.search.driver import check_data
+    from evonorm_search.search.retune import plan_retune, run_retune
+
+    with _open_store(db_url) as store:
+        plan = plan_retune(store, name, top=top, seeds=seeds, steps=steps, lr_trials=lr_trials)
+        search = store.search(name)
+    if not plan.baselines:
+        click.echo(f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
+                   f"`{_evaluate_command(search, db_url)}` trains them", err=True)  # fmt: skip
+    for layer in plan.skipped:
+        click.echo(f"{layer.label}: retuned already with these settings, not trained again",
+                   err=True)  # fmt: skip
+    if plan.layers:
+        check_data(plan.search.dataset, plan.search.data_dir)
+        click.echo(f"retuning {len(plan.layers)} layers: {plan.settings['lr_trials']} learning "
+                   f"rates, then {seeds} seeds, {plan.settings['steps']} steps each",
+                   err=True)  # fmt: skip
+        with _writable_store(db_url) as store:
+            unfinished = run_retune(store, plan, workers=workers, gpus_per_trial=gpus_per_trial,
+                                    address=address,
+                                    on_event=lambda line: click.echo(line, err=True))  # fmt: skip
+        if unfinished:
+            _fail(f"interrupted: {', '.join(unfinished)} not retuned (the other layers are "
+                  "recorded; run the command again to train these)", code=130)  # fmt: skip
+    with _open_store(db_url) as store:
+        results = store.retune_results(name)
+    if fmt == "json":
+        _print_json(results)
+        return
+    architectures = search["architectures"]
+
+    def spread(mean: float | None, std: float | None) -> str:
+        return _score(mean) + ("" if std is None else f" ± {std:.4f}")
+
+    _print_table(
+        f"search {name} re-ranked: mean over seeds ± sample std",
+        ["layer", "lr", "split", "seeds", *architectures, "mean", "proxy mean", "formula"],
+        [[r["layer"], f"{r['learning_rate']:.4g}", r["split"] or "-", str(len(r["seeds"])),
+          *[spread(**r["scores"][a]) for a in architectures], spread(r["mean"], r["std"]),
+          _score(r["proxy_mean"]), r["formula"] or "-"] for r in results],
+    )  # fmt: skip
+
+
 @cli.group()
 def db() -> None:
     """Manage the results database."""

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,3 +351,18 @@ def test_a_duplicate_of_a_trained_candidate_is_told_with_its_scores(tiny):
     resumed.restore()
     twin = LayerGraph.parse(Scripted.formulas[1]).structural_hash()
     assert resumed.trained_structures[twin] == report["scores"]
+
+
+def test_relative_paths_are_resolved_before_trials_run_elsewhere(tiny, tmp_path):
+    """A trial runs in a directory of its own: a relative space file or data directory,
+    given from the search's working directory, still names the same file there."""
+    space, url = tiny
+    out = cli("run", "--name", "relative", "--space", space.name, "--budget", "1",
+              "--no-verify", "--db", url, cwd=space.parent)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert status(url, "relative")["trained"] == 1
+    config = json.loads(rows(url, "SELECT config FROM searches WHERE name = 'relative'")[0][0])
+    assert config["space"] == str(space)
+    from evonorm_search.search.driver import SearchSettings
+
+    assert SearchSettings("x", data_dir="data").data_dir == str(Path.cwd() / "data")

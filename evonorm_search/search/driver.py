@@ -59,6 +59,14 @@ class SearchSettings:
     address: str | None = None  # an existing Ray cluster
     max_failures: int = 2  # retries of a trial whose process died
 
+    def __post_init__(self) -> None:
+        # Trials run in directories of their own, on other nodes too: a relative path
+        # would not be found there.  (A space named without "/" or ".toml" is a shipped one.)
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", os.path.abspath(self.data_dir))
+        if "/" in self.space or self.space.endswith(".toml"):
+            object.__setattr__(self, "space", os.path.abspath(self.space))
+
     def to_config(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 

@@ -310,6 +310,14 @@ class Store:
                 _put_fec(session, c.functional_hash, search.proxy_key, c.id, c.scores)
             return c.on_front
 
+    def set_retune(self, candidate_id: int, record: Mapping[str, Any]) -> None:
+        """Keep a retune's settings and chosen learning rate with the candidate, under
+        ``measured["retune"]`` (``queries.RETUNE_KEY``); its runs are evaluations with
+        stage ``retune``."""
+        with self._write() as session:
+            c = _get_candidate(session, candidate_id)
+            c.measured = {**(c.measured or {}), queries.RETUNE_KEY: _jsonable(record)}
+
     @staticmethod
     def _update_front(session: Session, search: _SearchFacts, c: Candidate) -> bool:
         objectives = search.objectives
@@ -367,6 +375,12 @@ class Store:
         ``queries.baseline_layers``)."""
         with self._read() as session:
             return queries.baseline_layers(session, name, objectives)
+
+    def retune_results(self, name: str) -> list[dict[str, Any]]:
+        """The retuned layers of search ``name``, best mean first (see
+        ``queries.retune_results``)."""
+        with self._read() as session:
+            return queries.retune_results(session, name)
 
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         with self._read() as session:
