@@ -366,3 +366,29 @@ def test_relative_paths_are_resolved_before_trials_run_elsewhere(tiny, tmp_path)
     from evonorm_search.search.driver import SearchSettings
 
     assert SearchSettings("x", data_dir="data").data_dir == str(Path.cwd() / "data")
+
+
+def test_a_search_stopped_at_its_candidate_cap_trains_its_requeued_candidates(tiny):
+    """Candidates left queued by a stop were screened already: `resume` trains them even
+    when the screened count has reached --max-candidates, then stops there."""
+    from evonorm_search.hashing import proxy_key
+    from evonorm_search.search.driver import SearchSettings, _Driver, settings_space
+    from evonorm_search.store import Store
+
+    space_path, url = tiny
+    settings = SearchSettings(name="capped", space=str(space_path), budget=3, max_candidates=1,
+                              verify=False)  # fmt: skip
+    space = settings_space(settings)
+    store = Store(url)
+    store.create_search("capped", space=settings.space, strategy="evolution", seed=0, budget=3,
+                        architectures=space.proxy.architectures,
+                        proxy_key=proxy_key(space))  # fmt: skip
+    driver = _Driver(store, settings, space, None)
+    first = driver.suggest("first")["request"]["candidate"]
+    assert driver.finished()  # the cap: nothing more is screened
+    store.update_candidate(first, status="queued")  # as a stop leaves a trial in flight
+    resumed = _Driver(store, settings, space, None)
+    resumed.restore()
+    assert not resumed.finished()
+    assert resumed.suggest("again")["request"]["candidate"] == first
+    assert resumed.finished()

@@ -171,7 +171,8 @@ class _Driver:
         s, p = self.settings, self.progress
         if p.trained >= s.budget:
             return True
-        if p.screened >= (s.max_candidates or 100 * s.budget):
+        # Re-queued candidates were screened already: training them screens nothing new.
+        if p.screened >= (s.max_candidates or 100 * s.budget) and not self.requeued:
             self.stopped_reason = f"{p.screened} candidates screened (--max-candidates)"
         elif s.time_limit is not None and time.monotonic() - p.started > s.time_limit:
             self.stopped_reason = f"time limit of {s.time_limit:g} s reached"
