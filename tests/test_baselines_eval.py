@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_search import TINY_SPACE, rows
+from test_search import TINY_SPACE, new_driver, rows
 from test_search import cli as command
 
 from evonorm_search import baselines
@@ -69,15 +69,9 @@ def test_the_zoo_strategy_proposes_each_layer_of_the_space_once(zoo_space):
 def test_the_driver_ends_a_search_whose_strategy_is_exhausted(zoo_space):
     """However high the cap on screening (`resume --max-candidates`), the driver asks the
     zoo no more once every layer was proposed, and a resume re-queues what was in flight."""
-    space_path, url = zoo_space
-    settings = SearchSettings(name=NAME, space=str(space_path), strategy="zoo", budget=10,
-                              max_candidates=100, verify=False)  # fmt: skip
-    space = settings_space(settings)
-    with Store(url) as store:
-        store.create_search(NAME, space=settings.space, strategy="zoo", seed=0, budget=10,
-                            architectures=space.proxy.architectures,
-                            proxy_key=proxy_key(space), config=settings.to_config())  # fmt: skip
-        driver = _Driver(store, settings, space, None)
+    store, settings, space, driver = new_driver(*zoo_space, NAME, strategy="zoo", budget=10,
+                                                max_candidates=100)  # fmt: skip
+    with store:
         configs = [driver.suggest(f"t{i}") for i in range(len(ZOO))]
         assert all(c is not None for c in configs)
         assert driver.suggest("t-last") is None and driver.finished()

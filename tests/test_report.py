@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from test_search import TINY_SPACE
+from test_search import tiny_database
 
 pytest.importorskip("ray", reason="the search runs on Ray")
 
@@ -22,15 +22,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     directory = tmp_path_factory.mktemp("report")
-    space = directory / "tiny.toml"
-    space.write_text(TINY_SPACE)
-    url = f"sqlite:///{directory / 'search.db'}"
-    out = cli("baselines", "evaluate", "--space", str(space), "--no-verify", "--db", url)
-    assert out.returncode == 0, out.stderr[-3000:]
-    out = cli("run", "--name", NAME, "--space", str(space), "--budget", "3", "--no-verify",
-              "--db", url)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    return directory, url
+    return directory, tiny_database(directory, {NAME: 3})
 
 
 def test_the_html_report_is_one_file_with_every_text_escaped(searched):

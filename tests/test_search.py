@@ -75,6 +75,38 @@ def rows(url: str, query: str) -> list[tuple]:
         return connection.execute(query).fetchall()
 
 
+def tiny_database(directory: Path, searches: dict[str, int]) -> str:
+    """A database in ``directory`` where the real pipeline trained the baselines and ran
+    ``searches`` (name: budget) on the tiny space (kernels compiled, not verified)."""
+    space = directory / "tiny.toml"
+    space.write_text(TINY_SPACE)
+    url = f"sqlite:///{directory / 'search.db'}"
+    runs = [("baselines", "evaluate")]
+    runs += [("run", "--name", name, "--budget", str(budget)) for name, budget in searches.items()]
+    for args in runs:
+        out = cli(*args, "--space", str(space), "--no-verify", "--db", url)
+        assert out.returncode == 0, out.stderr[-3000:]
+    return url
+
+
+def new_driver(space_path: Path, url: str, name: str, **settings) -> tuple:
+    """A store at ``url`` with a new search ``name`` created as `run` creates it, and a
+    driver over it (``settings``: SearchSettings' fields; trials unverified): returns
+    (store, settings, space, driver); the caller closes the store."""
+    from evonorm_search.hashing import proxy_key
+    from evonorm_search.search.driver import SearchSettings, _Driver, settings_space
+    from evonorm_search.store import Store
+
+    settings = SearchSettings(name=name, space=str(space_path), verify=False, **settings)
+    space = settings_space(settings)
+    store = Store(url)
+    store.create_search(name, space=settings.space, strategy=settings.strategy,
+                        seed=settings.seed, budget=settings.budget,
+                        architectures=space.proxy.architectures, proxy_key=proxy_key(space),
+                        config=settings.to_config())  # fmt: skip
+    return store, settings, space, _Driver(store, settings, space, None)
+
+
 @pytest.mark.slow
 def test_a_search_runs_to_its_budget_and_records_the_compile_stage(tiny):
     space, url = tiny
@@ -305,11 +337,9 @@ def test_a_duplicate_of_a_trained_candidate_is_told_with_its_scores(tiny):
     """The driver tells a strategy a structural duplicate's fitness (the twin's), as an FEC
     hit's, also after a resume: told as a failure, Optuna's samplers keep proposing it."""
     from evonorm_search.graph import LayerGraph
-    from evonorm_search.hashing import proxy_key
-    from evonorm_search.search.driver import SearchSettings, _Driver, settings_space
+    from evonorm_search.search.driver import _Driver
     from evonorm_search.search.strategies import Strategy
     from evonorm_search.search.trial import run_trial
-    from evonorm_search.store import Store
 
     class Scripted(Strategy):
         """Proposes these formulas in turn; records what it is told."""
@@ -332,14 +362,7 @@ def test_a_duplicate_of_a_trained_candidate_is_told_with_its_scores(tiny):
         def restore(self, history) -> None:
             pass
 
-    space_path, url = tiny
-    settings = SearchSettings(name="dup", space=str(space_path), budget=3, verify=False)
-    space = settings_space(settings)
-    store = Store(url)
-    store.create_search("dup", space=settings.space, strategy="random", seed=0, budget=3,
-                        architectures=space.proxy.architectures,
-                        proxy_key=proxy_key(space))  # fmt: skip
-    driver = _Driver(store, settings, space, None)
+    store, settings, space, driver = new_driver(*tiny, "dup", budget=3)
     driver.strategy = Scripted(space, driver.architectures, 0)
     config = driver.suggest("first")
     report = run_trial(config["request"])
@@ -371,19 +394,9 @@ def test_relative_paths_are_resolved_before_trials_run_elsewhere(tiny, tmp_path)
 def test_a_search_stopped_at_its_candidate_cap_trains_its_requeued_candidates(tiny):
     """Candidates left queued by a stop were screened already: `resume` trains them even
     when the screened count has reached --max-candidates, then stops there."""
-    from evonorm_search.hashing import proxy_key
-    from evonorm_search.search.driver import SearchSettings, _Driver, settings_space
-    from evonorm_search.store import Store
+    from evonorm_search.search.driver import _Driver
 
-    space_path, url = tiny
-    settings = SearchSettings(name="capped", space=str(space_path), budget=3, max_candidates=1,
-                              verify=False)  # fmt: skip
-    space = settings_space(settings)
-    store = Store(url)
-    store.create_search("capped", space=settings.space, strategy="evolution", seed=0, budget=3,
-                        architectures=space.proxy.architectures,
-                        proxy_key=proxy_key(space))  # fmt: skip
-    driver = _Driver(store, settings, space, None)
+    store, settings, space, driver = new_driver(*tiny, "capped", budget=3, max_candidates=1)
     first = driver.suggest("first")["request"]["candidate"]
     assert driver.finished()  # the cap: nothing more is screened
     store.update_candidate(first, status="queued")  # as a stop leaves a trial in flight

@@ -328,6 +328,45 @@ def _trainable(config: dict[str, Any]) -> None:
     tune.report({"report": json.dumps(report)})
 
 
+def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str,
+          scratch_prefix: str, workers: int, resources: dict[str, float], cpus: int,
+          max_failures: int, address: str | None) -> bool:  # fmt: skip
+    """Run ``driver``'s trials (``finished``, ``suggest`` and ``complete``, through
+    ``_searcher``) on Ray Tune, at most ``workers`` at once, each a ``trainable`` with
+    ``resources``; Ray is started here unless it runs already (``cpus`` on a local one,
+    else the cluster at ``address``).  Returns whether the run was interrupted (Ctrl-C)."""
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, **({} if address else {"num_cpus": cpus}))  # fmt: skip
+    scratch = tempfile.mkdtemp(prefix=scratch_prefix)  # Tune's own experiment files
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(_searcher(driver), max_concurrent=workers),
+            num_samples=-1, trial_dirname_creator=lambda trial: trial.trial_id,
+            # A worker process keeps torch, the kernels' imports and the data loaded from
+            # one trial to the next (a fresh process per trial cost seconds each).
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name, verbose=0, storage_path=scratch,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+        ),
+    )  # fmt: skip
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        _DRIVERS.pop(id(driver), None)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return False
+
+
 def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
                on_progress: Callable[[Progress], None] | None = None) -> str:  # fmt: skip
     """Run (or resume) the search ``settings.name`` to its budget on Ray Tune; returns the
@@ -335,10 +374,6 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
     check_data(settings.dataset, settings.data_dir)
     # Ray Tune's console reporter: the live view and the store do that.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
     space = settings_space(settings)
     if not resume:
         store.create_search(settings.name, space=settings.space, strategy=settings.strategy,
@@ -352,34 +387,12 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
     if resume:
         driver.restore()
 
-    if not ray.is_initialized():
-        ray.init(address=settings.address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False,
-                 **({} if settings.address else {"num_cpus": max(1, int(
-                     settings.workers * settings.cpus_per_trial))}))  # fmt: skip
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    scratch = tempfile.mkdtemp(prefix="evonorm-tune-")  # Tune's own experiment files
-    tuner = tune.Tuner(
-        tune.with_resources(_trainable, resources),
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(_searcher(driver), max_concurrent=settings.workers),
-            num_samples=-1, trial_dirname_creator=lambda trial: trial.trial_id,
-            # A worker process keeps torch, the kernels' imports and the data loaded from
-            # one trial to the next (a fresh process per trial cost seconds each).
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name="trials", verbose=0, storage_path=scratch,
-            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        ),
-    )  # fmt: skip
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
+    if _tune(_trainable, driver, name="trials", scratch_prefix="evonorm-tune-",
+             workers=settings.workers, resources=resources,
+             cpus=max(1, int(settings.workers * settings.cpus_per_trial)),
+             max_failures=settings.max_failures, address=settings.address):  # fmt: skip
         driver.stopped_reason = "interrupted"
-    finally:
-        _DRIVERS.pop(id(driver), None)
-        shutil.rmtree(scratch, ignore_errors=True)
     status = ("completed" if driver.progress.trained >= settings.budget else
               "exhausted" if driver.stopped_reason and driver.stopped_reason != "interrupted"
               else "stopped")  # fmt: skip

@@ -25,15 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import statistics
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from evonorm_search.errors import StoreError
-from evonorm_search.search.driver import _DRIVERS, SearchSettings, _searcher, settings_space
+from evonorm_search.search.driver import SearchSettings, _tune, settings_space
 from evonorm_search.search.trial import _dataset, _node, effective_space
 from evonorm_search.space import SearchSpace
 
@@ -286,32 +284,11 @@ def run_retune(store: Any, plan: RetunePlan, *, workers: int = 1, gpus_per_trial
     if not plan.layers:
         return []
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
     retune = _Retune(store, plan, on_event or (lambda line: None))
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, **({} if address else {"num_cpus": workers}))  # fmt: skip
-    scratch = tempfile.mkdtemp(prefix="evonorm-retune-")  # Tune's own experiment files
-    tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": 1, "gpu": gpus_per_trial}),
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(_searcher(retune), max_concurrent=workers),
-            num_samples=-1, trial_dirname_creator=lambda trial: trial.trial_id,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(name="retune", verbose=0, storage_path=scratch,
-                                  failure_config=tune.FailureConfig(max_failures=2)),
-    )  # fmt: skip
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        pass  # the layers recorded so far stay; the others are trained by a re-run
-    finally:
-        _DRIVERS.pop(id(retune), None)
-        shutil.rmtree(scratch, ignore_errors=True)
+    # Interrupted, the layers recorded so far stay; the others are trained by a re-run.
+    _tune(_trainable, retune, name="retune", scratch_prefix="evonorm-retune-", workers=workers,
+          resources={"cpu": 1, "gpu": gpus_per_trial}, cpus=workers, max_failures=2,
+          address=address)  # fmt: skip
     seeds = len(plan.settings["seeds"])
     return [layer.label for layer, finals in zip(plan.layers, retune.finals, strict=True)
             if len(finals) < seeds]  # fmt: skip
