@@ -307,15 +307,12 @@ def pareto(name: str, db_url: str | None, objectives: str | None, fmt: str,
         from evonorm_search.plots import plot_front
 
         plot_front(points, front, chosen, plot, title=name, baselines=zoo)
-    keys = ("id", "formula", "scores", "mean_score", "objectives", "bytes_per_element",
-            "node_count", "parent", "birth", "structural_hash", "functional_hash")  # fmt: skip
-    rows = [{k: r[k] for k in keys} for r in front]
-    zoo_keys = ("name", "id", "search", "seed", "status", "stage", "reason", "formula",
-                "scores", "mean_score", "objectives", "twin", "bytes_per_element",
-                "node_count", "structural_hash", "functional_hash")  # fmt: skip
-    zoo_rows = [{k: r[k] for k in zoo_keys} for r in zoo]
+    from evonorm_search.store.queries import pareto_json
+
+    shown = pareto_json(front, zoo)
+    rows, zoo_rows = shown["front"], shown["baselines"]
     if fmt == "json":
-        _print_json({"front": rows, "baselines": zoo_rows} if with_baselines else rows)
+        _print_json(shown if with_baselines else rows)
     elif fmt == "csv":
         _print_csv(rows, chosen, zoo_rows if with_baselines else None)
     else:
@@ -675,6 +672,21 @@ def report(name: str, output: Path, top: int, db_url: str | None) -> None:
     with _open_store(db_url) as store:
         write_report(store, name, output, top=top)
     click.echo(f"wrote {output}")
+
+
+@cli.command()
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback shows every search to the "
+              "network (no authentication).")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0: any free one, printed).")  # fmt: skip
+def dashboard(db_url: str | None, host: str, port: int) -> None:
+    """Serve a read-only web dashboard over the database: searches, live progress, the
+    Pareto front, candidates (JSON under /api)."""
+    from evonorm_search.dashboard import serve
+
+    serve(db_url, host, port)
 
 
 # -- running a search ----------------------------------------------------------------------

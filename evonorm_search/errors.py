@@ -7,7 +7,7 @@ Each subclass also inherits the built-in a caller would expect (``GraphError`` i
 
 from __future__ import annotations
 
-__all__ = ["EvoNormError", "GraphError", "SpaceError", "StoreError"]
+__all__ = ["EvoNormError", "GraphError", "NotFoundError", "SpaceError", "StoreError"]
 
 
 class EvoNormError(Exception):
@@ -25,3 +25,7 @@ class SpaceError(EvoNormError, ValueError):
 class StoreError(EvoNormError, RuntimeError):
     """The results database cannot be used: a malformed or unreachable URL, a schema at
     another revision than this code's, or an unknown search or candidate."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """No search or candidate by that name or id (a 404 in the dashboard)."""

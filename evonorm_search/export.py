@@ -27,7 +27,14 @@ from evonorm_search.graph import NUM_INITIAL, X_CLASS, LayerGraph, as_graph
 from evonorm_search.layer import GraphNormAct, running_buffer_name
 from evonorm_search.ops import AXES, OPS, STATISTICS
 
-__all__ = ["TEMPLATES", "check_class_name", "export_source", "load_layer", "read_candidate"]
+__all__ = [
+    "TEMPLATES",
+    "check_class_name",
+    "export_source",
+    "load_layer",
+    "provenance_of",
+    "read_candidate",
+]
 
 # The names of the initial nodes x, 0, v0, v1 in the generated forward pass.
 _INITIAL_NAMES = ("x", "zero", "v0", "v1")
@@ -404,11 +411,17 @@ def read_candidate(db_url: str | None, candidate_id: int) -> tuple[LayerGraph, d
         graph = LayerGraph.from_json(record["graph"]).validate()
     except GraphError as e:
         raise GraphError(f"candidate {candidate_id} is not a valid layer: {e}") from None
+    return graph, provenance_of(record)
+
+
+def provenance_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What an exported module's docstring says of the stored candidate ``record``
+    (``Store.candidate``): search, candidate, status and, when trained, its scores."""
     provenance = {"search": record["search"], "candidate": record["id"],
                   "status": record["status"]}  # fmt: skip
     if record["scores"]:
         provenance.update(scores=record["scores"], mean_score=record["mean_score"])
-    return graph, provenance
+    return provenance
 
 
 def load_layer(

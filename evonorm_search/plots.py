@@ -9,12 +9,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evonorm_search.errors import EvoNormError
 from evonorm_search.graph import LayerGraph
 
-__all__ = ["draw_graph", "plot_front"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["draw_graph", "graph_figure", "plot_front"]
 
 _FORMATS = (".png", ".svg", ".pdf")
 _MINIMISED = {"cost": "bytes per element (lower is better)", "nodes": "nodes (lower is better)"}
@@ -84,12 +87,18 @@ def plot_front(
 
 
 def draw_graph(graph: LayerGraph, path: Path, *, title: str | None = None) -> Path:
+    """Draw ``graph_figure`` into ``path`` (PNG, SVG or PDF)."""
+    path = _check_path(path)
+    graph_figure(graph, title=title).savefig(path, dpi=120)
+    return path
+
+
+def graph_figure(graph: LayerGraph, *, title: str | None = None) -> Figure:
     """The live part of a layer graph, inputs on the left and the output on the right,
     nodes labelled with their op (and axis), edges numbered by argument position."""
     import networkx as nx
     from matplotlib.figure import Figure
 
-    path = _check_path(path)
     view = graph.to_networkx()
     live = view.subgraph([n for n, d in view.nodes(data=True) if d["live"]]).copy()
     for depth, layer in enumerate(nx.topological_generations(live)):
@@ -119,5 +128,4 @@ def draw_graph(graph: LayerGraph, path: Path, *, title: str | None = None) -> Pa
     axes.margins(0.15)
     axes.set_title(title or graph.formula(), fontsize=9)
     axes.axis("off")
-    figure.savefig(path, dpi=120)
-    return path
+    return figure

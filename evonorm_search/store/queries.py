@@ -6,6 +6,7 @@ shape the CLI prints as JSON and the dashboard serves, so that both say the same
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from evonorm_search import baselines
-from evonorm_search.errors import StoreError
+from evonorm_search.errors import NotFoundError, StoreError
 from evonorm_search.pareto import non_dominated
 from evonorm_search.store.models import Candidate, Evaluation, FECEntry, Search
 
@@ -25,6 +26,7 @@ __all__ = [
     "DERIVED_OBJECTIVES",
     "RETUNE_KEY",
     "baseline_layers",
+    "best_so_far",
     "candidate",
     "candidate_dict",
     "funnel",
@@ -32,6 +34,7 @@ __all__ = [
     "lineage",
     "objective_vector",
     "pareto",
+    "pareto_json",
     "retune_results",
     "retune_subject",
     "search_dict",
@@ -49,6 +52,15 @@ DERIVED_OBJECTIVES = {
     "cost": "bytes moved per element by the compiled kernels (minimised)",
     "nodes": "intermediate nodes in the graph (minimised)",
 }
+
+
+# Scores read in bulk come as text and are decoded here: SQLAlchemy's JSON type cost three
+# times json.loads per row over 10,000 rows (the dashboard's front and cloud read them all).
+SCORES_TEXT = sa.cast(Candidate.scores, sa.Text)
+
+
+def load_scores(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else json.loads(text)
 
 
 def validate_objectives(objectives: Sequence[str], architectures: Sequence[str]) -> list[str]:
@@ -89,15 +101,20 @@ def get_search(session: Session, name: str) -> Search:
     if found is None:
         known = session.scalars(sa.select(Search.name).order_by(Search.id).limit(10)).all()
         hint = f" (searches: {', '.join(known)})" if known else " (the database has none)"
-        raise StoreError(f"unknown search {name!r}{hint}")
+        raise NotFoundError(f"unknown search {name!r}{hint}")
     return found
 
 
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC (SQLite hands back naive datetimes; they were written in UTC)."""
+    """ISO 8601 in UTC."""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return _utc(value).isoformat()
 
 
 def search_dict(s: Search) -> dict[str, Any]:
@@ -168,9 +185,13 @@ def status(session: Session, name: str) -> dict[str, Any]:
         if st == "rejected":
             rejected[stage or "unknown"] = rejected.get(stage or "unknown", 0) + n
     best = _best(session, s.id)
+    screened, trained = sum(counts.values()), total("trained")
+    # A search that is not running ended at its last write.
+    end = datetime.now(UTC) if s.status == "running" else s.finished_at or s.updated_at
+    elapsed = max((_utc(end) - _utc(s.created_at)).total_seconds(), 1e-9)
     return {
         "name": s.name, "space": s.space, "strategy": s.strategy, "status": s.status,
-        "budget": s.budget, "screened": sum(counts.values()), "trained": total("trained"),
+        "budget": s.budget, "screened": screened, "trained": trained,
         "queued": total("queued"), "running": total("running"), "failed": total("failed"),
         "duplicates": total("duplicate"), "rejected": dict(sorted(rejected.items())),
         "stopped_at": stopped,
@@ -183,6 +204,11 @@ def status(session: Session, name: str) -> dict[str, Any]:
         },
         "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
         "finished_at": _iso(s.finished_at),
+        # Since its creation (resumes included): screening rate, and the time left at the
+        # training rate so far (None unless running with at least one trained).
+        "elapsed_s": elapsed, "per_minute": 60.0 * screened / elapsed,
+        "eta_s": (max(s.budget - trained, 0) * elapsed / trained
+                  if s.status == "running" and trained else None),
     }  # fmt: skip
 
 
@@ -223,13 +249,13 @@ def pareto(
         ).all()
     else:
         points = session.execute(
-            sa.select(Candidate.id, Candidate.scores, Candidate.mean_score,
+            sa.select(Candidate.id, SCORES_TEXT, Candidate.mean_score,
                       Candidate.bytes_per_element, Candidate.node_count)
             .where(Candidate.search_id == s.id, Candidate.status == "trained")
         ).all()  # fmt: skip
         ids, vectors = [], []
-        for cid, *values in points:
-            vector = objective_vector(chosen, *values)
+        for cid, scores, *values in points:
+            vector = objective_vector(chosen, load_scores(scores), *values)
             if vector is not None:
                 ids.append(cid)
                 vectors.append(vector)
@@ -239,6 +265,43 @@ def pareto(
     for row in result:
         row["objectives"] = dict(zip(chosen, _display(chosen, row), strict=True))
     return sorted(result, key=lambda r: (-(r["mean_score"] or 0.0), r["id"]))
+
+
+# What `pareto --format json` and the dashboard's /pareto endpoint show of a front row and
+# of a baseline row.
+FRONT_KEYS = ("id", "formula", "scores", "mean_score", "objectives", "bytes_per_element",
+              "node_count", "parent", "birth", "structural_hash", "functional_hash")  # fmt: skip
+BASELINE_KEYS = ("name", "id", "search", "seed", "status", "stage", "reason", "formula",
+                 "scores", "mean_score", "objectives", "twin", "bytes_per_element",
+                 "node_count", "structural_hash", "functional_hash")  # fmt: skip
+
+
+def pareto_json(
+    front: Sequence[dict[str, Any]], zoo: Sequence[dict[str, Any]] | None = None
+) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
+    """The front's rows as `pareto --format json` prints them; with ``zoo`` (the rows of
+    ``baseline_layers``, even none) ``{"front": ..., "baselines": ...}``."""
+    rows = [{k: r[k] for k in FRONT_KEYS} for r in front]
+    if zoo is None:
+        return rows
+    return {"front": rows, "baselines": [{k: r[k] for k in BASELINE_KEYS} for r in zoo]}
+
+
+def best_so_far(session: Session, name: str) -> list[list[Any]]:
+    """The best-so-far curve of a search: its trained candidates in the order they were
+    born, each as [trained count, id, mean accuracy, best mean so far]."""
+    s = get_search(session, name)
+    rows = session.execute(
+        sa.select(Candidate.id, Candidate.mean_score)
+        .where(Candidate.search_id == s.id, Candidate.status == "trained")
+        .order_by(Candidate.id)
+    ).all()  # fmt: skip
+    curve, best = [], None
+    for n, (cid, mean) in enumerate(rows, start=1):
+        if mean is not None and (best is None or mean > best):
+            best = mean
+        curve.append([n, cid, mean, best])
+    return curve
 
 
 # The strategy of the searches that `baselines evaluate` runs (search.strategies.Zoo).
@@ -316,7 +379,7 @@ def _candidate_row(session: Session, candidate_id: int) -> tuple[Candidate, str]
         .where(Candidate.id == candidate_id)
     ).one_or_none()
     if row is None:
-        raise StoreError(f"unknown candidate id {candidate_id}")
+        raise NotFoundError(f"unknown candidate id {candidate_id}")
     return row[0], row[1]
 
 

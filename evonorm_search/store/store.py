@@ -368,6 +368,11 @@ class Store:
         with self._read() as session:
             return queries.pareto(session, name, objectives, recompute=recompute)
 
+    def best_so_far(self, name: str) -> list[list[Any]]:
+        """The search's best-so-far curve (see ``queries.best_so_far``)."""
+        with self._read() as session:
+            return queries.best_so_far(session, name)
+
     def baseline_layers(
         self, name: str, objectives: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
@@ -395,19 +400,23 @@ class Store:
             return queries.top(session, name, k, by)
 
     def trained_points(self, name: str) -> list[dict[str, Any]]:
-        """Every trained candidate's id, formula and scores (for plots and populations)."""
+        """Every trained candidate's id, formula, scores and costs, in birth order (for
+        plots)."""
         with self._read() as session:
             search_id = queries.get_search(session, name).id
             rows = session.execute(
-                sa.select(Candidate.id, Candidate.formula, Candidate.scores,
+                sa.select(Candidate.id, Candidate.formula, queries.SCORES_TEXT,
                           Candidate.mean_score, Candidate.bytes_per_element,
                           Candidate.node_count, Candidate.on_front)
                 .where(Candidate.search_id == search_id, Candidate.status == "trained")
                 .order_by(Candidate.id)
             )  # fmt: skip
-            keys = ("id", "formula", "scores", "mean_score", "bytes_per_element",
-                    "node_count", "on_front")  # fmt: skip
-            return [dict(zip(keys, row, strict=True)) for row in rows]
+            return [
+                {"id": cid, "formula": formula, "scores": queries.load_scores(scores),
+                 "mean_score": mean, "bytes_per_element": cost, "node_count": nodes,
+                 "on_front": on_front}
+                for cid, formula, scores, mean, cost, nodes, on_front in rows
+            ]  # fmt: skip
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every candidate of a search in birth order, as a resumed search replays them:
