@@ -4,7 +4,7 @@ import sys
 import pytest
 
 HEAVY = ("ray", "optuna", "sqlalchemy", "triton", "networkx", "alembic", "click", "rich",
-         "matplotlib")  # fmt: skip
+         "matplotlib", "starlette", "jinja2", "uvicorn")  # fmt: skip
 
 
 @pytest.mark.slow

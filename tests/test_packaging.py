@@ -60,6 +60,10 @@ def test_wheel_contents(wheel):
         "versions/0002_evaluation_node.py",
     ):
         assert f"evonorm_search/_data/db/{migration}" in names
+    dashboard = ROOT / "evonorm_search" / "dashboard"
+    assets = [p.relative_to(ROOT).as_posix() for p in dashboard.rglob("*")
+              if p.is_file() and p.suffix in (".html", ".js", ".css", ".svg")]  # fmt: skip
+    assert len(assets) >= 9 and set(assets) <= set(names)  # templates and static files
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
         "evonorm-search = evonorm_search.cli:main"

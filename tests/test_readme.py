@@ -163,3 +163,43 @@ def test_the_main_job_runs_a_search_that_the_query_commands_read(tmp_path):
         timeout=120,
     )
     assert shown.returncode == 0 and "traffic" in shown.stdout
+    served_by_the_dashboard(tmp_path, "quick", best)
+
+
+def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
+    """After the main job, `evonorm-search dashboard` (default database) serves its pages
+    and its JSON, and in Chromium the search's front and the best candidate's page draw.
+    With EVONORM_SCREENSHOTS=DIR the browser's screenshots of both go to DIR (the
+    README's come from here)."""
+    import urllib.request
+
+    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, FRONT_DRAWN, dashboard
+
+    with dashboard("", cwd=directory) as (base, _):
+        for path in ("/", f"/searches/{name}", f"/candidates/{best}", f"/api/searches/{name}"):
+            with urllib.request.urlopen(base + path, timeout=30) as response:
+                assert response.status == 200, path
+        if not CHROMIUM.exists():
+            pytest.skip(f"no Chromium at {CHROMIUM}: the dashboard was not opened in a browser")
+        from playwright.sync_api import sync_playwright
+
+        shots = os.environ.get("EVONORM_SCREENSHOTS")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/searches/{name}")
+            page.wait_for_function(FRONT_DRAWN, timeout=20_000)
+            x, y = page.input_value("#objective-x"), page.input_value("#objective-y")
+            drawn = page.evaluate("document.getElementById('front-plot').data[1].customdata")
+            with urllib.request.urlopen(f"{base}/api/searches/{name}/pareto?objectives={x},{y}",
+                                        timeout=30) as response:  # fmt: skip
+                assert sorted(drawn) == sorted(r["id"] for r in json.load(response))
+            assert int(page.inner_text("#trained")) == 8
+            if shots:
+                page.screenshot(path=Path(shots) / "dashboard-search.png", full_page=True)
+            page.goto(f"{base}/candidates/{best}")
+            page.wait_for_function("document.querySelectorAll('#lineage li').length > 0")
+            page.wait_for_function("document.getElementById('drawing').complete")
+            if shots:
+                page.screenshot(path=Path(shots) / "dashboard-candidate.png", full_page=True)
+            browser.close()
