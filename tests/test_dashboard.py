@@ -22,7 +22,7 @@ pytest.importorskip("starlette", reason="the dashboard runs on Starlette")
 from evonorm_search.dashboard import create_app
 from evonorm_search.export import export_source, provenance_of
 from evonorm_search.graph import LayerGraph
-from evonorm_search.store import Store
+from evonorm_search.store import Store, make_engine
 
 HOSTILE = "<img src=x onerror=alert(1)>"  # a legal search name (no "/"), hostile in HTML
 CHROMIUM = Path("/usr/bin/chromium")
@@ -369,3 +369,34 @@ def test_a_candidate_written_by_another_process_appears_without_a_reload(page, s
             f"document.getElementById('best').textContent.includes('#{new}')", timeout=10_000
         )
         assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_database_lost_while_serving_is_a_503_and_it_keeps_serving():
+    """PostgreSQL drops the dashboard's connections and then the database: each request
+    answers one line with 503, never a traceback, and the server stays up."""
+    import sqlalchemy as sa
+    from starlette.testclient import TestClient
+
+    from conftest import POSTGRES, postgres_database
+    from store_data import populate
+
+    databases = postgres_database()
+    url = next(databases)
+    try:
+        with Store(url) as writer:
+            populate(writer, "demo", candidates=10)
+        with Store(url, readonly=True) as store, TestClient(create_app(store)) as client:
+            assert client.get(api("demo")).status_code == 200
+            admin = make_engine(POSTGRES).execution_options(isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                connection.execute(
+                    sa.text(f'DROP DATABASE "{sa.make_url(url).database}" WITH (FORCE)')
+                )
+            admin.engine.dispose()
+            for path in (api("demo"), "/searches/demo"):
+                response = client.get(path)
+                assert response.status_code == 503
+                assert "Traceback" not in response.text and "database" in response.text
+            assert client.get("/static/dashboard.css").status_code == 200
+    finally:
+        databases.close()
