@@ -2,6 +2,8 @@
 kernels against the eager layer and autograd in triton's interpreter, and ahead-of-time
 compilation for sm_90a."""
 
+import ast
+import json
 import os
 import subprocess
 import sys
@@ -92,9 +94,9 @@ def test_statistics_merged_from_many_blocks_are_exact(tmp_path):
     code = (
         "import torch\n"
         "from evonorm_search import GraphNormAct, baselines\n"
-        "from evonorm_search.codegen import runtime\n"
-        "assert runtime.stage_block(1600) == (1024, 2)\n"
-        "runtime.ON_CHIP_ELEMENTS = 0\n"
+        "from evonorm_search.codegen import launch\n"
+        "assert launch.stage_block(1600) == (1024, 2)\n"
+        "launch.ON_CHIP_ELEMENTS = 0\n"
         "worst = 0.0\n"
         "for name in ('bn_relu', 'in_relu', 'evonorm_b0'):\n"
         "    eager = GraphNormAct(baselines.get(name), 3, backend='eager')\n"
@@ -113,6 +115,107 @@ def test_statistics_merged_from_many_blocks_are_exact(tmp_path):
                          timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout) < 1e-5
+
+
+# -- the launcher, standalone ------------------------------------------------------------
+
+
+def test_the_launcher_imports_only_math_typing_torch_and_triton():
+    """An exported layer carries launch.py's text verbatim: it may import nothing else."""
+    from evonorm_search.codegen import launch
+
+    tree = ast.parse(Path(launch.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, ast.dump(node)
+            imported.add(node.module)
+        assert not (isinstance(node, ast.Name) and node.id in ("__import__", "importlib"))
+    assert imported <= {"math", "typing", "torch", "triton", "triton.language"}, imported
+
+
+def plain(value) -> bool:
+    """Whether ``value`` is JSON-like data: str, int, float, bool, None, lists, str-keyed
+    dicts."""
+    if isinstance(value, list):
+        return all(plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    return value is None or type(value) in (str, int, float, bool)
+
+
+@pytest.mark.parametrize("name", baselines.names())
+def test_the_launch_plan_is_plain_data_that_round_trips_through_repr(name):
+    source = generate(baselines.get(name))
+    plan = source.launch
+    assert plain(plan), plan
+    assert ast.literal_eval(repr(plan)) == plan and repr(ast.literal_eval(repr(plan))) == repr(plan)
+    assert json.loads(json.dumps(plan)) == plan
+    assert plan["on_chip"] == source.on_chip_axis
+    for mode, schedule_ in (("train", source.training), ("eval", source.eval)):
+        assert [s["node"] for s in plan[mode]["statistics"]] == list(schedule_.statistics)
+        assert [s["node"] for s in plan[mode]["statistics"] if s["running"]] == [
+            k for k in schedule_.statistics if schedule_.from_running(k)
+        ]
+        for key, kernels in (("reduce", source.reduce_kernels),
+                             ("backward_reduce", source.backward_reduce_kernels)):  # fmt: skip
+            assert [(k["name"], tuple(k["statistics"])) for k in plan[mode][key]] == [
+                (kernel, p.statistics) for kernel, p in kernels[mode]
+            ]
+
+
+def test_the_launcher_runs_from_its_text_alone(tmp_path):
+    """launch.py's text, executed on its own and registered under another namespace, runs
+    the generated kernels exactly as the package's op does (multi-pass and on chip)."""
+    code = """
+import ast
+import torch
+from pathlib import Path
+from evonorm_search import GraphNormAct, baselines
+from evonorm_search.codegen import launch, runtime
+from evonorm_search.codegen.op import _source
+namespace = {"__name__": "standalone_launch"}
+exec(compile(Path(launch.__file__).read_text(), "standalone_launch.py", "exec"), namespace)
+assert not any(isinstance(v, type(launch)) and v.__name__.startswith("evonorm_search")
+               for v in namespace.values())
+standalone = namespace["register_ops"](
+    "evonorm_standalone", lambda g: ast.literal_eval(repr(_source(g).launch)),
+    lambda g: runtime.load_module(_source(g)))
+for name in ("evonorm_b0", "gn_relu", "evonorm_s0"):
+    for training in (True, False):
+        torch.manual_seed(0)
+        layer = GraphNormAct(baselines.get(name), 6, groups=3, backend="triton").train(training)
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.normal_()
+        names = list(layer._running_names.values())
+        initial = [getattr(layer, n).uniform_(0.5, 2.0).clone() for n in names]
+        runs = []
+        for run in ("package", "standalone"):
+            torch.manual_seed(1)
+            x = (torch.randn(4, 6, 5, 3) * 2 + 0.5).requires_grad_()
+            running = [r.clone() for r in initial]
+            params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+            if run == "package":
+                y = layer(x)  # through evonorm_search::fused_forward
+                params, running = list(layer.parameters()), [getattr(layer, n) for n in names]
+            else:
+                y = standalone(layer._program_json, x, *params, running, groups=3,
+                               eps=layer.eps, training=training, momentum=layer.momentum)
+            y.backward(torch.ones_like(y))
+            grads = [t.grad for t in (x, *params)]
+            runs.append([y.detach(), *grads, *[r.clone() for r in running]])
+        for a, b in zip(*runs, strict=True):
+            assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
+print("ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "EVONORM_KERNEL_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"
 
 
 # -- ahead of time, for H100 -------------------------------------------------------------

@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 
-from evonorm_search.codegen.runtime import (
+from evonorm_search.codegen.launch import (
     OPTIONS,
     channel_launch,
     forward_block,
-    load_module,
     on_chip_tile,
     stage_block,
 )
+from evonorm_search.codegen.runtime import load_module
 from evonorm_search.codegen.source import LayerSource
 
 __all__ = ["TARGETS", "KernelReport", "compile_kernels", "has_cuda_backend"]
@@ -131,7 +131,7 @@ def compile_kernels(
         constexprs = {"COMPUTE": tl_compute, **constexprs}
         jobs.append((name, mode, stage, direction, constexprs, options))
 
-    tile = on_chip_tile(source, (n, c, s), groups, dtype)
+    tile = on_chip_tile(source.launch, (n, c, s), groups, dtype)
     if tile:
         for direction in ("forward", "backward"):
             add(f"fused_{direction}", "both", 0, direction, AFFINE=True, CBLOCK=tile.cblock,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from evonorm_search.codegen.aot import TARGETS, KernelReport, compile_kernels, has_cuda_backend
-from evonorm_search.codegen.runtime import on_chip_tile
+from evonorm_search.codegen.launch import on_chip_tile
 from evonorm_search.codegen.source import generate, unsupported
 from evonorm_search.graph import LayerGraph
 from evonorm_search.ops import effective_groups
@@ -108,7 +108,7 @@ def compile_layer(
     groups = effective_groups(shape[1], groups)  # as the layer does
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype  # "bfloat16", as spaces say
     source = generate(graph)
-    on_chip = on_chip_tile(source, shape, groups, dtype) is not None
+    on_chip = on_chip_tile(source.launch, shape, groups, dtype) is not None
     traffic_fwd, traffic_bwd = source.traffic("train", on_chip=on_chip)
     kernels: list[KernelReport] = []
     if aot if aot is not None else has_cuda_backend():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from evonorm_search.codegen import runtime
+from evonorm_search.codegen import launch
 from evonorm_search.codegen.source import generate
 from evonorm_search.graph import LayerGraph
 from evonorm_search.layer import GraphNormAct
@@ -57,11 +57,11 @@ def compare(graph: LayerGraph, shape: tuple[int, ...], training: bool, seed: int
     single-kernel path where the graph has one and through the multi-pass path."""
     results = [_compare(graph, shape, training, seed)]
     if generate(graph).on_chip_axis:
-        saved, runtime.ON_CHIP_ELEMENTS = runtime.ON_CHIP_ELEMENTS, 0
+        saved, launch.ON_CHIP_ELEMENTS = launch.ON_CHIP_ELEMENTS, 0
         try:
             results.append(_compare(graph, shape, training, seed))
         finally:
-            runtime.ON_CHIP_ELEMENTS = saved
+            launch.ON_CHIP_ELEMENTS = saved
     worst_of = {key: max(r[key] for r in results) for key in ("output", "buffers", "gradients")}
     presence = sorted({name for r in results for name in r["gradient_presence"]})
     return {**results[0], **worst_of, "gradient_presence": presence, "paths": len(results)}

@@ -1,0 +1,436 @@
+"""Launching a layer's generated kernels, and the ``torch.library`` custom ops around them.
+
+Standalone: this module imports only math, typing and torch (and triton when a launch or
+``interpreting`` needs it), nothing of evonorm_search, so that an exported layer can carry
+its text verbatim beside the generated kernels.  What it knows of a layer comes from two
+arguments: ``module``, the loaded kernel module, and ``plan``, plain data (str, int, bool,
+None, lists and dicts with str keys, so ``repr`` writes it as a Python literal) that
+``codegen.source.generate`` builds from the layer's schedules as ``LayerSource.launch``:
+
+    {"train": MODE, "eval": MODE,
+     "on_chip": "instance" | "group" | "layer" | None,  # the single-kernel path's groups
+     "reads": {"v0": bool, "v1": bool}}                  # which parameters the graph reads
+    MODE = {
+        "statistics": [STATISTIC, ...],   # every statistic node, ascending: kernel arguments
+        "reduce": [KERNEL, ...],          # forward reduction passes, in the order they run
+        "backward_reduce": [KERNEL, ...]  # backward ones, latest stage first
+    }
+    STATISTIC = {"node": int, "axis": str, "moment": "mean" | "var" | "meansq",
+                 "input": int,       # the node it reduces
+                 "running": bool,    # read from its running estimate (eval-mode batch)
+                 "unbiased": bool}   # its running estimate takes the variance's n / (n - 1)
+    KERNEL = {"name": str, "statistics": [int, ...]}
+
+The element-wise kernels are ``forward`` and ``backward_<mode>``, and the single-kernel
+path's ``fused_forward`` and ``fused_backward``.  The launcher picks block sizes (powers of
+two, masked) for the shape at hand, and the single-kernel path where the plan has one and
+its groups fit on chip.
+"""
+
+import math
+from typing import Any, Callable, NamedTuple  # noqa: UP035 (math, typing, torch only)
+
+import torch
+from torch import Tensor
+
+MAX_BLOCK = 1024
+# The element-wise backward pass reduces per-channel gradients over N*S elements: with few
+# channels one program per channel would idle most of a GPU, so rows split into up to this
+# many programs.
+MAX_SPLIT = 64
+TARGET_PROGRAMS = 512
+# Elements of the (channels, positions) tile one program of the single-kernel path holds in
+# registers, for 16- and 32-bit inputs (computed in float32; half as many for float64).
+ON_CHIP_ELEMENTS = 8192
+# Compile options of every launch, explicit so that ahead-of-time compilation matches
+# (floating-point contraction into FMAs: triton's default, about to change).
+OPTIONS = {"enable_fp_fusion": True}
+# Kernels index with 32-bit offsets.
+MAX_ELEMENTS = 2**31 - 1
+
+
+@torch.compiler.assume_constant_result  # torch.compile reads it when tracing
+def interpreting() -> bool:
+    """Whether triton runs kernels in its interpreter (on CPU tensors): ``TRITON_INTERPRET``
+    as triton itself reads it.  Imports triton; False where it is not installed."""
+    try:
+        import triton
+    except ImportError:
+        return False
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:  # triton 3.4 and later
+        return bool(knobs.runtime.interpret)
+
+    # Earlier versions read the variable when a kernel is defined: define one.
+    @triton.jit
+    def probe():
+        pass
+
+    return type(probe).__name__ == "InterpretedFunction"
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def statistic_rows(axis: str, n: int, c: int, s: int, groups: int) -> int:
+    """How many statistics (reduction groups) of ``axis`` an x of (n, c, s) has."""
+    return {"instance": n * c, "group": n * groups, "layer": n, "batch": c, "channel": n * s}[axis]
+
+
+def stage_block(s: int) -> tuple[int, int]:
+    """(BLOCK, T): a stage pass covers S positions in T blocks of BLOCK lanes."""
+    block = min(MAX_BLOCK, _pow2(s))
+    return block, math.ceil(s / block)
+
+
+class ChannelLaunch(NamedTuple):
+    """The element-wise backward pass on x (n, c, s): ``c`` x ``split`` programs, each
+    covering ``chunk`` of a channel's ``length`` = n*s elements in blocks of ``block``."""
+
+    length: int
+    block: int
+    split: int
+    chunk: int
+
+
+def channel_launch(n: int, c: int, s: int) -> ChannelLaunch:
+    length = n * s
+    block = min(MAX_BLOCK, _pow2(length))
+    split = max(1, min(MAX_SPLIT, _pow2(TARGET_PROGRAMS // max(c, 1)),
+                       _pow2(math.ceil(length / block))))  # fmt: skip
+    chunk = math.ceil(math.ceil(length / split) / block) * block
+    return ChannelLaunch(length, block, split, chunk)
+
+
+def forward_block(total: int) -> int:
+    return min(MAX_BLOCK, _pow2(total))
+
+
+class Tile(NamedTuple):
+    """The single-kernel path's program: ``row_channels`` channels of one sample held as a
+    (cblock, sblock) tile, with ``num_warps`` warps."""
+
+    row_channels: int
+    cblock: int
+    sblock: int
+    num_warps: int
+
+
+def on_chip_tile(plan: dict, shape: tuple[int, ...], groups: int,
+                 dtype: torch.dtype) -> Tile | None:  # fmt: skip
+    """The single-kernel path's tile for x of ``shape``, or None where the plan has no
+    such path or its reduction groups do not fit on chip."""
+    if plan["on_chip"] is None:
+        return None
+    c, s = shape[1], math.prod(shape[2:])
+    row_channels = {"instance": 1, "group": c // groups, "layer": c}[plan["on_chip"]]
+    cblock, sblock = _pow2(row_channels), _pow2(s)
+    limit = ON_CHIP_ELEMENTS // (2 if dtype == torch.float64 else 1)
+    if cblock * sblock > limit:
+        return None
+    return Tile(row_channels, cblock, sblock, min(16, max(4, cblock * sblock // 512)))
+
+
+def _block_rows(values: Tensor, axis: str, groups: int) -> Tensor:
+    """Per-block values (N, C, T) arranged as (statistics of ``axis``, blocks of each)."""
+    n, c, t = values.shape
+    if axis == "batch":
+        return values.transpose(0, 1).reshape(c, n * t)
+    per = {"instance": 1, "group": c // groups, "layer": c}[axis]
+    return values.reshape(n * c // per, per * t)
+
+
+def _merge(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor]:
+    """Chan's merge of each row's blocks (count, mean, M2) into (mean, biased variance),
+    shifted by the first block's mean: exact for constant rows."""
+    pivot = mean[:, :1]
+    pivot = torch.where(pivot.isfinite(), pivot, torch.zeros_like(pivot))
+    total = count.sum(1)
+    grand = pivot[:, 0] + (count * (mean - pivot)).sum(1) / total
+    m2 = m2.sum(1) + (count * (mean - grand[:, None]).square()).sum(1)
+    return grand, m2 / total
+
+
+def _compute(x: Tensor) -> tuple[torch.dtype, Any]:
+    import triton.language as tl
+
+    if x.dtype == torch.float64:
+        return torch.float64, tl.float64
+    return torch.float32, tl.float32
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _statistics(plan: dict, training: bool) -> dict[int, dict]:
+    """The mode's statistics by node, in argument order."""
+    return {stat["node"]: stat for stat in plan["train" if training else "eval"]["statistics"]}
+
+
+def _triples(statistics: dict[int, dict], moments, means, adjoints) -> list[Tensor]:
+    """The kernels' per-statistic arguments: moment, mean of its input, adjoint."""
+    return [t for k in statistics for t in (moments[k], means[k], adjoints[k])]
+
+
+def forward(
+    module: Any, plan: dict, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
+    bias: Tensor | None, *, groups: int, eps: float, training: bool, momentum: float,
+    running: dict[int, Tensor],
+) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:  # fmt: skip
+    """The layer's output for ``x`` (N, C, *spatial), the moment of every statistic node
+    and the mean its input had; updates ``running`` (node -> (C,) running estimate) in
+    training mode."""
+    mode = "train" if training else "eval"
+    statistics = _statistics(plan, training)
+    compute, tl_compute = _compute(x)
+    shape = x.shape
+    x = x.contiguous()
+    n, c = shape[0], shape[1]
+    s = math.prod(shape[2:])
+    cg = c // groups
+    moments: dict[int, Tensor] = {}
+    for k, stat in statistics.items():
+        if stat["running"]:
+            moments[k] = running[k].to(compute)
+        else:
+            rows = statistic_rows(stat["axis"], n, c, s, groups)
+            moments[k] = torch.empty(rows, dtype=compute, device=x.device)
+    means = {k: torch.empty_like(m) for k, m in moments.items()}
+    triples = _triples(statistics, moments, means, moments)  # no adjoints in the forward pass
+    y = torch.empty_like(x)
+    w = weight if weight is not None else v0  # unread when AFFINE is off
+    b = bias if bias is not None else v0
+    tile = on_chip_tile(plan, shape, groups, x.dtype)
+    if tile:
+        module.fused_forward[(n, c // tile.row_channels)](
+            x, v0, v1, w, b, y, *triples, c, s, cg, tile.row_channels, eps,
+            COMPUTE=tl_compute, AFFINE=weight is not None, CBLOCK=tile.cblock,
+            SBLOCK=tile.sblock, num_warps=tile.num_warps, **OPTIONS,
+        )  # fmt: skip
+        return y.view(shape), moments, means
+    block, t = stage_block(s)
+    for kernel in plan[mode]["reduce"]:
+        inputs = sorted({statistics[k]["input"] for k in kernel["statistics"]
+                         if statistics[k]["axis"] != "channel"})  # fmt: skip
+        partials = torch.empty((max(len(inputs), 1), 3, n, c, t), dtype=compute,
+                               device=x.device)  # fmt: skip
+        getattr(module, kernel["name"])[(n, t)](
+            x, v0, v1, *triples, partials, n, c, s, cg, t, eps, COMPUTE=tl_compute, BLOCK=block,
+            **OPTIONS,
+        )  # fmt: skip
+        for k in kernel["statistics"]:
+            stat = statistics[k]
+            if stat["axis"] == "channel":
+                continue  # stored by the kernel
+            blocks = partials[inputs.index(stat["input"])]
+            mean, var = _merge(*(_block_rows(blocks[q], stat["axis"], groups) for q in range(3)))
+            moment = {"mean": mean, "var": var, "meansq": var + mean * mean}[stat["moment"]]
+            moments[k].copy_(moment)
+            means[k].copy_(mean)
+    if training:
+        count = n * s  # the elements each batch statistic reduces
+        for k, buffer in running.items():
+            unbiased = statistics[k]["unbiased"]
+            estimate = moments[k] * (count / (count - 1)) if unbiased else moments[k]
+            buffer.mul_(1 - momentum).add_(estimate.to(buffer.dtype), alpha=momentum)
+    total = x.numel()
+    block = forward_block(total)
+    module.forward[(math.ceil(total / block),)](
+        x, v0, v1, w, b, y, *triples, total, c, s, cg, eps,
+        COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=block, **OPTIONS,
+    )  # fmt: skip
+    return y.view(shape), moments, means
+
+
+def backward(
+    module: Any, plan: dict, dy: Tensor, x: Tensor, v0: Tensor, v1: Tensor,
+    weight: Tensor | None, moments: dict[int, Tensor], means: dict[int, Tensor], *, groups: int,
+    eps: float, training: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """Gradients (dx, dv0, dv1, dweight, dbias) from the upstream gradient ``dy`` and what
+    the forward pass saved: x and the statistics' moments and means."""
+    mode = "train" if training else "eval"
+    statistics = _statistics(plan, training)
+    compute, tl_compute = _compute(x)
+    shape = x.shape
+    x, dy = x.contiguous(), dy.contiguous()
+    n, c, s = shape[0], shape[1], math.prod(shape[2:])
+    cg = c // groups
+    adjoints = {k: torch.zeros_like(m) for k, m in moments.items()}
+    triples = _triples(statistics, moments, means, adjoints)
+    w = weight if weight is not None else v0  # unread when AFFINE is off
+    dx = torch.empty_like(x)
+    tile = on_chip_tile(plan, shape, groups, x.dtype)
+    if tile:
+        partials = torch.empty((4, n, c), dtype=compute, device=x.device)
+        module.fused_backward[(n, c // tile.row_channels)](
+            x, v0, v1, w, dy, dx, *triples, partials, n, c, s, cg, tile.row_channels, eps,
+            COMPUTE=tl_compute, AFFINE=weight is not None, CBLOCK=tile.cblock,
+            SBLOCK=tile.sblock, num_warps=tile.num_warps, **OPTIONS,
+        )  # fmt: skip
+        dv0, dv1, dweight, dbias = partials.sum(1)  # deterministic
+        return dx.view(shape), dv0, dv1, dweight, dbias
+    block, t = stage_block(s)
+    for kernel in plan[mode]["backward_reduce"]:
+        blocked = [k for k in kernel["statistics"] if statistics[k]["axis"] != "channel"]
+        partials = torch.empty((max(len(blocked), 1), n, c, t), dtype=compute, device=x.device)
+        getattr(module, kernel["name"])[(n, t)](
+            x, v0, v1, w, dy, *triples, partials, n, c, s, cg, t, eps, COMPUTE=tl_compute,
+            AFFINE=weight is not None, BLOCK=block, **OPTIONS,
+        )  # fmt: skip
+        for position, k in enumerate(blocked):  # channel adjoints: stored by the kernel
+            axis = statistics[k]["axis"]
+            adjoints[k].copy_(_block_rows(partials[position], axis, groups).sum(1))
+    launch = channel_launch(n, c, s)
+    partials = torch.empty(4 * c * launch.split, dtype=compute, device=x.device)
+    getattr(module, f"backward_{mode}")[(c, launch.split)](
+        x, v0, v1, w, dy, dx, *triples, partials, n, c, s, cg, launch.length, launch.chunk,
+        eps, COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=launch.block,
+        SPLIT=launch.split, **OPTIONS,
+    )  # fmt: skip
+    dv0, dv1, dweight, dbias = partials.view(4, c, launch.split).sum(-1)
+    return dx.view(shape), dv0, dv1, dweight, dbias
+
+
+def _saved_rows(plan: dict, x: Tensor, training: bool, groups: int) -> list[int]:
+    """Rows of each statistic's moment, in argument order."""
+    n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    return [c if stat["running"] else statistic_rows(stat["axis"], n, c, s, groups)
+            for stat in _statistics(plan, training).values()]  # fmt: skip
+
+
+def register_ops(namespace: str, plan_of: Callable[[str], dict],
+                 kernels_of: Callable[[str], Any]) -> Callable:  # fmt: skip
+    """Define the custom ops ``<namespace>::fused_forward`` and ``<namespace>::fused_backward``
+    (fake implementations and an autograd formula included) and return ``fused_norm_act``,
+    the layer's output through them.
+
+    Both ops take a graph's JSON first; ``plan_of(graph_json)`` gives its plan and
+    ``kernels_of(graph_json)`` its kernel module (loaded only to launch: fake
+    implementations and the autograd formula need the plan alone).  ``fused_forward``
+    returns the output, what backward needs (the statistics' moments and the means their
+    variances were taken around; x is saved by the autograd formula) and the updated
+    running estimates (an op with an autograd formula must be functional: the caller
+    copies them into its buffers);
+    ``fused_backward`` returns the gradients of x, v0, v1, weight and bias.  Inputs are
+    made contiguous first: a channels_last tensor is copied to NCHW order.
+    """
+
+    @torch.library.custom_op(f"{namespace}::fused_forward", mutates_args=())
+    def fused_forward(
+        graph: str, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
+        bias: Tensor | None, running: list[Tensor], groups: int, eps: float, training: bool,
+        momentum: float,
+    ) -> list[Tensor]:  # fmt: skip
+        """[y, *moments, *means, *updated running estimates]; ``running`` lists the batch
+        statistics' running estimates in node order."""
+        plan = plan_of(graph)
+        statistics = _statistics(plan, training)
+        updated = [r.clone() for r in running]
+        if x.numel() == 0:  # nothing to normalise: no kernel, and the estimates stay
+            compute = _compute_dtype(x)
+            rows = _saved_rows(plan, x, training, groups)
+            saved = [x.new_full((r,), math.nan, dtype=compute) for r in rows]
+            return [torch.empty_like(x, memory_format=torch.contiguous_format), *saved,
+                    *[t.clone() for t in saved], *updated]  # fmt: skip
+        batch = [k for k, stat in statistics.items() if stat["axis"] == "batch"]
+        y, moments, means = forward(
+            kernels_of(graph), plan, x, v0, v1, weight, bias, groups=groups, eps=eps,
+            training=training, momentum=momentum, running=dict(zip(batch, updated, strict=True)),
+        )  # fmt: skip
+        # Outputs of a custom op may not alias its inputs or each other: a running estimate
+        # read in eval mode is copied.
+        saved = [moments[k] for k in statistics] + [means[k] for k in statistics]
+        taken = {t.data_ptr() for t in (*running, *updated)}
+        return [y, *[t.clone() if t.data_ptr() in taken else t for t in saved], *updated]
+
+    @fused_forward.register_fake
+    def _(graph, x, v0, v1, weight, bias, running, groups, eps, training, momentum):
+        rows = _saved_rows(plan_of(graph), x, training, groups)
+        compute = _compute_dtype(x)
+        saved = [x.new_empty((r,), dtype=compute) for r in rows]
+        return [
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            *saved,
+            *[t.new_empty(t.shape) for t in saved],
+            *[torch.empty_like(r) for r in running],
+        ]
+
+    @torch.library.custom_op(f"{namespace}::fused_backward", mutates_args=())
+    def fused_backward(
+        graph: str, dy: Tensor, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
+        saved: list[Tensor], groups: int, eps: float, training: bool,
+    ) -> list[Tensor]:  # fmt: skip
+        """[dx, dv0, dv1, dweight, dbias], the per-channel ones in the compute dtype."""
+        plan = plan_of(graph)
+        statistics = _statistics(plan, training)
+        if x.numel() == 0:
+            c = x.shape[1]
+            return [torch.zeros_like(x),
+                    *[x.new_zeros(c, dtype=_compute_dtype(x)) for _ in range(4)]]  # fmt: skip
+        half = len(saved) // 2
+        moments = dict(zip(statistics, saved[:half], strict=True))
+        means = dict(zip(statistics, saved[half:], strict=True))
+        dx, *per_channel = backward(kernels_of(graph), plan, dy, x, v0, v1, weight, moments, means,
+                                    groups=groups, eps=eps, training=training)  # fmt: skip
+        return [dx, *[t.clone() for t in per_channel]]  # views of one buffer: may not alias
+
+    @fused_backward.register_fake
+    def _(graph, dy, x, v0, v1, weight, saved, groups, eps, training):
+        c = x.shape[1]
+        return [torch.empty_like(x, memory_format=torch.contiguous_format),
+                *[x.new_empty(c, dtype=_compute_dtype(x)) for _ in range(4)]]  # fmt: skip
+
+    def setup_context(ctx, inputs, output) -> None:
+        graph, x, v0, v1, weight, _, running, groups, eps, training, _ = inputs
+        ctx.graph, ctx.groups, ctx.eps, ctx.training = graph, groups, eps, training
+        ctx.has_weight = weight is not None
+        ctx.running = len(running)
+        ctx.save_for_backward(x, v0, v1, weight, *output[1 : len(output) - len(running)])
+
+    def backward_formula(ctx, grads):
+        x, v0, v1, weight, *saved = ctx.saved_tensors
+        dx, dv0, dv1, dweight, dbias = fused_backward(
+            ctx.graph, grads[0], x, v0, v1, weight, saved, ctx.groups, ctx.eps, ctx.training
+        )
+        reads = plan_of(ctx.graph)["reads"]
+        # Parameters that no node reads get no gradient, as in the eager layer.
+        dv0 = dv0.to(v0.dtype) if reads["v0"] else None
+        dv1 = dv1.to(v1.dtype) if reads["v1"] else None
+        if ctx.has_weight:
+            dweight, dbias = dweight.to(weight.dtype), dbias.to(weight.dtype)
+        else:
+            dweight = dbias = None
+        return None, dx, dv0, dv1, dweight, dbias, [None] * ctx.running, None, None, None, None
+
+    fused_forward.register_autograd(backward_formula, setup_context=setup_context)
+
+    def fused_norm_act(
+        graph: str, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
+        bias: Tensor | None, running: list[Tensor], *, groups: int, eps: float,
+        training: bool, momentum: float,
+    ) -> Tensor:  # fmt: skip
+        """The layer's output through the fused kernels (``graph``: a canonical graph's
+        JSON; ``running``: its batch statistics' estimates in node order)."""
+        if x.numel() > MAX_ELEMENTS:
+            raise ValueError(
+                f"the triton backend indexes with 32 bits: an input of {x.numel():,} elements "
+                "is too large (split the batch, or use backend='eager')"
+            )
+        count = x.shape[0] * math.prod(x.shape[2:])  # per batch statistic
+        if training and count == 1 and running:
+            raise ValueError(  # as BatchNorm and the eager layer
+                "expected more than 1 value per channel when training batch statistics, got "
+                f"input of shape {tuple(x.shape)}"
+            )
+        y, *rest = fused_forward(graph, x.contiguous(), v0, v1, weight, bias, running,
+                                 groups, eps, training, momentum)  # fmt: skip
+        if training and running:
+            with torch.no_grad():
+                for buffer, updated in zip(running, rest[-len(running) :], strict=True):
+                    buffer.copy_(updated)
+        return y
+
+    return fused_norm_act
