@@ -169,6 +169,10 @@ class GraphNormAct(nn.Module):
         if backend == "triton" and self._triton_refusal:
             raise ValueError(f"backend='triton' cannot run {self.formula}: "
                              f"{self._triton_refusal}")  # fmt: skip
+        if backend == "triton":
+            from evonorm_search.codegen.launch import interpreting
+
+            interpreting()  # asked here, so that torch.compile reads the answer when tracing
 
         factory = {"device": device, "dtype": dtype}
         self.v0 = nn.Parameter(torch.empty(num_channels, **factory))
@@ -226,7 +230,7 @@ class GraphNormAct(nn.Module):
             return x.is_cuda and not self._triton_refusal
         if self.backend != "triton":
             return False
-        from evonorm_search.codegen.op import interpreting
+        from evonorm_search.codegen.launch import interpreting
 
         if not (x.is_cuda or interpreting()):
             raise RuntimeError(

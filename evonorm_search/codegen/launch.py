@@ -49,10 +49,20 @@ OPTIONS = {"enable_fp_fusion": True}
 MAX_ELEMENTS = 2**31 - 1
 
 
-@torch.compiler.assume_constant_result  # torch.compile reads it when tracing
+_INTERPRETING: list[bool] = []  # triton's answer, once asked
+
+
 def interpreting() -> bool:
     """Whether triton runs kernels in its interpreter (on CPU tensors): ``TRITON_INTERPRET``
-    as triton itself reads it.  Imports triton; False where it is not installed."""
+    as triton itself reads it, asked once per process (triton reads it when it defines a
+    kernel).  Imports triton; False where it is not installed.  Once asked, torch.compile
+    reads the answer as a constant (ask before tracing: importing triton breaks a graph)."""
+    if not _INTERPRETING:
+        _INTERPRETING.append(_ask_triton())
+    return _INTERPRETING[0]
+
+
+def _ask_triton() -> bool:
     try:
         import triton
     except ImportError:
