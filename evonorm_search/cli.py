@@ -638,24 +638,31 @@ def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--class-name", default="EvolvedNormAct", show_default=True, callback=_class_name,
               help="The module class's name.")  # fmt: skip
+@click.option("--kernels", is_flag=True,
+              help="Also carry the layer's Triton kernels, run on CUDA tensors where triton "
+                   "is installed (PyTorch ops elsewhere).")  # fmt: skip
 @_db_option
-def export_command(candidate_id: int, output: Path, class_name: str, db_url: str | None) -> None:
+def export_command(candidate_id: int, output: Path, class_name: str, kernels: bool,
+                   db_url: str | None) -> None:  # fmt: skip
     """Write candidate ID as a standalone PyTorch module that needs only torch.
 
     The class computes the candidate's canonical graph as GraphNormAct does, with the same
     state-dict keys; its docstring gives the formula, the search, the candidate and its
-    scores.
+    scores.  With --kernels the file also holds the layer's generated Triton kernels, their
+    launcher and custom ops, and their figures for sm_90a (registers, spills, traffic).
     """
-    from evonorm_search.export import export_source, read_candidate
+    from evonorm_search.export import export_source, provenance_of, read_candidate
 
-    graph, provenance = read_candidate(db_url, candidate_id)
-    source = export_source(graph, class_name, provenance=provenance)
+    graph, record = read_candidate(db_url, candidate_id)
+    provenance = provenance_of(record)
+    source = export_source(graph, class_name, provenance=provenance, kernels=kernels,
+                           compiled=record["compiled"])  # fmt: skip
     try:
         output.write_text(source, encoding="utf-8")
     except OSError as e:
         raise click.ClickException(f"cannot write {output}: {e.strerror}") from None
-    click.echo(f"wrote {output}: class {class_name}, candidate {candidate_id} of search "
-               f"{provenance['search']}")  # fmt: skip
+    click.echo(f"wrote {output}: class {class_name}{' with its Triton kernels' * kernels}, "
+               f"candidate {candidate_id} of search {provenance['search']}")  # fmt: skip
 
 
 @cli.command()

@@ -163,7 +163,31 @@ def test_the_main_job_runs_a_search_that_the_query_commands_read(tmp_path):
         timeout=120,
     )
     assert shown.returncode == 0 and "traffic" in shown.stdout
-    served_by_the_dashboard(tmp_path, "quick", best)
+    exported_into_a_resnet(tmp_path, best)
+    served_by_the_dashboard(tmp_path, "quick", best)  # skips where there is no Chromium
+
+
+def exported_into_a_resnet(directory: Path, best: int) -> None:
+    """The README's export of the main job's best candidate with its kernels, dropped into
+    examples/resnet.py's ResNet (fewer steps), on the CPU: it trains, and says it ran
+    PyTorch ops."""
+    (command,) = [b.strip() for b in blocks("bash") if "examples/resnet.py" in b]
+    export, train = command.split(" && ")
+    export = export.split()
+    export[2] = str(best)  # the README shows its own run's best candidate
+    out = subprocess.run([sys.executable, "-m", "evonorm_search", *export[1:]],
+                         capture_output=True, text=True, cwd=directory, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "with its Triton kernels" in out.stdout
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script, *args = train.split()[1:]  # run from the repository's root in the README
+    out = subprocess.run([sys.executable, str(ROOT / script), *args, "--steps", "30"], env=env,
+                         capture_output=True, text=True, cwd=directory, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line[:22].strip(): line[22:].split() for line in out.stdout.splitlines()[4:]}
+    assert set(rows) == {"BatchNorm2d + ReLU", "EvolvedNormAct"}, out.stdout
+    assert all(0.0 <= float(accuracy) <= 1.0 for _, accuracy, _ in rows.values())
+    assert "EvolvedNormAct runs in PyTorch ops on cpu tensors" in out.stderr
 
 
 def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
