@@ -423,7 +423,8 @@ def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
         lines += [
             "if _runs_kernels(x):",
             "    return _fused_norm_act(",
-            f"        GRAPH, x, self.v0, self.v1, self.weight, self.bias, [{running}],",
+            "        GRAPH, x, self.v0, self.v1, self.weight, self.bias,",
+            f"        [{running}],  # the running estimates, in node order",
             "        groups=self.groups, eps=self.eps, training=self.training,",
             "        momentum=self.momentum,",
             "    )",

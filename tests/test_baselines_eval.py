@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_search import TINY_SPACE, new_driver, rows
+from test_search import TINY_SPACE, new_driver, rows, space_and_url
 from test_search import cli as command
 
 from evonorm_search import baselines
@@ -33,9 +33,7 @@ NAME = "baselines-zoospace-digits-tiny-s0"
 
 @pytest.fixture
 def zoo_space(tmp_path):
-    path = tmp_path / "zoospace.toml"
-    path.write_text(ZOO_SPACE)
-    return path, f"sqlite:///{tmp_path / 'search.db'}"
+    return space_and_url(tmp_path, ZOO_SPACE, "zoospace.toml")
 
 
 def run(*args):

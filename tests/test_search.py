@@ -52,11 +52,17 @@ dtype = "float32"
 """
 
 
+def space_and_url(directory: Path, text: str, name: str) -> tuple[Path, str]:
+    """A space file ``name`` holding ``text`` in ``directory``, and the URL of a database
+    beside it."""
+    path = directory / name
+    path.write_text(text)
+    return path, f"sqlite:///{directory / 'search.db'}"
+
+
 @pytest.fixture
 def tiny(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_SPACE)
-    return path, f"sqlite:///{tmp_path / 'search.db'}"
+    return space_and_url(tmp_path, TINY_SPACE, "tiny.toml")
 
 
 def cli(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
