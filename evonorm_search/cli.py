@@ -661,8 +661,9 @@ def export_command(candidate_id: int, output: Path, class_name: str, kernels: bo
         output.write_text(source, encoding="utf-8")
     except OSError as e:
         raise click.ClickException(f"cannot write {output}: {e.strerror}") from None
-    click.echo(f"wrote {output}: class {class_name}{' with its Triton kernels' * kernels}, "
-               f"candidate {candidate_id} of search {provenance['search']}")  # fmt: skip
+    what = f"class {class_name} with its Triton kernels" if kernels else f"class {class_name}"
+    click.echo(f"wrote {output}: {what}, candidate {candidate_id} of search "
+               f"{provenance['search']}")  # fmt: skip
 
 
 @cli.command()

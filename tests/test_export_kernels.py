@@ -32,7 +32,7 @@ pytest.importorskip("triton", reason="exported kernels need triton to run or com
 
 TOLERANCE = 1e-4  # float32 and float64; bfloat16 outputs round to 8 bits
 BF16_TOLERANCE = 2**-6
-# What triton's interpreter needs, and where no layer reads a kernel cache of the package.
+# The children's environments: triton's interpreter on, or off whatever the caller's says.
 INTERPRETED = {**os.environ, "TRITON_INTERPRET": "1"}
 NOT_INTERPRETED = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
 # Figures quoted in the docstrings of files that other tests only run (an ahead-of-time
