@@ -15,11 +15,10 @@ import functools
 from types import ModuleType
 
 from evonorm_search.codegen import launch, runtime
-from evonorm_search.codegen.launch import MAX_ELEMENTS, interpreting
 from evonorm_search.codegen.source import LayerSource, generate
 from evonorm_search.graph import LayerGraph
 
-__all__ = ["MAX_ELEMENTS", "fused_norm_act", "interpreting"]
+__all__ = ["fused_norm_act"]
 
 
 @functools.lru_cache(maxsize=256)
