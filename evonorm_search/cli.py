@@ -53,15 +53,21 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _print_table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table whose every string is shown as itself: text from the database (names,
+    reasons, formulas) is never read as rich markup (``[red]``) or emoji codes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    console = Console()
+    if title is not None:  # a line of its own: a table would wrap it to the table's width
+        console.print(Text(title, style="bold"), soft_wrap=True)
+    table = Table(show_lines=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
 
 
 def _print_json(data: Any) -> None:
@@ -689,12 +695,17 @@ def report(name: str, output: Path, top: int, db_url: str | None) -> None:
               "network (no authentication).")  # fmt: skip
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port to listen on (0: any free one, printed).")  # fmt: skip
-def dashboard(db_url: str | None, host: str, port: int) -> None:
+@click.option("--allow-host", "allow_hosts", metavar="NAME", multiple=True,
+              help="Also answer requests addressed to NAME (repeatable): a reverse proxy's "
+              "public name, or this machine's names and addresses with --host 0.0.0.0 or ::; "
+              "'*.example.com' allows its subdomains. Requests for any host but these, "
+              "127.0.0.1, localhost and --host get 400 (against DNS rebinding).")  # fmt: skip
+def dashboard(db_url: str | None, host: str, port: int, allow_hosts: tuple[str, ...]) -> None:
     """Serve a read-only web dashboard over the database: searches, live progress, the
     Pareto front, candidates (JSON under /api)."""
     from evonorm_search.dashboard import serve
 
-    serve(db_url, host, port)
+    serve(db_url, host, port, allow_hosts=allow_hosts)
 
 
 # -- running a search ----------------------------------------------------------------------

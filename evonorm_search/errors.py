@@ -7,7 +7,14 @@ Each subclass also inherits the built-in a caller would expect (``GraphError`` i
 
 from __future__ import annotations
 
-__all__ = ["EvoNormError", "GraphError", "NotFoundError", "SpaceError", "StoreError"]
+__all__ = [
+    "EvoNormError",
+    "GraphError",
+    "KernelCacheError",
+    "NotFoundError",
+    "SpaceError",
+    "StoreError",
+]
 
 
 class EvoNormError(Exception):
@@ -29,3 +36,8 @@ class StoreError(EvoNormError, RuntimeError):
 
 class NotFoundError(StoreError, LookupError):
     """No search or candidate by that name or id (a 404 in the dashboard)."""
+
+
+class KernelCacheError(EvoNormError, RuntimeError):
+    """The kernel cache directory cannot be used safely: another user owns it or may write
+    into it (its files are imported as code), or it cannot be created."""

@@ -17,10 +17,17 @@ from evonorm_search.graph import LayerGraph
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["draw_graph", "graph_figure", "plot_front"]
+__all__ = ["draw_graph", "graph_figure", "literal", "plot_front"]
 
 _FORMATS = (".png", ".svg", ".pdf")
 _MINIMISED = {"cost": "bytes per element (lower is better)", "nodes": "nodes (lower is better)"}
+
+
+def literal(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a name or formula from the database holding
+    two ``$`` would otherwise be parsed as mathtext (and fail on ``\\foo``).  Every ``$`` is
+    escaped; matplotlib turns ``\\$`` back into ``$`` in text without math."""
+    return str(text).replace("$", r"\$")
 
 
 def _check_path(path: Path) -> Path:
@@ -74,14 +81,16 @@ def plot_front(
                          *((p, p["name"]) for p in baselines)]:  # fmt: skip
             x, y = _value(p, a), _value(p, b)
             if x is not None and y is not None:
-                axes.annotate(label, (x, y), fontsize=7, xytext=(3, 3),
+                axes.annotate(literal(label), (x, y), fontsize=7, xytext=(3, 3),
                               textcoords="offset points")  # fmt: skip
-        axes.set_xlabel(_MINIMISED.get(a, f"{a} accuracy" if a != "mean" else "mean accuracy"))
-        axes.set_ylabel(_MINIMISED.get(b, f"{b} accuracy" if b != "mean" else "mean accuracy"))
+        axes.set_xlabel(literal(_MINIMISED.get(a, f"{a} accuracy" if a != "mean" else
+                                               "mean accuracy")))  # fmt: skip
+        axes.set_ylabel(literal(_MINIMISED.get(b, f"{b} accuracy" if b != "mean" else
+                                               "mean accuracy")))  # fmt: skip
         axes.grid(alpha=0.3)
     shown = sum(_value(p, "mean") is not None for p in baselines)
-    figure.suptitle(f"{title}: {len(front)} on the front (red) of {len(points)} trained"
-                    + (f"; {shown} baselines (blue)" if baselines else ""))  # fmt: skip
+    figure.suptitle(literal(f"{title}: {len(front)} on the front (red) of {len(points)} trained"
+                            + (f"; {shown} baselines (blue)" if baselines else "")))  # fmt: skip
     figure.savefig(path, dpi=120)
     return path
 
@@ -106,7 +115,7 @@ def graph_figure(graph: LayerGraph, *, title: str | None = None) -> Figure:
             live.nodes[n]["depth"] = depth
     position = nx.multipartite_layout(live, subset_key="depth")
     labels = {
-        n: d["op"] if d["axis"] is None else f"{d['op']}\n{d['axis']}"
+        n: literal(d["op"] if d["axis"] is None else f"{d['op']}\n{d['axis']}")
         for n, d in live.nodes(data=True)
     }
     width = 2.2 + 1.6 * (1 + max(d["depth"] for _, d in live.nodes(data=True)))
@@ -126,6 +135,6 @@ def graph_figure(graph: LayerGraph, *, title: str | None = None) -> Figure:
     nx.draw_networkx_edge_labels(live, position, arguments, ax=axes, font_size=7,
                                  node_size=1500, connectionstyle=bends)  # fmt: skip
     axes.margins(0.15)
-    axes.set_title(title or graph.formula(), fontsize=9)
+    axes.set_title(literal(title or graph.formula()), fontsize=9)
     axes.axis("off")
     return figure

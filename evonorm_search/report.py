@@ -59,7 +59,9 @@ def _settings(search: dict[str, Any], status: dict[str, Any]) -> _Section:
 def _funnel(status: dict[str, Any], reasons: list[dict[str, Any]], directory: Path) -> _Section:
     from matplotlib.figure import Figure
 
-    stages = {f"stopped at {k}": v for k, v in status["stopped_at"].items()}
+    from evonorm_search.plots import literal
+
+    stages = {literal(f"stopped at {k}"): v for k, v in status["stopped_at"].items()}
     stages["trained"] = status["trained"]
     figure = Figure(figsize=(6.4, 3.2), layout="constrained")
     axes = figure.add_subplot()
@@ -185,8 +187,8 @@ def _html(name: str, sections: Sequence[_Section]) -> str:
 
 def _markdown(name: str, sections: Sequence[_Section], base: Path) -> str:
     def cell(text: str) -> str:
-        """Text as itself: no markup, no HTML, no table break."""
-        for special in "\\`*_[]<>|#":
+        """Text as itself: no markup, no HTML or entity, no math, no table break."""
+        for special in "\\`*_[]<>|#$&~!":
             text = text.replace(special, "\\" + special)
         return text.replace("\n", " ")
 

@@ -81,7 +81,7 @@ def test_show_with_lineage_and_drawing(filled, tmp_path):
 def test_db_upgrade_creates_a_database_and_env_names_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     code, out, _ = run("db", "upgrade", env={"EVONORM_DB": url})
-    assert code == 0 and "(new database) -> 0002" in out
+    assert code == 0 and "(new database) -> 0003" in out
     code, out, _ = run("status", "--format", "json", env={"EVONORM_DB": url})
     assert code == 0 and json.loads(out) == []
 
@@ -108,7 +108,7 @@ def test_bad_requests_are_one_line(filled, args, message):
     [
         ("sqlite:///{tmp}/absent.db", "no database at sqlite:///"),
         ("nonsense", "malformed database URL"),
-        ("postgresql://me:hunter2@127.0.0.1:1/x", "cannot connect to postgresql://me:***@"),
+        ("postgresql://me:hunter2@127.0.0.1:1/x", "cannot use postgresql://me:***@"),
     ],
 )
 def test_unusable_databases_are_one_line_without_passwords(tmp_path, url, message):
@@ -119,3 +119,48 @@ def test_unusable_databases_are_one_line_without_passwords(tmp_path, url, messag
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.stderr
     assert not (tmp_path / "absent.db").exists()
+
+
+def _damaged(directory, kind: str):
+    """A file that is not a usable database: text, or a real database cut short."""
+    path = directory / f"{kind}.db"
+    if kind == "text":
+        path.write_text("name,score\nbn_relu,0.91\n")
+    else:
+        url = f"sqlite:///{directory / 'whole.db'}"
+        with Store(url) as store:
+            populate(store, candidates=40)
+        data = (directory / "whole.db").read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+COMMANDS = [
+    ["status"], ["status", "demo"], ["pareto", "demo"], ["show", "3"], ["compile", "3"],
+    ["export", "3", "-o", "{dir}/layer.py"], ["report", "demo", "-o", "{dir}/report.html"],
+    ["retune", "demo", "--top", "1"], ["resume", "demo"], ["run", "--name", "new"],
+    ["baselines", "evaluate"], ["db", "upgrade"], ["dashboard", "--port", "0"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [("text", "file is not a database"), ("truncated", "database disk image is malformed")],
+)
+def test_a_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_path, kind, problem):
+    import hashlib
+
+    path = _damaged(tmp_path, kind)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    for command in COMMANDS:
+        args = [a.format(dir=tmp_path) for a in command]
+        code, out, err = run(*args, "--db", f"sqlite:///{path}")
+        assert code == 2, (command, out, err)
+        assert err.strip() == f"evonorm-search: error: cannot use sqlite:///{path}: {problem}", (
+            command, err)  # fmt: skip
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, command
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(kind)) == [path.name]
+    # Through the installed entry point too, as a user runs it.
+    command = [sys.executable, "-m", "evonorm_search", "status", "--db", f"sqlite:///{path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

@@ -263,3 +263,44 @@ def test_every_elementwise_op_has_a_triton_template():
     for op in ELEMENTWISE.values():
         fields = {"a": "t4", "b": "t5"} if op.arity == 2 else {"a": "t4"}
         assert op.triton and "t4" in op.triton.format(**fields), op.name
+
+
+# -- the kernel cache ------------------------------------------------------------------------
+
+
+def test_the_kernel_cache_is_private_and_a_shared_one_is_refused(tmp_path, monkeypatch):
+    """Its files are imported as code: created 0700, and refused (one line naming it) where
+    another user could write into it."""
+    from evonorm_search.codegen.runtime import load_module, private_cache_dir
+    from evonorm_search.errors import KernelCacheError
+
+    fresh = tmp_path / "new" / "kernels"
+    monkeypatch.setenv("EVONORM_KERNEL_CACHE", str(fresh))
+    assert private_cache_dir() == fresh and (fresh.stat().st_mode & 0o777) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    shared.chmod(0o777)
+    monkeypatch.setenv("EVONORM_KERNEL_CACHE", str(shared))
+    source = generate(LayerGraph.parse("x / std_group(x) + v1"))
+    with pytest.raises(KernelCacheError, match=f"the kernel cache {shared} can be written by "
+                                               "other users \\(mode 777\\)"):  # fmt: skip
+        load_module(source)
+    assert list(shared.iterdir()) == []  # nothing written into it, nothing imported
+    env = {**os.environ, "EVONORM_KERNEL_CACHE": str(shared)}
+    out = subprocess.run([sys.executable, "-m", "evonorm_search", "compile", "x / std_group(x)"],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"evonorm-search: error: the kernel cache {shared} can be written by other users "
+        "(mode 777): chmod 700 it, or set EVONORM_KERNEL_CACHE to a directory of your own"
+    ]
+
+
+def test_a_failed_kernel_write_leaves_no_temporary_file(tmp_path):
+    from evonorm_search.codegen.runtime import write_source
+
+    source = generate(LayerGraph.parse("x / std_group(x) + v1"))
+    (tmp_path / f"evonorm_kernels_{source.digest}.py").mkdir()  # the rename cannot replace it
+    with pytest.raises(OSError):
+        write_source(source, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f"evonorm_kernels_{source.digest}.py"]
+    assert write_source(source, tmp_path / "ok").read_text() == source.text

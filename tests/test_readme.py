@@ -197,7 +197,7 @@ def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
     README's come from here)."""
     import urllib.request
 
-    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, FRONT_DRAWN, dashboard
+    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, FRONT_DRAWN, dashboard, wait_until
 
     with dashboard("", cwd=directory) as (base, _):
         for path in ("/", f"/searches/{name}", f"/candidates/{best}", f"/api/searches/{name}"):
@@ -212,7 +212,7 @@ def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{base}/searches/{name}")
-            page.wait_for_function(FRONT_DRAWN, timeout=20_000)
+            wait_until(page, FRONT_DRAWN)
             x, y = page.input_value("#objective-x"), page.input_value("#objective-y")
             drawn = page.evaluate("document.getElementById('front-plot').data[1].customdata")
             with urllib.request.urlopen(f"{base}/api/searches/{name}/pareto?objectives={x},{y}",
@@ -222,8 +222,8 @@ def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
             if shots:
                 page.screenshot(path=Path(shots) / "dashboard-search.png", full_page=True)
             page.goto(f"{base}/candidates/{best}")
-            page.wait_for_function("document.querySelectorAll('#lineage li').length > 0")
-            page.wait_for_function("document.getElementById('drawing').complete")
+            wait_until(page, "document.querySelectorAll('#lineage li').length > 0")
+            wait_until(page, "document.getElementById('drawing').complete")
             if shots:
                 page.screenshot(path=Path(shots) / "dashboard-candidate.png", full_page=True)
             browser.close()

@@ -281,6 +281,57 @@ def test_a_search_writes_to_postgresql(tiny):
         databases.close()
 
 
+def damaged_cifar10(directory: Path, characters: int = 2000) -> Path:
+    """CIFAR-10's files, each a pickle naming a numpy dtype of ``characters`` letters: loading
+    one in a trial raises a DataError quoting the name (a message over 2,000 characters)."""
+    import struct
+
+    name = "x" * characters
+    payload = (
+        b"\x80\x02cnumpy\ndtype\nX" + struct.pack("<I", len(name)) + name.encode() + b"\x85R."
+    )  # dtype("xxx..."), through the loader's own allowed globals
+    directory.mkdir()
+    for file in [f"data_batch_{i}" for i in range(1, 6)] + ["batches.meta"]:
+        (directory / file).write_bytes(payload)
+    return directory
+
+
+@pytest.mark.slow
+def test_a_trial_raising_a_long_error_fails_its_candidate_and_the_search_goes_on(tiny, tmp_path):
+    """On PostgreSQL, which refuses text longer than its column: every trial raises a
+    2,000-character error, each candidate is failed with a readable reason (the message's
+    start, and its length) and the whole message as its detail, and the search screens on
+    to its cap instead of stopping at the first failure."""
+    from evonorm_search.store import Store
+
+    from conftest import postgres_database
+
+    space, _ = tiny
+    data = damaged_cifar10(tmp_path / "cifar-10-batches-py")
+    databases = postgres_database()
+    url = next(databases)
+    try:
+        out = cli("run", "--name", "long-errors", "--space", str(space), "--data", "cifar10",
+                  "--data-dir", str(data), "--budget", "1", "--max-candidates", "12",
+                  "--no-verify", "--db", url)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        summary = status(url, "long-errors")
+        assert summary["status"] == "exhausted" and summary["screened"] == 12
+        assert summary["failed"] >= 2, summary
+        with Store(url, readonly=True) as store:
+            failed = [store.candidate(c["id"]) for c in store.history("long-errors")
+                      if c["status"] == "failed"]  # fmt: skip
+    finally:
+        databases.close()
+    for candidate in failed:
+        assert candidate["stage"] == "trial"
+        assert candidate["reason"].startswith(f"DataError: {data}/")
+        assert "not a CIFAR-10 python batch: data type 'xxx" in candidate["reason"]
+        assert candidate["reason"].endswith("characters; the detail has them)")
+        assert 300 < len(candidate["reason"]) < 400
+        assert len(candidate["detail"]) > 2000 and candidate["detail"].endswith("x' not understood")
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny):
     space, url = tiny

@@ -46,7 +46,7 @@ def test_a_new_database_is_created_at_head_and_matches_the_models(db_url):
     from alembic.migration import MigrationContext
 
     Store(db_url).close()
-    assert revision(db_url) == "0002"
+    assert revision(db_url) == "0003"
     engine = make_engine(db_url)
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
@@ -104,20 +104,20 @@ def test_a_newer_revision_is_refused_and_left_untouched(db_url):
 
 
 def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path, monkeypatch):
-    """A migration environment with a third revision: a database at 0002 is older."""
+    """A migration environment with a fourth revision: a database at 0003 is older."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with Store(url) as store:
         new_search(store, "kept")
     scripts = tmp_path / "db"
     shutil.copytree(resource_dir("db"), scripts)
     (scripts / "versions" / "0003_note.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0003"\n'
-        'down_revision = "0002"\n\n\ndef upgrade():\n'
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0004"\n'
+        'down_revision = "0003"\n\n\ndef upgrade():\n'
         '    with op.batch_alter_table("searches") as batch:\n'
         '        batch.add_column(sa.Column("note", sa.Text(), nullable=True))\n'
     )
     monkeypatch.setattr("evonorm_search.store.engine.resource_dir", lambda _: scripts)
-    with pytest.raises(StoreError, match=r"older than this code's 0003: run `evonorm-search db"):
+    with pytest.raises(StoreError, match=r"older than this code's 0004: run `evonorm-search db"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
@@ -125,16 +125,16 @@ def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path,
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
     assert result.exit_code == 0, result.output
-    assert "0002 -> 0003" in result.output
-    assert revision(url) == "0003"
+    assert "0003 -> 0004" in result.output
+    assert revision(url) == "0004"
     with Store(url, readonly=True) as store:
         assert store.search("kept")["space"] == "evonorm_b"
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert "is at the current schema (0003)" in result.output
+    assert "is at the current schema (0004)" in result.output
 
 
 def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
-    """The real 0001 -> 0002 migration: evaluations gain the Ray node they ran on."""
+    """The real migrations from 0001: evaluations gain the Ray node they ran on."""
     from alembic import command
     from alembic.config import Config
 
@@ -148,14 +148,14 @@ def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
         command.upgrade(config, "0001")
     engine.dispose()
     assert revision(url) == "0001"
-    with pytest.raises(StoreError, match="older than this code's 0002"):
+    with pytest.raises(StoreError, match="older than this code's 0003"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
     from evonorm_search.cli import cli
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert result.exit_code == 0 and "0001 -> 0002" in result.output, result.output
+    assert result.exit_code == 0 and "0001 -> 0003" in result.output, result.output
     with Store(url) as store:
         new_search(store, "upgraded")
         candidate = store.add_candidate("upgraded", graph="{}", status="queued")
@@ -163,6 +163,112 @@ def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
                              preset="tiny", seed=0, steps=3, status="completed", seconds=0.1,
                              node="n1")  # fmt: skip
         assert store.candidate(candidate)["evaluations"][0]["node"] == "n1"
+
+
+def _rows(url):
+    """Every row of every table, in key order."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        rows = {table: connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")).all()
+                for table in ("searches", "candidates", "evaluations", "fec")}  # fmt: skip
+        types = {(table, column["name"]): str(column["type"])
+                 for table in ("searches", "candidates")
+                 for column in sa.inspect(connection).get_columns(table)}  # fmt: skip
+    engine.dispose()
+    return rows, types
+
+
+def test_upgrading_to_unbounded_text_keeps_every_row(db_url):
+    """0002 -> 0003 widens searches.space and candidates.reason to TEXT.  On SQLite the
+    batch rebuilds both tables: with foreign keys on, dropping the old searches table
+    would cascade to every candidate, evaluation and FEC entry."""
+    from alembic import command
+
+    from evonorm_search.store.engine import _alembic_config, _migration
+
+    with Store(db_url) as store:
+        history = populate(store, candidates=40)
+        trained = next(iter(history.scores))
+        store.add_evaluation(trained, architecture="resnet", dataset="digits", preset="tiny",
+                             seed=0, steps=3, status="completed", seconds=0.1,
+                             node="n1")  # fmt: skip
+    before, _ = _rows(db_url)
+    assert len(before["candidates"]) == 40 and before["fec"] and before["evaluations"]
+    engine = make_engine(db_url)
+    with engine.connect() as connection, _migration(connection):
+        command.downgrade(_alembic_config(connection), "0002")
+    engine.dispose()
+    assert revision(db_url) == "0002"
+    assert _rows(db_url)[1][("candidates", "reason")] == "VARCHAR(200)"
+
+    from click.testing import CliRunner
+
+    from evonorm_search.cli import cli
+
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--db", db_url])
+    assert result.exit_code == 0 and "0002 -> 0003" in result.output, result.output
+    after, widened = _rows(db_url)
+    assert after == before
+    assert widened[("searches", "space")] == widened[("candidates", "reason")] == "TEXT"
+    with Store(db_url) as store:  # foreign keys hold again: a candidate needs its search
+        with pytest.raises(StoreError, match="unknown candidate id"):
+            store.add_evaluation(10**9, architecture="resnet", dataset="digits",
+                                 preset="tiny", seed=0, steps=1, status="completed",
+                                 seconds=0.1)  # fmt: skip
+        long_space = "/" + "/".join(["d" * 120] * 4) + "/space.toml"
+        store.create_search("long", space=long_space, strategy="random", seed=0, budget=1,
+                            architectures=["resnet"], proxy_key="k")  # fmt: skip
+        assert store.search("long")["space"] == long_space
+
+
+def test_every_bounded_column_is_bounded_by_its_writers(db_url):
+    """Each VARCHAR(n) column holds values its writers bound; the store refuses longer
+    ones in one line (PostgreSQL would refuse the write, SQLite store it silently), and
+    free text (reasons, details, formulas, space paths) is TEXT, kept whole."""
+    from evonorm_search.proxy.models import PRESETS
+    from evonorm_search.rejection import STAGES
+    from evonorm_search.search.strategies import STRATEGIES
+    from evonorm_search.store.models import CANDIDATE_STATUSES, SEARCH_STATUSES
+
+    bounded = {f"{t.name}.{c.name}": c.type.length for t in Base.metadata.sorted_tables
+               for c in t.columns if getattr(c.type, "length", None)}  # fmt: skip
+    # What writes each one, and the longest value it can write.
+    writers = {
+        "searches.name": 200,  # check_search_name
+        "searches.strategy": max(map(len, [*STRATEGIES, "zoo"])),
+        "searches.status": max(map(len, SEARCH_STATUSES)),
+        "searches.proxy_key": len(proxy_key(SPACE)),
+        "searches.code_version": 40,  # the package version
+        "candidates.structural_hash": 64, "candidates.functional_hash": 64,  # sha256 hex
+        "candidates.status": max(map(len, CANDIDATE_STATUSES)),
+        "candidates.stage": max(map(len, [*STAGES, "compile", "quality", "trial", "proxy"])),
+        "evaluations.stage": len("retune"),
+        "evaluations.architecture": max(map(len, SPACE.proxy.architectures)),
+        "evaluations.dataset": max(map(len, ["digits", "cifar10", "synthetic"])),
+        "evaluations.preset": max(map(len, PRESETS["resnet"])),
+        "evaluations.status": max(map(len, ["completed", "rejected", "diverged", "failed"])),
+        "evaluations.node": 64,  # a Ray node id (56 hex digits); a host name is cut to fit
+        "fec.functional_hash": 64, "fec.proxy_key": 64,
+    }  # fmt: skip
+    assert set(bounded) == set(writers), "a bounded column without a known writer"
+    assert all(writers[c] <= bounded[c] for c in bounded), {c: (writers[c], bounded[c])
+                                                             for c in bounded}  # fmt: skip
+    with Store(db_url) as store:
+        new_search(store)
+        cid = store.add_candidate("s", graph="{}", status="queued")
+        reason = "RuntimeError: " + "why " * 500  # free text is kept whole
+        store.update_candidate(cid, status="failed", stage="trial", reason=reason,
+                               detail=reason * 3)  # fmt: skip
+        assert store.candidate(cid)["reason"] == reason
+        with pytest.raises(StoreError, match=r"candidates.stage holds at most 16 characters"):
+            store.update_candidate(cid, status="failed", stage="a-stage-name-too-long")
+        with pytest.raises(StoreError, match=r"evaluations.architecture holds at most 40"):
+            store.add_evaluation(cid, architecture="r" * 41, dataset="digits", preset="tiny",
+                                 seed=0, steps=1, status="completed", seconds=0.1)  # fmt: skip
+        store.add_evaluation(cid, architecture="resnet", dataset="digits", preset="tiny",
+                             seed=0, steps=1, status="completed", seconds=0.1,
+                             node="host-" + "h" * 100)  # fmt: skip
+        assert store.candidate(cid)["evaluations"][0]["node"] == ("host-" + "h" * 100)[:64]
 
 
 def test_a_foreign_database_is_refused(tmp_path):
@@ -178,13 +284,50 @@ def test_a_foreign_database_is_refused(tmp_path):
         ("not a url", "malformed database URL"),
         ("mysql://u@h/d", "unsupported database 'mysql'"),
         ("sqlite:////no/such/dir/x.db", "no directory /no/such/dir"),
-        ("postgresql://u:s3cret@127.0.0.1:1/db", "cannot connect to postgresql://u:\\*\\*\\*@"),
+        ("postgresql://u:s3cret@127.0.0.1:1/db", "cannot use postgresql://u:\\*\\*\\*@"),
     ],
 )
 def test_bad_urls_name_the_problem_and_hide_passwords(url, message):
     with pytest.raises(StoreError, match=message) as error:
         Store(url)
     assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://alice:S3cret@127.0.0.1:1/evo", "postgresql://alice:***@127.0.0.1:1/evo"),
+        ("postgresql://alice@127.0.0.1:1/evo?password=S3cret",
+         "postgresql://alice@127.0.0.1:1/evo?password=***"),
+        ("postgresql:///evo?password=S3cret", "postgresql:///evo?password=***"),
+        ("postgresql://alice:S3c@ret@127.0.0.1:1/evo", "postgresql://alice:***@127.0.0.1:1/evo"),
+        ("postgresql://alice:S3c/r?et@127.0.0.1:1/evo", "postgresql://alice:***@127.0.0.1:1/evo"),
+        ("postgresql://alice@h:1/evo?sslpassword=S3cret&sslmode=require&passfile=/S3cret",
+         "postgresql://alice@h:1/evo?passfile=***&sslmode=require&sslpassword=***"),
+        ("postgresql+psycopg://alice:S3c%40ret@h/evo", "postgresql://alice:***@h/evo"),
+        ("not a url alice:S3cret@host", "not a url alice:***@host"),
+        ("sqlite:////tmp/evonorm.db", "sqlite:////tmp/evonorm.db"),
+    ],
+)  # fmt: skip
+def test_mask_hides_every_credential(url, shown):
+    from evonorm_search.store import mask
+
+    assert mask(url) == shown
+    assert "S3c" not in mask(sa.engine.make_url(url)) if "://" in url else True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://alice@127.0.0.1:1/evo?password=S3cret",
+        "postgresql://alice:S3c@ret@127.0.0.1:1/evo",
+        "postgresql:///evo?host=127.0.0.1&port=1&password=S3cret",
+    ],
+)
+def test_an_unreachable_database_never_shows_its_password(url):
+    with pytest.raises(StoreError, match="cannot use postgresql://") as error:
+        Store(url)
+    assert "S3c" not in str(error.value)
 
 
 def test_readonly_stores_cannot_write_even_through_sql(db_url):
@@ -206,7 +349,7 @@ def test_search_names_are_unique_and_checked(sqlite_url):
         new_search(store, "a b")
         with pytest.raises(StoreError, match="exists already"):
             new_search(store, "a b")
-        for bad in ("", "a/b", "tab\there", "x" * 201):
+        for bad in ("", "a/b", "tab\there", "x" * 201, ".", ".."):
             with pytest.raises(StoreError, match="bad search name"):
                 new_search(store, bad)
         with pytest.raises(StoreError, match="bad objectives bogus"):

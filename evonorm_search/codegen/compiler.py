@@ -17,6 +17,7 @@ import torch
 
 from evonorm_search.codegen.aot import TARGETS, KernelReport, compile_kernels, has_cuda_backend
 from evonorm_search.codegen.launch import on_chip_tile
+from evonorm_search.codegen.runtime import private_cache_dir
 from evonorm_search.codegen.source import generate, unsupported
 from evonorm_search.graph import LayerGraph
 from evonorm_search.ops import effective_groups
@@ -105,6 +106,8 @@ def compile_layer(
     reason = unsupported(graph)
     if reason:
         return refuse(f"unsupported: {reason}")
+    if verify or (aot if aot is not None else has_cuda_backend()):
+        private_cache_dir()  # an unsafe kernel cache is the user's error, not the layer's
     groups = effective_groups(shape[1], groups)  # as the layer does
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype  # "bfloat16", as spaces say
     source = generate(graph)

@@ -26,6 +26,7 @@ import torch
 from evonorm_search.codegen import launch
 from evonorm_search.codegen.source import generate
 from evonorm_search.graph import LayerGraph
+from evonorm_search.isolation import python_module_command
 from evonorm_search.layer import GraphNormAct
 
 __all__ = ["SHAPES", "TOLERANCE", "compare", "verify_in_subprocess"]
@@ -122,8 +123,10 @@ def verify_in_subprocess(graphs: list[LayerGraph], *, timeout: float = 600) -> l
         listing = Path(tmp) / "graphs.json"
         listing.write_text(json.dumps([g.to_json() for g in graphs]))
         env = {**os.environ, "TRITON_INTERPRET": "1"}
-        out = subprocess.run([sys.executable, "-m", "evonorm_search.codegen.verify",
-                              str(listing)], capture_output=True, text=True, env=env,
+        # Isolated from the caller's working directory (see ``isolation``).
+        out = subprocess.run(python_module_command("evonorm_search.codegen.verify",
+                                                   str(listing)),
+                             capture_output=True, text=True, env=env, cwd=tmp,
                              timeout=timeout)  # fmt: skip
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or ["no output"]

@@ -5,12 +5,20 @@ search runs, so that what the browser shows is what ``/api`` serves, and that is
 CLI prints with ``--format json`` (the same store queries).  Every read goes through a
 read-only ``Store``: the dashboard never creates, migrates or writes a database, and
 SQLite's WAL mode lets it read while a search writes.
+
+Every response carries ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and a
+Content-Security-Policy that lets a page run and style itself only from the dashboard's
+own files (no inline script or style, no ``eval``, no framing): see ``CSP``.  Requests
+whose ``Host`` header names anything but ``allowed_hosts`` get a 400 (Starlette's
+``TrustedHostMiddleware``), so a web page that rebinds its DNS name to this machine
+cannot read the database from a user's browser.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +26,21 @@ import sqlalchemy
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evonorm_search.errors import EvoNormError, NotFoundError, StoreError
 from evonorm_search.store import Store
 from evonorm_search.store.queries import BASELINE_STRATEGY, pareto_json
 
-__all__ = ["create_app"]
+__all__ = ["CSP", "LOOPBACK_HOSTS", "SVG_CSP", "create_app"]
 
 HERE = Path(__file__).parent
 # How often the pages ask for news while a search runs (the browser tests wait for it).
@@ -36,10 +48,41 @@ POLL_MS = 2000
 # static/plotly-basic.min.js is plotly.js's official "basic" partial bundle (scatter, bar,
 # pie; MIT), from npm's plotly.js-basic-dist-min 4.1.1: a quarter of the full bundle's size,
 # it compiles in about 0.3 s instead of 1.3 s on a first visit (benchmarks/dashboard.py).
+# Its stylesheet is static/plotly.css, which the search page links as plotly.js asks for
+# under a strict CSP (see that file): otherwise plotly.js injects a <style> element.
+
+# The Host names (Host headers without their port) answered by default: the loopback ones.
+# An IP literal cannot be rebound, and no other site can make a browser send "localhost".
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+# Scripts, styles, images, fonts and fetches from the dashboard itself only: no inline
+# script or style (element or attribute), no eval, no plugin, no <base>, no form posting,
+# no framing.  data: and blob: images: plotly.js's "download plot as png" draws the plot's
+# SVG through a blob: URL (a data: one in Safari).
+CSP = "; ".join([
+    "default-src 'none'", "script-src 'self'", "style-src 'self'",
+    "img-src 'self' data: blob:", "font-src 'self'", "connect-src 'self'",
+    "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
+])  # fmt: skip
+# The graph drawing (graph.svg, matplotlib's SVG) styles itself with a <style> element and
+# style attributes, so opened on its own it needs inline styles; it gets no script at all,
+# loads nothing (default-src 'none': no url() either) and is sandboxed.
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
 
 
-def create_app(store: Store) -> Starlette:
-    """The dashboard over ``store`` (opened read-only by the caller, closed by it too)."""
+def create_app(store: Store, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> ASGIApp:
+    """The dashboard over ``store`` (opened read-only by the caller, closed by it too),
+    answering requests whose ``Host`` header (without its port, case-insensitively) is one
+    of ``allowed_hosts`` and a 400 "Invalid host header" to any other.  An IPv6 address
+    goes in brackets as in a URL (``"[::1]"``); ``"*.example.com"`` allows the subdomains
+    of example.com; a bare ``"*"`` (any host) is refused."""
+    hosts = [name.lower() for name in allowed_hosts]
+    if "*" in hosts:
+        raise ValueError("allowed_hosts '*' would answer any Host (DNS rebinding): name them")
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True),
@@ -144,7 +187,8 @@ def create_app(store: Store) -> Starlette:
         svg = await run_in_threadpool(_graph_svg, record["graph"])
         if svg is None:
             raise HTTPException(404, f"candidate {record['id']} holds no valid layer to draw")
-        return Response(svg, media_type="image/svg+xml")
+        return Response(svg, media_type="image/svg+xml",
+                        headers={"Content-Security-Policy": SVG_CSP})  # fmt: skip
 
     async def layer_py(request: Request) -> Response:
         from evonorm_search.export import export_source, provenance_of
@@ -182,7 +226,36 @@ def create_app(store: Store) -> Starlette:
         Route("/api/candidates/{candidate_id}", api_candidate),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: error, Exception: error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: error, Exception: error},
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)],
+    )
+    # Outside Starlette's own error middleware, so that its 500s carry the headers too.
+    return _SecurityHeaders(app)
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware: ``SECURITY_HEADERS`` on every HTTP response, a response's own
+    Content-Security-Policy (the SVG drawing's) kept."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _attachment(filename: str) -> dict[str, str]:

@@ -52,8 +52,9 @@ class LiveView:
         table = Table()
         table.add_column("stage: fate")
         table.add_column("count", justify="right")
+        # Text, not str: a stage, reason or name is never read as rich markup.
         for key, count in sorted(p.stages.items(), key=lambda kv: -kv[1]):
-            table.add_row(key, str(count))
+            table.add_row(Text(key), str(count))
         for architecture, best in sorted(p.best.items()):
-            table.add_row(f"best {architecture}", f"{best:.4f}")
+            table.add_row(Text(f"best {architecture}"), f"{best:.4f}")
         return Group(summary, table)

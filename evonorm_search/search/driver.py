@@ -14,6 +14,7 @@ driver are trained first, under their own ids (so nothing is trained twice).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -253,7 +254,7 @@ class _Driver:
                                    if compiled else None),
                 **({} if report["status"] == "trained" else
                    {"status": report["status"], "stage": report["stage"],
-                    "reason": report["reason"]}),
+                    "reason": report["reason"], "detail": report.get("detail")}),
             )  # fmt: skip
             if report["status"] == "trained":
                 self.store.set_fitness(candidate, report["scores"])
@@ -315,6 +316,19 @@ def _searcher_of(key: int) -> Any:
     return _searcher(_DRIVERS[key])
 
 
+# A failed trial's error: its first REASON_CHARACTERS as the reason (the funnel's tables
+# group by it), the whole message, up to MAX_DETAIL characters, as the detail.
+REASON_CHARACTERS = 300
+MAX_DETAIL = 20_000
+
+
+def failure_reason(message: str) -> str:
+    """``message`` cut to REASON_CHARACTERS, saying how long it was where it is cut."""
+    if len(message) <= REASON_CHARACTERS:
+        return message
+    return f"{message[:REASON_CHARACTERS]}… ({len(message):,} characters; the detail has them)"
+
+
 def _trainable(config: dict[str, Any]) -> None:
     """One trial on a worker.  An exception is the candidate's fate (failed, with the
     error as its reason), not a reason to retry: only a process that died is retried."""
@@ -323,8 +337,9 @@ def _trainable(config: dict[str, Any]) -> None:
     try:
         report = run_trial(config["request"])
     except Exception as e:
-        message = " ".join(f"{type(e).__name__}: {e}".split())[:500]
-        report = {"status": "failed", "stage": "trial", "reason": message, "seconds": {}}
+        message = " ".join(f"{type(e).__name__}: {e}".split())
+        report = {"status": "failed", "stage": "trial", "reason": failure_reason(message),
+                  "detail": message[:MAX_DETAIL], "seconds": {}}  # fmt: skip
     tune.report({"report": json.dumps(report)})
 
 
@@ -340,8 +355,13 @@ def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str
     from ray.tune.search import ConcurrencyLimiter
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, **({} if address else {"num_cpus": cpus}))  # fmt: skip
+        from evonorm_search.isolation import started_from_neutral_directory
+
+        # Not from the user's directory: Ray would put it on every worker's sys.path.
+        with started_from_neutral_directory():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False,
+                     **({} if address else {"num_cpus": cpus}))  # fmt: skip
     scratch = tempfile.mkdtemp(prefix=scratch_prefix)  # Tune's own experiment files
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
@@ -372,6 +392,10 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
     """Run (or resume) the search ``settings.name`` to its budget on Ray Tune; returns the
     search's final status (``completed``, ``exhausted``, ``stopped``)."""
     check_data(settings.dataset, settings.data_dir)
+    if importlib.util.find_spec("triton") is not None:  # trials compile kernels into it
+        from evonorm_search.codegen.runtime import private_cache_dir
+
+        private_cache_dir()
     # Ray Tune's console reporter: the live view and the store do that.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     space = settings_space(settings)

@@ -8,9 +8,11 @@ whose message never shows a password.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from evonorm_search.errors import StoreError
 from evonorm_search.resources import resource_dir
 
-__all__ = ["DEFAULT_URL", "check_schema", "default_url", "make_engine", "mask", "upgrade"]
+__all__ = ["DEFAULT_URL", "check_schema", "default_url", "make_engine", "mask", "scrub", "upgrade"]
 
 DEFAULT_URL = "sqlite:///evonorm.db"
 BUSY_TIMEOUT_S = 30.0
@@ -31,14 +33,51 @@ def default_url() -> str:
     return os.environ.get("EVONORM_DB") or DEFAULT_URL
 
 
+# Query parameters that carry credentials (password, sslpassword, passfile, passwd, ...).
+_CREDENTIAL = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_CREDENTIAL_PARAMETER = re.compile(r"([?&][^=&?]*(?:pass|pwd|secret|token)[^=&?]*=)[^&]*",
+                                   re.IGNORECASE)  # fmt: skip
+HIDDEN = "***"
+
+
 def mask(url: str | URL) -> str:
-    """The URL with its password hidden, for messages and logs (also for URLs that do
-    not parse), and without the driver this module may have chosen for it."""
+    """The URL with every credential hidden, for messages, logs and pages: the password of
+    its user info (also one holding an unescaped ``@`` or ``/``: the user info ends at the
+    last ``@``) and query parameters such as ``password``, ``sslpassword`` and ``passfile``;
+    shown without the driver this module may have chosen for it.  URLs that do not parse
+    are masked the same way."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    with contextlib.suppress(Exception):
+        parsed = make_url(text)
+        text = parsed.set(drivername=parsed.get_backend_name()).render_as_string(
+            hide_password=False
+        )
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    # The query starts at the first "?" after the last "@": a password may hold "?" too.
+    query_start = rest.find("?", rest.rfind("@") + 1)
+    address, query = (rest, "") if query_start < 0 else (rest[:query_start], rest[query_start:])
+    user_info, at, place = address.rpartition("@")
+    if at and ":" in user_info:
+        address = f"{user_info.split(':', 1)[0]}:{HIDDEN}@{place}"
+    return _CREDENTIAL_PARAMETER.sub(rf"\1{HIDDEN}", f"{scheme}{separator}{address}{query}")
+
+
+def scrub(text: str, url: str | URL) -> str:
+    """``text`` (a driver's error message, say) with the credentials of ``url`` hidden
+    wherever it quotes them."""
     try:
         parsed = make_url(url)
     except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
-    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
+        return text
+    secrets = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if _CREDENTIAL.search(key):
+            secrets += [value] if isinstance(value, str) else list(value)
+    for secret in sorted({str(s) for s in secrets if len(str(s)) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def _parse(url: str | URL) -> URL:
@@ -128,12 +167,16 @@ def _head() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-def _connect(engine: Engine) -> sa.Connection:
+@contextlib.contextmanager
+def _connect(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection whose database errors end as one-line StoreErrors naming the database:
+    a server that does not answer, a file that is not a SQLite database or is damaged."""
     try:
-        return engine.connect()
-    except sa.exc.OperationalError as e:
+        with engine.connect() as connection:
+            yield connection
+    except sa.exc.DBAPIError as e:
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise StoreError(f"cannot connect to {mask(engine.url)}: {reason}") from None
+        raise StoreError(f"cannot use {mask(engine.url)}: {scrub(reason, engine.url)}") from None
 
 
 def check_schema(engine: Engine, *, create: bool) -> None:
@@ -181,9 +224,41 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     script = ScriptDirectory.from_config(_alembic_config())
     if before is not None and before not in {r.revision for r in script.walk_revisions()}:
         raise StoreError(_newer(engine, before))
-    with _connect(engine) as connection, connection.begin():
+    with _connect(engine) as connection, _migration(connection):
         command.upgrade(_alembic_config(connection), "head")
     return before, _head()
+
+
+@contextlib.contextmanager
+def _migration(connection: sa.Connection) -> Iterator[None]:
+    """One transaction around a migration.  On SQLite, the documented way to change a
+    schema: foreign keys off (a table rebuild drops the old table, which would otherwise
+    cascade to every row that refers to it), an explicit BEGIN so that DDL is inside the
+    transaction too (the sqlite3 module begins only before DML), and a foreign key check
+    before the commit."""
+    if connection.dialect.name != "sqlite":
+        with connection.begin():
+            yield
+        return
+    raw = connection.connection.driver_connection
+    saved = raw.isolation_level
+    raw.isolation_level = None  # the module's implicit transactions off: ours is explicit
+    connection.exec_driver_sql("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction
+    connection.commit()
+    try:
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise StoreError(
+                    f"the migration of {mask(connection.engine.url)} would break "
+                    f"{len(broken)} references: rolled back, nothing changed"
+                )
+    finally:
+        connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+        connection.commit()
+        raw.isolation_level = saved
 
 
 def _newer(engine: Engine, revision: str) -> str:

@@ -55,7 +55,7 @@ class Search(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    space: Mapped[str] = mapped_column(String(200))
+    space: Mapped[str] = mapped_column(Text)  # a shipped name or a file's absolute path
     strategy: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(16))
     seed: Mapped[int]
@@ -93,7 +93,7 @@ class Candidate(Base):
     functional_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16))
     stage: Mapped[str | None] = mapped_column(String(16))  # the last stage it reached
-    reason: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
     measured: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the fate's figures
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))

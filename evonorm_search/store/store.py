@@ -27,7 +27,7 @@ from evonorm_search.errors import StoreError
 from evonorm_search.hashing import CachedFitness, FECBackend
 from evonorm_search.pareto import dominates
 from evonorm_search.store import queries
-from evonorm_search.store.engine import check_schema, default_url, make_engine, mask
+from evonorm_search.store.engine import check_schema, default_url, make_engine, mask, scrub
 from evonorm_search.store.models import (
     CANDIDATE_STATUSES,
     SEARCH_STATUSES,
@@ -54,11 +54,11 @@ _INSERT_EVALUATION = sa.insert(Evaluation.__table__)
 
 
 def check_search_name(name: str) -> str:
-    """``name`` if it can name a search: 1-200 characters, no ``/`` or control characters
-    (names appear in URLs and file names)."""
-    if not name or len(name) > 200 or _BAD_NAME.search(name):
+    """``name`` if it can name a search: 1-200 characters, no ``/`` or control characters,
+    not ``.`` or ``..`` (names are path segments of URLs, and appear in file names)."""
+    if not name or len(name) > 200 or _BAD_NAME.search(name) or name in (".", ".."):
         raise StoreError(f"bad search name {name!r}: 1-200 characters, no '/' or control "
-                         "characters")  # fmt: skip
+                         "characters, not '.' or '..'")  # fmt: skip
     return name
 
 
@@ -144,7 +144,8 @@ class Store:
             yield
         except sa.exc.DBAPIError as e:
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-            raise StoreError(f"database {mask(self.engine.url)}: {reason}") from e
+            raise StoreError(f"database {mask(self.engine.url)}: "
+                             f"{scrub(reason, self.engine.url)}") from e  # fmt: skip
 
     # -- writes --------------------------------------------------------------------------
 
@@ -162,10 +163,10 @@ class Store:
                 raise StoreError(f"a search named {name!r} exists already (resume it, or "
                                  "choose another name)")  # fmt: skip
             search = Search(
-                name=name, space=space, strategy=strategy, status="running", seed=seed,
-                budget=budget, architectures=list(architectures), objectives=chosen,
-                proxy_key=proxy_key, config=_jsonable(config),
-                code_version=__version__,
+                name=name, space=space, strategy=_fits(Search.strategy, strategy),
+                status="running", seed=seed, budget=budget, architectures=list(architectures),
+                objectives=chosen, proxy_key=_fits(Search.proxy_key, proxy_key),
+                config=_jsonable(config), code_version=_fits(Search.code_version, __version__),
             )  # fmt: skip
             session.add(search)
             session.flush()
@@ -207,8 +208,10 @@ class Store:
             return session.scalar(_INSERT_CANDIDATE, {
                 "search_id": search_id, "birth": birth, "parent_id": parent,
                 "mutation": mutation, "graph": graph, "formula": formula,
-                "structural_hash": structural_hash, "functional_hash": functional_hash,
-                "status": status, "stage": stage, "reason": reason, "detail": detail,
+                "structural_hash": _fits(Candidate.structural_hash, structural_hash),
+                "functional_hash": _fits(Candidate.functional_hash, functional_hash),
+                "status": status, "stage": _fits(Candidate.stage, stage), "reason": reason,
+                "detail": detail,
                 "measured": _jsonable(measured), "duplicate_of": duplicate_of,
                 "seconds": dict(seconds or {}), "node_count": node_count,
             })  # fmt: skip
@@ -260,7 +263,7 @@ class Store:
             c = _get_candidate(session, candidate_id)
             if status is not None:
                 c.status = status
-                c.stage, c.reason, c.detail = stage, reason, detail
+                c.stage, c.reason, c.detail = _fits(Candidate.stage, stage), reason, detail
             if measured is not None:
                 c.measured = _jsonable(measured)
             if compiled is not None:
@@ -281,11 +284,15 @@ class Store:
         with self._write() as session:
             try:
                 session.execute(_INSERT_EVALUATION, {
-                    "candidate_id": candidate_id, "stage": stage, "architecture": architecture,
-                    "dataset": dataset, "preset": preset, "seed": seed, "steps": steps,
+                    "candidate_id": candidate_id, "stage": _fits(Evaluation.stage, stage),
+                    "architecture": _fits(Evaluation.architecture, architecture),
+                    "dataset": _fits(Evaluation.dataset, dataset),
+                    "preset": _fits(Evaluation.preset, preset), "seed": seed, "steps": steps,
                     "accuracy": _finite(accuracy), "loss": _finite(loss),
-                    "quality_accuracy": _finite(quality_accuracy), "status": status,
-                    "seconds": seconds, "node": node,
+                    "quality_accuracy": _finite(quality_accuracy),
+                    "status": _fits(Evaluation.status, status), "seconds": seconds,
+                    # A host name outside Ray may be longer than a node id: cut, not refused.
+                    "node": None if node is None else node[:_length(Evaluation.node)],
                 })  # fmt: skip
             except sa.exc.IntegrityError:  # the foreign key: no such candidate
                 raise StoreError(f"unknown candidate id {candidate_id}") from None
@@ -501,6 +508,22 @@ def _get_candidate(session: Session, candidate_id: int) -> Candidate:
     if c is None:
         raise StoreError(f"unknown candidate id {candidate_id}")
     return c
+
+
+def _length(column: Any) -> int | None:
+    """The most characters a VARCHAR column holds (None for TEXT)."""
+    return getattr(column.property.columns[0].type, "length", None)
+
+
+def _fits(column: Any, value: str | None) -> str | None:
+    """``value`` if it fits ``column``, else a StoreError naming both: PostgreSQL would
+    refuse the write (and with it a whole batch), SQLite would store it silently."""
+    limit = _length(column)
+    if value is not None and limit is not None and len(value) > limit:
+        name = f"{column.property.columns[0].table.name}.{column.key}"
+        raise StoreError(f"{name} holds at most {limit} characters, got {len(value)}: "
+                         f"{value[:40]!r}...")  # fmt: skip
+    return value
 
 
 def _finite(value: float | None) -> float | None:

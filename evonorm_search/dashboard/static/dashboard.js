@@ -1,6 +1,7 @@
 // evonorm-search dashboard: fills the pages from /api and polls it while searches run.
 // Every text from the database goes in through textContent (or escapeHtml for Plotly's
-// hover labels), never as HTML.
+// hover labels), never as HTML.  Styles go in through the CSSOM (element.style), never as a
+// style attribute: the Content-Security-Policy (style-src 'self') refuses those.
 "use strict";
 
 const POLL_MS = Number(document.body.dataset.pollMs) || 2000;
@@ -14,6 +15,7 @@ function el(tag, attributes = {}, ...children) {
     if (value === undefined || value === null) continue;
     if (key === "text") node.textContent = value;
     else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "style") Object.assign(node.style, value);
     else node.setAttribute(key, value);
   }
   for (const child of children) node.append(child);
@@ -233,9 +235,10 @@ async function searchPage() {
     const stages = FUNNEL_STAGES.map((stage) => {
       const count = info.stopped_at[stage] || 0;
       const share = info.screened ? count / info.screened : 0;
+      const width = `${(100 * share).toFixed(1)}%`;
       return el("tr", { dataset: { stage } }, el("td", { text: stage }),
         el("td", { class: "count", text: String(count) }),
-        el("td", {}, el("span", { class: "bar", style: `width:${(100 * share).toFixed(1)}%` })));
+        el("td", {}, el("span", { class: "bar", style: { width } })));
     });
     const tail = [["queued", info.queued], ["running", info.running], ["trained", info.trained]]
       .map(([stage, count]) => el("tr", { dataset: { stage } }, el("td", { text: stage }),
