@@ -187,10 +187,17 @@ def _html(name: str, sections: Sequence[_Section]) -> str:
 
 def _markdown(name: str, sections: Sequence[_Section], base: Path) -> str:
     def cell(text: str) -> str:
-        """Text as itself: no markup, no HTML or entity, no math, no table break."""
+        """Text as itself: no markup, no HTML or entity, no math, no table break, and its
+        leading and trailing white space kept (Markdown strips it; character references
+        keep it)."""
         for special in "\\`*_[]<>|#$&~!":
             text = text.replace(special, "\\" + special)
-        return text.replace("\n", " ")
+        text = text.replace("\n", " ")
+        core = text.strip()
+        start = text.index(core) if core else len(text)
+        end = start + len(core)
+        kept = ["".join(f"&#{ord(c)};" for c in part) for part in (text[:start], text[end:])]
+        return kept[0] + core + kept[1]
 
     lines = [f"# Search {cell(name)}", ""]
     for s in sections:

@@ -95,12 +95,18 @@ def write_search(url: str, name: str, formula: str, reason: str) -> tuple[int, i
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # drawn as a box: still text
 @settings(max_examples=20)
 @given(name=NAMES, formula=TEXT, reason=TEXT)
 @example(name="ablation[lr] a", formula="x / std_group(x)", reason="[/nope] x")
 @example(name="math $\\foo$ name", formula="$\\sqrt{x}$ & <b>", reason="a\u200fb ' \"")
 def test_database_text_is_shown_as_itself_everywhere(name, formula, reason):
-    matplotlib.rcParams["svg.fonttype"] = "none"  # text in SVGs as text, to be read back
+    # Text in SVGs as text, to be read back (for this test only).
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        check_every_renderer(name, formula, reason)
+
+
+def check_every_renderer(name: str, formula: str, reason: str) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         url = f"sqlite:///{directory / 'evonorm.db'}"
