@@ -106,7 +106,8 @@ def compile_layer(
     reason = unsupported(graph)
     if reason:
         return refuse(f"unsupported: {reason}")
-    if verify or (aot if aot is not None else has_cuda_backend()):
+    aot = has_cuda_backend() if aot is None else aot
+    if verify or aot:
         private_cache_dir()  # an unsafe kernel cache is the user's error, not the layer's
     groups = effective_groups(shape[1], groups)  # as the layer does
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype  # "bfloat16", as spaces say
@@ -114,7 +115,7 @@ def compile_layer(
     on_chip = on_chip_tile(source.launch, shape, groups, dtype) is not None
     traffic_fwd, traffic_bwd = source.traffic("train", on_chip=on_chip)
     kernels: list[KernelReport] = []
-    if aot if aot is not None else has_cuda_backend():
+    if aot:
         try:
             kernels = compile_kernels(source, target=target, shape=shape, dtype=dtype,
                                       groups=groups)  # fmt: skip

@@ -22,7 +22,16 @@ from sqlalchemy.engine import URL, Engine, make_url
 from evonorm_search.errors import StoreError
 from evonorm_search.resources import resource_dir
 
-__all__ = ["DEFAULT_URL", "check_schema", "default_url", "make_engine", "mask", "scrub", "upgrade"]
+__all__ = [
+    "DEFAULT_URL",
+    "check_schema",
+    "default_url",
+    "driver_message",
+    "make_engine",
+    "mask",
+    "scrub",
+    "upgrade",
+]
 
 DEFAULT_URL = "sqlite:///evonorm.db"
 BUSY_TIMEOUT_S = 30.0
@@ -175,8 +184,15 @@ def _connect(engine: Engine) -> Iterator[sa.Connection]:
         with engine.connect() as connection:
             yield connection
     except sa.exc.DBAPIError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise StoreError(f"cannot use {mask(engine.url)}: {scrub(reason, engine.url)}") from None
+        raise StoreError(
+            f"cannot use {mask(engine.url)}: {driver_message(e, engine.url)}"
+        ) from None
+
+
+def driver_message(error: sa.exc.DBAPIError, url: str | URL) -> str:
+    """The first line of a driver's error, with the credentials of ``url`` hidden."""
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    return scrub(reason, url)
 
 
 def check_schema(engine: Engine, *, create: bool) -> None:

@@ -27,7 +27,13 @@ from evonorm_search.errors import StoreError
 from evonorm_search.hashing import CachedFitness, FECBackend
 from evonorm_search.pareto import dominates
 from evonorm_search.store import queries
-from evonorm_search.store.engine import check_schema, default_url, make_engine, mask, scrub
+from evonorm_search.store.engine import (
+    check_schema,
+    default_url,
+    driver_message,
+    make_engine,
+    mask,
+)
 from evonorm_search.store.models import (
     CANDIDATE_STATUSES,
     SEARCH_STATUSES,
@@ -143,9 +149,8 @@ class Store:
         try:
             yield
         except sa.exc.DBAPIError as e:
-            reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-            raise StoreError(f"database {mask(self.engine.url)}: "
-                             f"{scrub(reason, self.engine.url)}") from e  # fmt: skip
+            message = driver_message(e, self.engine.url)
+            raise StoreError(f"database {mask(self.engine.url)}: {message}") from e
 
     # -- writes --------------------------------------------------------------------------
 
