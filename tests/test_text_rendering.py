@@ -35,6 +35,7 @@ NAMES = TEXT.filter(lambda s: "/" not in s and s.strip() == s and s not in (".",
 
 
 def _run(*args: str) -> tuple[int, str, str]:
+    """The CLI in this process; a name goes after ``--`` (it may start with "-")."""
     result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search",
                                 env={"COLUMNS": "100000"})  # fmt: skip
     return result.exit_code, result.stdout, result.stderr
@@ -100,6 +101,7 @@ def write_search(url: str, name: str, formula: str, reason: str) -> tuple[int, i
 @given(name=NAMES, formula=TEXT, reason=TEXT)
 @example(name="ablation[lr] a", formula="x / std_group(x)", reason="[/nope] x")
 @example(name="math $\\foo$ name", formula="$\\sqrt{x}$ & <b>", reason="a\u200fb ' \"")
+@example(name="-[", formula="[", reason="[")
 def test_database_text_is_shown_as_itself_everywhere(name, formula, reason):
     # Text in SVGs as text, to be read back (for this test only).
     with matplotlib.rc_context({"svg.fonttype": "none"}):
@@ -114,7 +116,7 @@ def check_every_renderer(name: str, formula: str, reason: str) -> None:
 
         code, out, err = _run("status", "--db", url)
         assert code == 0 and name in out, err
-        code, out, err = _run("status", name, "--db", url)
+        code, out, err = _run("status", "--db", url, "--", name)
         assert code == 0 and f"search {name}" in out and formula in out and reason in out, err
         code, out, err = _run("show", str(rejected), "--db", url)
         assert code == 0 and f"rejected at static: {reason} ({reason})" in out, err
@@ -123,18 +125,18 @@ def check_every_renderer(name: str, formula: str, reason: str) -> None:
         assert code == 0 and f"of search {name}" in out and formula in out, err
         assert f"#{trained}  {formula}" in svg_text(directory / "layer.svg")
 
-        code, out, err = _run("pareto", name, "--db", url, "--plot", str(directory / "f.svg"))
+        code, out, err = _run("pareto", "--db", url, "--plot", str(directory / "f.svg"), "--", name)
         assert code == 0 and f"Pareto front of {name}: 1 candidates" in out and formula in out
         assert f"{name}: 1 on the front (red) of 1 trained" in svg_text(directory / "f.svg")
-        code, out, _ = _run("pareto", name, "--db", url, "--format", "json")
+        code, out, _ = _run("pareto", "--db", url, "--format", "json", "--", name)
         assert code == 0 and json.loads(out)[0]["formula"] == formula
-        code, out, _ = _run("pareto", name, "--db", url, "--format", "csv")
+        code, out, _ = _run("pareto", "--db", url, "--format", "csv", "--", name)
         assert code == 0 and next(csv.DictReader(io.StringIO(out)))["formula"] == formula
 
         for suffix, read in ((".html", lambda p: text_of(p.read_text("utf-8"))),
                              (".md", markdown_text)):  # fmt: skip
             report = directory / f"report{suffix}"
-            code, _, err = _run("report", name, "--db", url, "-o", str(report))
+            code, _, err = _run("report", "--db", url, "-o", str(report), "--", name)
             assert code == 0, err
             shown = read(report)
             assert f"Search {name}" in shown and formula in shown and reason in shown, shown
