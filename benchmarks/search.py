@@ -4,7 +4,7 @@
         [--strategies evolution,random,tpe,nsga2] [--plot benchmarks/results/search.png]
     python benchmarks/search.py profile [--budget 8] [--workers 2]
     python benchmarks/search.py yield [--worker-minutes 16] [--repeats 2] [--workers 2]
-        [--starts zoo,random] [--data-dir DIR]
+        [--starts zoo,random] [--configs today,new] [--data-dir DIR]
 
 ``compare`` runs every strategy once per seed with the same budget of trained candidates,
 the same funnel and one database, on a short proxy (``benchmarks/strategies.toml``: EvoNorm-B's
@@ -15,15 +15,16 @@ trials it took, and plots best-found against trained candidates.
 
 ``yield`` measures how many candidates a search trains per worker-hour on the default
 protocol (``evonorm_b`` on CIFAR-10, the tiny preset, kernels verified), at a fixed worker-time
-budget per run (``--worker-minutes``, split over ``--workers``), from the zoo
-(``--initial baselines``) and from a random start, ``--repeats`` seeds each, every run in a
-database of its own (so that no run reuses another's FEC).  Per run it prints trained,
-trained per worker-hour, screened, whether evolution started (and when: the first mutant's
-time since the search began), the share of worker time by final fate (trained, rejected at
-compile, rejected at quality, diverged, failed) and by stage (compile; the quality check:
-training of layers rejected or diverged there, plus the quality steps' share of trained
-layers' training; full training; orchestration: the rest), then the mean and spread over the
-repeats.  ``--data-dir`` (default ``../shared/data/cifar-10-batches-py``) holds CIFAR-10.
+budget per run (``--worker-minutes``: the product's ``--worker-hours``, counted by the store
+across interruptions), from the zoo (``--initial baselines``) and from a random start,
+``--repeats`` seeds each, for each configuration (``today``: the search before the yield
+issue, as settings of the product; ``new``: the defaults), every run in a database of its own
+(so that no run reuses another's FEC).  Per run it prints trained, trained per worker-hour,
+screened, whether evolution started (and when: the first tournament child's time since the
+search began), the share of worker time by final fate (trained, rejected at each stage,
+diverged, failed) and by stage (compile, signal, quality check, full training, orchestration:
+the rest), then the mean and spread over the repeats and the ratio of the configurations.
+``--data-dir`` (default ``../shared/data/cifar-10-batches-py``) holds CIFAR-10.
 
 ``profile`` runs the README's main job (evonorm_b on the digits, the zoo as the initial
 population, kernels verified) and prints its funnel (the share of screened candidates stopped
@@ -47,6 +48,7 @@ from pathlib import Path
 from evonorm_search.search.driver import SearchSettings, run_search, settings_space
 from evonorm_search.store import Store
 from evonorm_search.store.queries import FUNNEL_STAGES
+from evonorm_search.worker_time import TRIAL_STAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGY_SPACE = str(Path(__file__).resolve().parent / "strategies.toml")
@@ -186,7 +188,8 @@ def time_shares(store: Store, names: list[str], timings: dict[str, float],
     if not wall:
         return
     slots = workers * wall
-    training, compiling = totals.pop("proxy", 0.0), totals.pop("compile", 0.0)
+    compiling = totals.pop("compile", 0.0)
+    training = sum(totals.pop(stage, 0.0) for stage in TRIAL_STAGES if stage != "compile")
     screening = sum(totals.values())
     other = slots - training - compiling
     print(f"\ntime: {wall:.0f} s of wall time, {workers} workers: {slots:.0f} s of worker time")
@@ -204,130 +207,120 @@ def time_shares(store: Store, names: list[str], timings: dict[str, float],
 YIELD = RESULTS / "yield"
 # (the start's label, evolution's initial population)
 STARTS = {"zoo": "baselines", "random": "random"}
+# The configurations compared, as the product's own settings.  "today": the search as it was
+# before the yield issue (compile before training, no learning-signal stage, the initial
+# population random graphs only, evolution once the population of 32 is full); "new": the
+# defaults.
+CONFIGS = {
+    "today": {"compile_order": "first", "signal_stage": False, "initial_mutants": 0.0,
+              "start_after": 32},
+    "new": {},
+}  # fmt: skip
 
 
-def yield_settings(start: str, seed: int, args: argparse.Namespace) -> SearchSettings:
-    """Today's configuration on the default protocol; the budget of trained candidates is
-    out of reach, so the worker-time budget ends the run (status ``exhausted``)."""
-    return SearchSettings(name=f"today-{start}-s{seed}", space="evonorm_b", dataset="cifar10",
-                          data_dir=args.data_dir, budget=10_000, initial=STARTS[start],
-                          seed=seed, workers=args.workers, max_candidates=10**9)  # fmt: skip
+def yield_settings(config: str, start: str, seed: int, args: argparse.Namespace
+                   ) -> SearchSettings:  # fmt: skip
+    """A run of ``config`` on the default protocol; the budget of trained candidates is out
+    of reach, so the worker-time budget ends it (status ``exhausted``)."""
+    return SearchSettings(name=f"{config}-{start}-s{seed}", space="evonorm_b",
+                          dataset="cifar10", data_dir=args.data_dir, budget=10_000,
+                          initial=STARTS[start], seed=seed, workers=args.workers,
+                          max_candidates=10**9, worker_hours=args.worker_minutes / 60,
+                          **CONFIGS[config])  # fmt: skip
 
 
 def run_yield(settings: SearchSettings, args: argparse.Namespace) -> Path:
-    """Run (or continue) one yield run in its own database until it has had its worker
-    time (wall time x workers, kept beside the database across interruptions)."""
-    import dataclasses
-
+    """Run (or resume) one yield run in its own database until its worker-time budget,
+    which the store counts across interruptions, is spent."""
     import ray
 
     database = Path(args.out) / f"{settings.name}.db"
-    timings = database.with_suffix(".wall.json")
-    wall = json.loads(timings.read_text())["wall_s"] if timings.is_file() else 0.0
-    budget_wall = args.worker_minutes * 60 / settings.workers
-    if wall >= budget_wall:
-        return database
     with Store(f"sqlite:///{database}") as store:
-        resume = any(s["name"] == settings.name for s in store.searches())
-        left = dataclasses.replace(settings, time_limit=budget_wall - wall)
+        existing = {s["name"]: s["status"] for s in store.searches()}
+        if existing.get(settings.name) == "exhausted":
+            return database
         if not ray.is_initialized():
             ray.init(num_cpus=settings.workers, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)  # fmt: skip
-        start = time.perf_counter()
-        try:
-            run_search(store, left, resume=resume)
-        finally:
-            wall += time.perf_counter() - start
-            timings.write_text(json.dumps({"wall_s": wall}))
+        run_search(store, settings, resume=settings.name in existing)
     return database
 
 
-def _quality_share(evaluations: list[dict], quality_steps: int) -> float:
-    """Seconds of a trained candidate's training that its quality check took, estimated
-    by steps (each architecture's first ``quality_steps`` of its ``steps``)."""
-    return sum(e["seconds"] * min(1.0, quality_steps / e["steps"])
-               for e in evaluations if e["steps"])  # fmt: skip
-
-
-def yield_figures(database: Path, name: str, workers: int) -> dict:
-    """One run's figures, from its database and its recorded wall time."""
+def yield_figures(database: Path, name: str) -> dict:
+    """One run's figures, from its database."""
     from datetime import datetime
 
-    wall = json.loads(database.with_suffix(".wall.json").read_text())["wall_s"]
-    worker_s = wall * workers
     with Store(f"sqlite:///{database}", readonly=True) as store:
         search = store.search(name)
-        space = settings_space(SearchSettings.from_config(search["config"]))
-        quality_steps = space.training.quality_steps
         status = store.status(name)
-        fates: dict[str, float] = {}
-        stages = {"compile": 0.0, "quality": 0.0, "full training": 0.0}
-        first_mutant = None
+        worker_s = status["worker_seconds"]
+        stages = dict.fromkeys(("compile", "signal", "quality", "training"), 0.0)
+        first_child = None
         began = datetime.fromisoformat(search["created_at"])
         for c in store.history(name):
             record = store.candidate(c["id"])
-            seconds = record["seconds"]
-            trial = seconds.get("compile", 0.0) + seconds.get("proxy", 0.0)
-            if record["status"] == "trained":
-                fate = "trained"
-            elif record["status"] == "failed":
-                fate = "diverged" if (record["reason"] or "").startswith("diverged") else "failed"
-            elif record["status"] == "rejected" and record["stage"] in ("compile", "quality"):
-                fate = f"rejected at {record['stage']}"
-            else:
-                fate = None  # screened out by the driver, no worker time
-            if fate:
-                fates[fate] = fates.get(fate, 0.0) + trial
-                stages["compile"] += seconds.get("compile", 0.0)
-                training = seconds.get("proxy", 0.0)
-                quality = (_quality_share(record["evaluations"], quality_steps)
-                           if fate == "trained" else training)  # fmt: skip
-                stages["quality"] += quality
-                stages["full training"] += training - quality
-            if c["parent"] is not None and first_mutant is None:
-                first_mutant = datetime.fromisoformat(record["created_at"]) - began
+            for stage in stages:
+                stages[stage] += float(record["seconds"].get(stage) or 0.0)
+            evolved = c["parent"] is not None and not (c["mutation"] or "").startswith("initial")
+            if evolved and first_child is None:
+                first_child = datetime.fromisoformat(record["created_at"]) - began
     stages["orchestration"] = worker_s - sum(stages.values())
-    return {"name": name, "wall_s": wall, "worker_s": worker_s, "trained": status["trained"],
-            "per_worker_hour": status["trained"] / (worker_s / 3600),
-            "screened": status["screened"], "fates": fates, "stages": stages,
-            "evolution_after_s": (None if first_mutant is None
-                                  else first_mutant.total_seconds())}  # fmt: skip
+    return {"name": name, "worker_s": worker_s, "trained": status["trained"],
+            "per_worker_hour": status["trained_per_worker_hour"] or 0.0,
+            "screened": status["screened"], "fates": status["worker_by_fate"],
+            "stages": stages,
+            "evolution_after_s": (None if first_child is None
+                                  else first_child.total_seconds())}  # fmt: skip
 
 
-FATES = ("trained", "rejected at compile", "rejected at quality", "diverged", "failed")
-STAGES = ("compile", "quality", "full training", "orchestration")
+FATES = ("trained", "rejected at signal", "rejected at quality", "rejected at compile",
+         "diverged", "failed")  # fmt: skip
+STAGES = ("compile", "signal", "quality", "training", "orchestration")
+
+
+def _wasted(r: dict) -> float:
+    """The share of worker time on candidates that ended rejected, diverged or failed."""
+    return sum(v for fate, v in r["fates"].items() if fate != "trained") / r["worker_s"]
 
 
 def report_yield(runs: list[dict]) -> None:
     print("\nper run (shares of worker time)")
-    print(f"{'run':<16} {'wall s':>7} {'trained':>7} {'/ w-h':>6} {'screened':>8} "
+    print(f"{'run':<18} {'w-min':>6} {'trained':>7} {'/ w-h':>6} {'screened':>8} "
           f"{'evolution':>10} " + " ".join(f"{f:>11.11}" for f in FATES) + " "
           + " ".join(f"{s:>11.11}" for s in STAGES))  # fmt: skip
     for r in runs:
         evolution = ("no" if r["evolution_after_s"] is None
                      else f"{r['evolution_after_s'] / 60:.1f} min")  # fmt: skip
-        print(f"{r['name']:<16} {r['wall_s']:7.0f} {r['trained']:7d} "
+        print(f"{r['name']:<18} {r['worker_s'] / 60:6.1f} {r['trained']:7d} "
               f"{r['per_worker_hour']:6.1f} {r['screened']:8d} {evolution:>10} "
               + " ".join(f"{r['fates'].get(f, 0.0) / r['worker_s']:11.1%}" for f in FATES) + " "
               + " ".join(f"{r['stages'][s] / r['worker_s']:11.1%}" for s in STAGES))  # fmt: skip
+
+    def spread(values: list[float], form: str) -> str:
+        return (f"{format(statistics.mean(values), form)} "
+                f"[{format(min(values), form)}, {format(max(values), form)}]")  # fmt: skip
+
     print("\nmean [min, max] over repeats")
+    means: dict[tuple[str, str], float] = {}
+    for config in CONFIGS:
+        for start in STARTS:
+            group = [r for r in runs if r["name"].startswith(f"{config}-{start}-")]
+            if not group:
+                continue
+            rates = [r["per_worker_hour"] for r in group]
+            means[config, start] = statistics.mean(rates)
+            print(f"{config}, from {start} ({len(group)} runs): trained "
+                  f"{spread([r['trained'] for r in group], '.1f')}, per worker-hour "
+                  f"{spread(rates, '.1f')}, worker time on rejected, diverged or failed "
+                  f"{spread([_wasted(r) for r in group], '.0%')}, evolution started in "
+                  f"{sum(r['evolution_after_s'] is not None for r in group)} of {len(group)}"
+                  )  # fmt: skip
     for start in STARTS:
-        group = [r for r in runs if f"-{start}-" in r["name"]]
-        if not group:
-            continue
-
-        def spread(values: list[float], form: str) -> str:
-            return (f"{format(statistics.mean(values), form)} "
-                    f"[{format(min(values), form)}, {format(max(values), form)}]")  # fmt: skip
-
-        rejected = [sum(r["fates"].get(f, 0.0) for f in FATES[1:]) / r["worker_s"]
-                    for r in group]  # fmt: skip
-        print(f"today, from {start} ({len(group)} runs): trained "
-              f"{spread([r['trained'] for r in group], '.1f')}, per worker-hour "
-              f"{spread([r['per_worker_hour'] for r in group], '.1f')}, worker time on "
-              f"rejected, diverged or failed {spread(rejected, '.0%')}, evolution started "
-              f"in {sum(r['evolution_after_s'] is not None for r in group)} of "
-              f"{len(group)}")  # fmt: skip
+        if ("today", start) in means and ("new", start) in means and means["today", start]:
+            print(
+                f"from {start}: new / today = "
+                f"{means['new', start] / means['today', start]:.1f}x trained per worker-hour"
+            )
 
 
 def yield_main(args: argparse.Namespace) -> None:
@@ -340,12 +333,13 @@ def yield_main(args: argparse.Namespace) -> None:
     runs = []
     for seed in range(args.repeats):
         for start in args.starts:
-            settings = yield_settings(start, seed, args)
-            database = run_yield(settings, args)
-            runs.append(yield_figures(database, settings.name, settings.workers))
-            r = runs[-1]
-            print(f"{r['name']}: {r['trained']} trained, {r['screened']} screened in "
-                  f"{r['wall_s']:.0f} s", flush=True)  # fmt: skip
+            for config in args.configs:
+                settings = yield_settings(config, start, seed, args)
+                database = run_yield(settings, args)
+                runs.append(yield_figures(database, settings.name))
+                r = runs[-1]
+                print(f"{r['name']}: {r['trained']} trained, {r['screened']} screened in "
+                      f"{r['worker_s'] / 60:.1f} worker-minutes", flush=True)  # fmt: skip
     report_yield(runs)
 
 
@@ -364,6 +358,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(YIELD), help="yield: the runs' databases")
     parser.add_argument("--starts", type=lambda s: s.split(","), default=list(STARTS),
                         help="yield: zoo, random")  # fmt: skip
+    parser.add_argument("--configs", type=lambda s: s.split(","), default=list(CONFIGS),
+                        help="yield: today, new")  # fmt: skip
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] /
                                                   "shared" / "data" / "cifar-10-batches-py"),
                         help="yield: CIFAR-10's files")  # fmt: skip

@@ -250,6 +250,8 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
     if fmt == "json":
         _print_json({**info, "funnel": funnel})
         return
+    from evonorm_search.worker_time import shares, yield_line
+
     best = info["best"]
     rejected = ", ".join(f"{stage} {n}" for stage, n in info["rejected"].items()) or "none"
     _print_table(
@@ -264,6 +266,9 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
              f"{info['failed']}"],
             ["duplicates", str(info["duplicates"])],
             ["rejected by stage", rejected],
+            ["worker time", yield_line(info["trained"], info["worker_seconds"],
+                                       info["worker_hours_budget"])],
+            ["worker time by fate", shares(info["worker_by_fate"], info["worker_seconds"])],
             ["Pareto front", f"{info['front_size']} candidates"],
             ["best (mean accuracy)", "-" if best is None else
              f"#{best['id']} {_score(best['mean_score'])}  {best['formula']}"],
@@ -719,9 +724,11 @@ def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
     with LiveView(settings.name) as view:
         status = run_search(store, settings, resume=resume, on_progress=view.update)
     summary = store.status(settings.name)
-    click.echo(f"search {settings.name}: {status}, {summary['trained']}/{summary['budget']} "
-               f"trained, {summary['screened']} screened; see `evonorm-search status "
-               f"{settings.name}` and `pareto {settings.name}`")  # fmt: skip
+    reason = view.progress.stopped_reason if view.progress else None
+    why = f" ({reason})" if status == "exhausted" and reason else ""
+    click.echo(f"search {settings.name}: {status}{why}, {summary['trained']}/"
+               f"{summary['budget']} trained, {summary['screened']} screened; see "
+               f"`evonorm-search status {settings.name}` and `pareto {settings.name}`")  # fmt: skip
     if status == "stopped":
         sys.exit(130)
 
@@ -764,7 +771,11 @@ def _writable_store(db_url: str | None) -> Any:
 @click.option("--tournament", type=click.IntRange(min=1), default=None,
               help="Evolution's tournament size (default: the space's).")  # fmt: skip
 @click.option("--initial", type=click.Choice(["random", "baselines"]), default="random",
-              show_default=True, help="Evolution's initial population.")  # fmt: skip
+              show_default=True, help="Evolution's initial population: random graphs, or the "
+              "zoo's layers first; then mutants of trained ones and random graphs.")  # fmt: skip
+@click.option("--initial-mutants", type=click.FloatRange(0.0, 1.0), default=None,
+              metavar="SHARE", help="Share of mutants of trained candidates among the initial "
+              "population's proposals once one is trained (default: the space's).")  # fmt: skip
 @click.option("--strategy", type=click.Choice(["evolution", "random", "tpe", "nsga2"]),
               default="evolution", show_default=True)  # fmt: skip
 @click.option(
@@ -787,7 +798,18 @@ def _writable_store(db_url: str | None) -> Any:
     help="Stop after screening this many (default: 100 x budget).",
 )
 @click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              metavar="SECONDS")  # fmt: skip
+              metavar="SECONDS", help="Stop this sitting after this much wall time.")  # fmt: skip
+@click.option("--worker-hours", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              metavar="HOURS", help="Stop after this much worker time (wall time x workers), "
+              "counted over every sitting and kept in the database.")  # fmt: skip
+@click.option("--compile-order", type=click.Choice(["auto", "first", "after-quality"]),
+              default="auto", show_default=True,
+              help="When a trial compiles the layer's kernels: first where training runs "
+              "them (auto: on CUDA), after the quality check where it does not (auto: on a "
+              "CPU).")  # fmt: skip
+@click.option("--signal-stage/--no-signal-stage", default=True, show_default=True,
+              help="Reject layers without a learning signal after the first training steps "
+              "(the space's [signal] thresholds).")  # fmt: skip
 @click.option(
     "--verify/--no-verify",
     default=True,
@@ -810,9 +832,10 @@ def _writable_store(db_url: str | None) -> Any:
 @_db_option
 def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str | None,
         budget: int, population: int | None, tournament: int | None, initial: str,
-        strategy: str, objectives: str | None, workers: int, cpus_per_trial: float,
-        gpus_per_trial: float, max_candidates: int | None, time_limit: float | None,
-        verify: bool, seed: int, trial_retries: int, address: str | None,
+        initial_mutants: float | None, strategy: str, objectives: str | None, workers: int,
+        cpus_per_trial: float, gpus_per_trial: float, max_candidates: int | None,
+        time_limit: float | None, worker_hours: float | None, compile_order: str,
+        signal_stage: bool, verify: bool, seed: int, trial_retries: int, address: str | None,
         db_url: str | None) -> None:  # fmt: skip
     """Start a search: screen, compile and train candidates until BUDGET are trained."""
     from evonorm_search.search.driver import SearchSettings, check_data, settings_space
@@ -824,10 +847,11 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
     settings = SearchSettings(
         name=name, space=space, dataset=dataset, data_dir=data_dir, preset=preset,
         budget=budget, strategy=strategy, population=population, tournament=tournament,
-        initial=initial, objectives=chosen, seed=seed, workers=workers,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        max_candidates=max_candidates, time_limit=time_limit, verify=verify, address=address,
-        max_failures=trial_retries,
+        initial=initial, initial_mutants=initial_mutants, objectives=chosen, seed=seed,
+        workers=workers, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        max_candidates=max_candidates, time_limit=time_limit, worker_hours=worker_hours,
+        compile_order=compile_order, signal_stage=signal_stage, verify=verify,
+        address=address, max_failures=trial_retries,
     )  # fmt: skip
     architectures = settings_space(settings).proxy.architectures
     if chosen:
@@ -850,7 +874,10 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
 )
 @click.option("--address", default=None, help="Join this Ray cluster instead.")
 @click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              metavar="SECONDS")  # fmt: skip
+              metavar="SECONDS", help="Stop this sitting after this much wall time.")  # fmt: skip
+@click.option("--worker-hours", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              metavar="HOURS", help="A new worker-time budget, over every sitting (default: "
+              "as started).")  # fmt: skip
 @click.option(
     "--max-candidates",
     type=click.IntRange(min=1),
@@ -859,7 +886,8 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
 )
 @_db_option
 def resume(name: str, workers: int | None, address: str | None, time_limit: float | None,
-           max_candidates: int | None, db_url: str | None) -> None:  # fmt: skip
+           worker_hours: float | None, max_candidates: int | None,
+           db_url: str | None) -> None:  # fmt: skip
     """Continue the search NAME to its budget from the database alone."""
     import dataclasses
 
@@ -871,7 +899,7 @@ def resume(name: str, workers: int | None, address: str | None, time_limit: floa
             raise click.ClickException(f"search {name!r} is complete: its budget is trained")
         settings = SearchSettings.from_config(search["config"])
         given = {"workers": workers, "address": address, "time_limit": time_limit,
-                 "max_candidates": max_candidates}  # fmt: skip
+                 "worker_hours": worker_hours, "max_candidates": max_candidates}  # fmt: skip
         changes = {k: v for k, v in given.items() if v is not None}
         _search_run(store, dataclasses.replace(settings, **changes), resume=True)
 

@@ -60,6 +60,7 @@ def _funnel(status: dict[str, Any], reasons: list[dict[str, Any]], directory: Pa
     from matplotlib.figure import Figure
 
     from evonorm_search.plots import literal
+    from evonorm_search.worker_time import yield_line
 
     stages = {literal(f"stopped at {k}"): v for k, v in status["stopped_at"].items()}
     stages["trained"] = status["trained"]
@@ -72,8 +73,17 @@ def _funnel(status: dict[str, Any], reasons: list[dict[str, Any]], directory: Pa
     figure.savefig(path, dpi=110)
     rows = [[r["status"], r["stage"] or "-", r["reason"] or "-", str(r["count"])]
             for r in reasons[:12]]  # fmt: skip
-    return _Section("The funnel", figures=[("candidates by the stage that stopped them", path)],
-                    tables=[(["status", "stage", "reason", "count"], rows)])  # fmt: skip
+    # Where the worker time went: the trials' time by fate, the rest orchestration.
+    worker_s = status["worker_seconds"]
+    by_fate = dict(status["worker_by_fate"])
+    by_fate["orchestration"] = max(worker_s - sum(by_fate.values()), 0.0)
+    time_rows = [[fate, f"{seconds / 3600:.2f}", f"{seconds / worker_s:.0%}" if worker_s else "-"]
+                 for fate, seconds in by_fate.items()]  # fmt: skip
+    summary = yield_line(status["trained"], worker_s, status["worker_hours_budget"])
+    return _Section("The funnel", text=[summary + "."],
+                    figures=[("candidates by the stage that stopped them", path)],
+                    tables=[(["status", "stage", "reason", "count"], rows),
+                            (["worker time by fate", "hours", "share"], time_rows)])  # fmt: skip
 
 
 def _front(store: Any, name: str, search: dict[str, Any], directory: Path,

@@ -108,9 +108,42 @@ class RejectionThresholds:
 
 
 @dataclass(frozen=True)
+class SignalThresholds:
+    """The learning-signal stage: the first ``steps`` training steps on the first proxy
+    architecture (the start of its quality check, not extra training) reject a layer whose
+    loss is not falling (the mean of the first ``window`` losses minus the mean of the last
+    ``window`` is below ``min_loss_drop``), whose gradient at the input (RMS per element, at
+    the first and last step) leaves [``min_input_gradient``, ``max_input_gradient``], or
+    whose outputs collapse (the logits' standard deviation over the batch relative to their
+    RMS below ``min_output_spread``).  The defaults reject nothing: thresholds come from a
+    calibration on the space's own dataset (``benchmarks/learning_signal.py``), which a search on
+    another dataset does not apply."""
+
+    steps: int = 20
+    window: int = 5
+    min_loss_drop: float = -1e9
+    min_input_gradient: float = 0.0
+    max_input_gradient: float = 1e30
+    min_output_spread: float = 0.0
+
+    @property
+    def rejects_nothing(self) -> bool:
+        return self == dataclasses.replace(SignalThresholds(), steps=self.steps,
+                                           window=self.window)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PopulationSettings:
+    """Regularized evolution's ``population`` (the most recent trained candidates) and
+    ``tournament`` size.  Until ``2 x tournament`` candidates are trained (or
+    ``start_after``, where set) the search fills its initial population: the zoo's layers
+    with ``--initial baselines``, then a share ``initial_mutants`` of mutants of a uniformly
+    drawn trained member (where there is one) and random graphs for the rest."""
+
     population: int = 32
     tournament: int = 8
+    initial_mutants: float = 0.5
+    start_after: int = 0  # 0: twice the tournament
 
 
 @dataclass(frozen=True)
@@ -134,6 +167,7 @@ class SearchSpace:
     rejection: RejectionThresholds
     search: PopulationSettings
     compile: CompileTarget
+    signal: SignalThresholds = SignalThresholds()
     path: Path | None = None
 
     def violations(self, graph: LayerGraph) -> list[str]:
@@ -169,6 +203,7 @@ _SECTIONS = {
     "rejection": RejectionThresholds,
     "search": PopulationSettings,
     "compile": CompileTarget,
+    "signal": SignalThresholds,
 }
 
 
@@ -324,6 +359,12 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     require(r.max_output_scale > 0, "[rejection] max_output_scale must be > 0")
     s = space.search
     require(2 <= s.tournament <= s.population, "[search] needs 2 <= tournament <= population")
+    require(0 <= s.initial_mutants <= 1, "[search] initial_mutants must be in [0, 1]")
+    require(s.start_after >= 0, "[search] start_after must be >= 0 (0: twice the tournament)")
+    sg = space.signal
+    require(sg.steps >= 2 and sg.window >= 1, "[signal] needs steps >= 2 and window >= 1")
+    require(sg.min_input_gradient <= sg.max_input_gradient,
+            "[signal] min_input_gradient must not exceed max_input_gradient")  # fmt: skip
     c = space.compile
     require(
         GPU_TARGET.fullmatch(c.target) is not None,

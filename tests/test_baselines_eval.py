@@ -287,6 +287,9 @@ def test_evaluate_records_refused_layers_and_ends_exhausted(tmp_path):
     url = f"sqlite:///{tmp_path / 'strict.db'}"
     out = command("baselines", "evaluate", "--space", str(path), "--no-verify", "--db", url)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "baselines-strict-digits-tiny-s0: exhausted, 0/4 trained, 4 screened" in out.stdout
+    assert (
+        "baselines-strict-digits-tiny-s0: exhausted (the strategy has nothing more to "
+        "propose), 0/4 trained, 4 screened"
+    ) in out.stdout
     stored = rows(url, "SELECT mutation, status, stage FROM candidates ORDER BY birth")
     assert stored == [(f"baseline {n}", "rejected", "quality") for n in ZOO]

@@ -602,6 +602,19 @@ def test_the_funnel_says_what_status_json_says(page, served, searched):
                      "running": status["running"], "trained": status["trained"]}  # fmt: skip
     assert int(page.inner_text("#screened")) == status["screened"]
     assert int(page.inner_text("#trained")) == status["trained"]
+    # Where the worker time went, as status says it (hours, to two decimals).
+    fates = {row.get_attribute("data-fate"): row.locator("td.count").inner_text()
+             for row in page.locator("#worker-time tbody tr").all()}  # fmt: skip
+    spent = sum(status["worker_by_fate"].values())
+    assert fates == {
+        **{f: f"{s / 3600:.2f}" for f, s in status["worker_by_fate"].items()},
+        "orchestration": f"{max(status['worker_seconds'] - spent, 0) / 3600:.2f}",
+    }
+    assert "trained" in fates
+    assert page.inner_text("#worker-hours") == f"{status['worker_seconds'] / 3600:.2f}"
+    assert float(page.inner_text("#yield")) == pytest.approx(
+        status["trained_per_worker_hour"], abs=0.05
+    )
 
 
 @pytest.mark.slow

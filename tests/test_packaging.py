@@ -59,6 +59,7 @@ def test_wheel_contents(wheel):
         "versions/0001_initial.py",
         "versions/0002_evaluation_node.py",
         "versions/0003_unbounded_text.py",
+        "versions/0004_search_progress.py",
     ):
         assert f"evonorm_search/_data/db/{migration}" in names
     dashboard = ROOT / "evonorm_search" / "dashboard"

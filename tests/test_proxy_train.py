@@ -100,3 +100,52 @@ def test_quality_check_stops_at_the_checkpoint(data, space):
     assert passed.accuracy == passed.quality_accuracy >= 0.3 and passed.loss is not None
     failed = quality_check(LayerGraph.parse("max(x, 0) * 0 + x * 0"), "resnet", data, space=space)
     assert failed.status == "rejected" and failed.steps == 20
+
+
+def test_the_signal_stage_watches_the_first_steps_without_changing_training(data, space):
+    """The signal stage is the start of the first architecture's quality check, measured:
+    a candidate trained stage by stage ends exactly as one trained in one go."""
+    from evonorm_search.proxy.train import CandidateTraining
+
+    training = CandidateTraining(baselines.get("bn_relu"), data, space=space, seed=0)
+    signal = training.signal()
+    assert signal.status == "passed" and signal.architecture == "resnet"
+    assert signal.steps == len(signal.losses) == 20  # [signal] steps, at most quality_steps
+    assert signal.loss_drop > 0 and len(signal.input_gradient) == 2
+    assert all(g > 0 for g in signal.input_gradient) and min(signal.output_spread) > 0.05
+    assert training.quality() is None
+    staged = training.finish()
+    whole = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0)
+    assert {a: (r.accuracy, r.loss, r.train_loss) for a, r in staged.items()} == \
+        {a: (r.accuracy, r.loss, r.train_loss) for a, r in whole.items()}  # fmt: skip
+
+
+def test_signal_thresholds_reject_a_dead_layer_and_pass_a_good_one(data, space):
+    """``max(x, 0) * 0 + x * 0`` passes nothing on: its outputs do not depend on the image
+    and no gradient reaches the input.  The defaults reject nothing; thresholds do, each
+    with its reason, and a divergence is reported as one."""
+    import dataclasses
+
+    from evonorm_search.proxy.train import CandidateTraining, signal_problem
+
+    dead = CandidateTraining(LayerGraph.parse("max(x, 0) * 0 + x * 0"), data, space=space)
+    measured = dead.signal()
+    assert measured.status == "passed"  # the defaults reject nothing
+    assert max(measured.output_spread) < 1e-6 and max(measured.input_gradient) == 0.0
+    good = CandidateTraining(baselines.get("gn_relu"), data, space=space).signal()
+
+    def under(**thresholds):
+        return dataclasses.replace(space, signal=dataclasses.replace(space.signal, **thresholds))
+
+    collapsed = under(min_output_spread=1e-3)
+    assert signal_problem(measured, collapsed).startswith("outputs collapsed: spread")
+    assert signal_problem(good, collapsed) is None
+    vanishing = under(min_input_gradient=1e-9)
+    assert signal_problem(measured, vanishing).startswith("vanishing gradient at the input")
+    assert signal_problem(good, under(max_input_gradient=1e-12)).startswith("exploding")
+    assert signal_problem(good, under(min_loss_drop=100.0)).startswith("loss not falling")
+    rejected = CandidateTraining(LayerGraph.parse("max(x, 0) * 0 + x * 0"), data,
+                                 space=collapsed).signal()  # fmt: skip
+    assert rejected.status == "rejected" and rejected.reason.startswith("outputs collapsed")
+    diverged = CandidateTraining(LayerGraph.parse("x / v0"), data, space=space).signal()
+    assert diverged.status == "diverged" and diverged.steps == 0

@@ -1,6 +1,8 @@
 """Search strategies: regularized evolution with Pareto tournaments, random search, and
 Optuna's TPE and NSGA-II over the genome encoding; restoring from a history."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,80 @@ def test_evolution_with_more_trials_in_flight_than_members_keeps_proposing():
     assert all(p.mutation == "initial: random" for p in in_flight)
     evolution.tell(in_flight[0], 0, scores(0.5, 0.5))
     assert evolution.ask().parent == 0  # the first member is the tournament's only choice
+
+
+def test_evolution_starts_once_twice_the_tournament_is_trained_from_the_zoo_and_mutants():
+    """With the zoo as its start, evolution proposes the zoo's layers, then a mix of mutants
+    of trained members (the space's share) and random graphs, and evolves (tournaments)
+    once 2 x tournament candidates are trained, not when the population is full."""
+    evolution = make_strategy("evolution", SPACE, ARCHS, seed=0, population=32, tournament=4,
+                              initial="baselines", initial_mutants=0.5)  # fmt: skip
+    assert evolution.start_after == 8
+    rng = np.random.default_rng(0)
+    zoo = [evolution.ask() for _ in range(len(evolution._seeds))]
+    assert all(p.mutation.startswith("initial: baseline ") for p in zoo)
+    for candidate, proposal in enumerate(zoo[:3]):  # three of the zoo trained
+        evolution.tell(proposal, candidate, scores(*rng.random(2)))
+    fill = [evolution.ask() for _ in range(200)]
+    mutants = [p for p in fill if p.parent is not None]
+    assert all(p.mutation.startswith("initial: ") for p in fill)
+    assert {p.parent for p in mutants} == {0, 1, 2}  # uniformly drawn trained members
+    assert 0.4 < len(mutants) / len(fill) < 0.6
+    assert not evolution.evolving
+    for candidate, proposal in enumerate(fill[:5], start=100):  # 8 trained now
+        evolution.tell(proposal, candidate, scores(*rng.random(2)))
+    assert evolution.evolving
+    child = evolution.ask()
+    assert child.parent is not None and not child.mutation.startswith("initial")
+
+
+def test_start_after_and_initial_mutants_reproduce_the_old_initial_population():
+    """``initial_mutants=0`` and ``start_after=population``: random graphs until the
+    population is full (the configuration the yield benchmark compares against)."""
+    evolution = make_strategy("evolution", SPACE, ARCHS, seed=0, population=6, tournament=2,
+                              initial_mutants=0.0, start_after=6)  # fmt: skip
+    rng = np.random.default_rng(0)
+    for candidate in range(5):
+        proposal = evolution.ask()
+        assert proposal.mutation == "initial: random"
+        evolution.tell(proposal, candidate, scores(*rng.random(2)))
+    assert evolution.ask().mutation == "initial: random"
+    evolution.tell(evolution.ask(), 5, scores(0.5, 0.5))
+    assert evolution.ask().parent is not None
+
+
+@pytest.mark.parametrize("name", ["evolution", "random"])
+def test_a_restored_strategy_continues_its_random_stream(name):
+    """Restored from the history and its saved random state, a strategy proposes exactly
+    what the uninterrupted one would next; re-seeded alone, it would replay the first
+    sitting's proposals (what a resume did before)."""
+    rng = np.random.default_rng(0)
+    first = make_strategy(name, SPACE, ARCHS, seed=3, population=6, tournament=2)
+    told = drive(first, 12, rng, reject=0.3)
+    state = first.random_state()
+    json.dumps(state)  # JSON-able, as the store keeps it
+    history = [Told(c, p.graph, s) for p, c, s in told]
+    ahead = drive(first, 6, np.random.default_rng(1))
+    second = make_strategy(name, SPACE, ARCHS, seed=3, population=6, tournament=2)
+    second.restore(history)
+    second.continue_from(state)
+    assert [p.graph for p, _, _ in drive(second, 6, np.random.default_rng(1))] == \
+        [p.graph for p, _, _ in ahead]  # fmt: skip
+    replayed = make_strategy(name, SPACE, ARCHS, seed=3, population=6, tournament=2)
+    assert replayed.ask().graph == told[0][0].graph
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2"])
+def test_a_restored_optuna_strategy_draws_a_new_stream(name):
+    rng = np.random.default_rng(0)
+    first = make_strategy(name, SPACE, ARCHS, seed=3, population=4)
+    told = drive(first, 6, rng)
+    state = first.random_state()
+    assert state == {"asked": 6}
+    second = make_strategy(name, SPACE, ARCHS, seed=3, population=4)
+    second.restore([Told(c, p.graph, s) for p, c, s in told])
+    second.continue_from(state)
+    proposed = [second.ask().graph for _ in range(4)]
+    assert not {g.structural_hash() for g in proposed} & \
+        {p.graph.structural_hash() for p, _, _ in told[:4]}  # fmt: skip
+    assert second.random_state() == {"asked": 10}

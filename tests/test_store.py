@@ -46,7 +46,7 @@ def test_a_new_database_is_created_at_head_and_matches_the_models(db_url):
     from alembic.migration import MigrationContext
 
     Store(db_url).close()
-    assert revision(db_url) == "0003"
+    assert revision(db_url) == "0004"
     engine = make_engine(db_url)
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
@@ -104,20 +104,20 @@ def test_a_newer_revision_is_refused_and_left_untouched(db_url):
 
 
 def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path, monkeypatch):
-    """A migration environment with a fourth revision: a database at 0003 is older."""
+    """A migration environment with a fifth revision: a database at 0004 is older."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with Store(url) as store:
         new_search(store, "kept")
     scripts = tmp_path / "db"
     shutil.copytree(resource_dir("db"), scripts)
-    (scripts / "versions" / "0003_note.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0004"\n'
-        'down_revision = "0003"\n\n\ndef upgrade():\n'
+    (scripts / "versions" / "0005_note.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0005"\n'
+        'down_revision = "0004"\n\n\ndef upgrade():\n'
         '    with op.batch_alter_table("searches") as batch:\n'
         '        batch.add_column(sa.Column("note", sa.Text(), nullable=True))\n'
     )
     monkeypatch.setattr("evonorm_search.store.engine.resource_dir", lambda _: scripts)
-    with pytest.raises(StoreError, match=r"older than this code's 0004: run `evonorm-search db"):
+    with pytest.raises(StoreError, match=r"older than this code's 0005: run `evonorm-search db"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
@@ -125,12 +125,12 @@ def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path,
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
     assert result.exit_code == 0, result.output
-    assert "0003 -> 0004" in result.output
-    assert revision(url) == "0004"
+    assert "0004 -> 0005" in result.output
+    assert revision(url) == "0005"
     with Store(url, readonly=True) as store:
         assert store.search("kept")["space"] == "evonorm_b"
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert "is at the current schema (0004)" in result.output
+    assert "is at the current schema (0005)" in result.output
 
 
 def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
@@ -148,14 +148,14 @@ def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
         command.upgrade(config, "0001")
     engine.dispose()
     assert revision(url) == "0001"
-    with pytest.raises(StoreError, match="older than this code's 0003"):
+    with pytest.raises(StoreError, match="older than this code's 0004"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
     from evonorm_search.cli import cli
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert result.exit_code == 0 and "0001 -> 0003" in result.output, result.output
+    assert result.exit_code == 0 and "0001 -> 0004" in result.output, result.output
     with Store(url) as store:
         new_search(store, "upgraded")
         candidate = store.add_candidate("upgraded", graph="{}", status="queued")
@@ -206,7 +206,7 @@ def test_upgrading_to_unbounded_text_keeps_every_row(db_url):
     from evonorm_search.cli import cli
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", db_url])
-    assert result.exit_code == 0 and "0002 -> 0003" in result.output, result.output
+    assert result.exit_code == 0 and "0002 -> 0004" in result.output, result.output
     after, widened = _rows(db_url)
     assert after == before
     assert widened[("searches", "space")] == widened[("candidates", "reason")] == "TEXT"
@@ -567,3 +567,38 @@ def test_readers_never_block_the_writer_nor_see_errors(db_url):
         assert count == writer[2]
         points = {p["id"]: list(p["scores"].values()) for p in store.trained_points("s")}
         assert {r["id"] for r in store.pareto("s")} == brute_force_front(points)
+
+
+def test_worker_time_is_kept_and_accounted_by_fate(db_url):
+    """The driver's progress (worker time over every sitting, the strategy's random state)
+    round-trips; status sums the trials' seconds by fate (a divergence is its own fate,
+    screening time is not worker time) and gives the yield per worker-hour."""
+    with Store(db_url) as store:
+        store.create_search("w", space="evonorm_b", strategy="evolution", seed=0, budget=10,
+                            architectures=["resnet"], proxy_key="k",
+                            config={"worker_hours": 2.0})  # fmt: skip
+        assert store.status("w")["trained_per_worker_hour"] is None  # no worker time yet
+        trials = [("trained", None, None, {"signal": 1.0, "quality": 9.0, "compile": 3.0,
+                                           "training": 20.0, "static": 0.5}),
+                  ("rejected", "signal", "loss not falling", {"signal": 1.5}),
+                  ("rejected", "quality", "below", {"signal": 1.0, "quality": 8.0}),
+                  ("failed", "quality", "diverged on resnet at step 3", {"signal": 0.5}),
+                  ("failed", "trial", "the trial failed", {}),
+                  ("rejected", "numeric", "constant_output", {"numeric": 0.2}),
+                  ("trained", None, None, {"compile": 2.0, "proxy": 30.0})]  # fmt: skip
+        for status, stage, reason, seconds in trials:
+            c = store.add_candidate("w", graph="{}", status="queued", seconds=seconds)
+            if status == "trained":
+                store.set_fitness(c, {"resnet": 0.5})
+            else:
+                store.update_candidate(c, status=status, stage=stage, reason=reason)
+        store.set_search_progress("w", worker_seconds=3600.0, strategy_state={"numpy": "{}"})
+        status = store.status("w")
+        search = store.search("w")
+    assert search["worker_seconds"] == 3600.0 and search["strategy_state"] == {"numpy": "{}"}
+    assert status["worker_by_fate"] == {"trained": 65.0, "rejected at quality": 9.0,
+                                        "rejected at signal": 1.5, "diverged": 0.5,
+                                        "failed": 0.0}  # fmt: skip
+    assert status["worker_seconds"] == 3600.0 and status["worker_hours_budget"] == 2.0
+    assert status["trained_per_worker_hour"] == 2.0
+    assert status["stopped_at"]["signal"] == 1 and list(status["stopped_at"])[5] == "signal"

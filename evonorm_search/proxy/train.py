@@ -5,14 +5,21 @@ SGD with Nesterov momentum and weight decay, the learning rate on a cosine from 
 value to 0 over ``steps``, batches and augmentation on the training device.  All settings
 come from the search space (``[training]``, ``[proxy]``, ``[rejection]``).
 
-At ``quality_steps`` the run is validated; below ``quality_accuracy`` it stops as
-``rejected`` (the EvoNorm paper: 20% on CIFAR-10 after 100 steps, twice chance).  A
-non-finite training loss stops it at once as ``diverged``: never an exception.  On a CPU a
-run is deterministic for its seed; on CUDA it uses bfloat16 autocast and channels_last.
+A candidate's training runs in stages (``CandidateTraining``), each cheaper than the next
+and each able to stop it: the learning signal (the first ``[signal] steps`` on the first,
+cheapest architecture: is the loss falling, is the gradient at the input neither vanishing
+nor exploding, do the outputs still differ between images), the quality check (at
+``quality_steps`` every architecture is validated; below ``quality_accuracy`` the run stops
+as ``rejected``: the EvoNorm paper's 20% on CIFAR-10 after 100 steps, twice chance), then
+full training.  The signal stage only watches the first steps of the run the quality check
+continues, so it changes nothing that training measures.  A non-finite training loss stops a
+run at once as ``diverged``: never an exception.  On a CPU a run is deterministic for its
+seed; on CUDA it uses bfloat16 autocast and channels_last.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +36,16 @@ from evonorm_search.proxy.data import Dataset
 from evonorm_search.proxy.models import build
 from evonorm_search.space import SearchSpace
 
-__all__ = ["TrainResult", "evaluate", "quality_check", "train", "train_candidate"]
+__all__ = [
+    "CandidateTraining",
+    "SignalResult",
+    "TrainResult",
+    "evaluate",
+    "quality_check",
+    "signal_problem",
+    "train",
+    "train_candidate",
+]
 
 Status = Literal["completed", "rejected", "diverged"]
 
@@ -97,15 +113,20 @@ class _Run:
         generator = torch.Generator(device=data.device).manual_seed(seed)
         self.batches = data.batches(t.batch_size, generator)
 
-    def advance(self, until: int) -> bool:
-        """Train up to step ``until``; False when the loss became non-finite."""
+    def advance(self, until: int, watch: _Watch | None = None) -> bool:
+        """Train up to step ``until``; False when the loss became non-finite.  ``watch``
+        records the learning signal of these steps (the updates are the same with it)."""
         self.model.train()
         start = time.perf_counter()
         try:
             while self.step < until:
                 images, labels = next(self.batches)
+                probe = watch is not None and watch.probes(self.step, until)
+                if probe:  # the gradient at the input, for this step only
+                    images = images.detach().requires_grad_(True)
                 with _autocast(images.device):
-                    loss = F.cross_entropy(self.model(_layout(images)).float(), labels)
+                    logits = self.model(_layout(images)).float()
+                    loss = F.cross_entropy(logits, labels)
                 if not torch.isfinite(loss):
                     self.train_loss = loss.item()
                     return False
@@ -115,6 +136,10 @@ class _Run:
                 self.schedule.step()
                 self.step += 1
                 self.train_loss = loss.item()
+                if watch is not None:
+                    watch.losses.append(self.train_loss)
+                    if probe:
+                        watch.record(images.grad, logits.detach())
             return True
         finally:
             self.seconds += time.perf_counter() - start
@@ -122,6 +147,68 @@ class _Run:
     def result(self, status: Status, **figures: float | None) -> TrainResult:
         return TrainResult(self.architecture, status, self.step, self.seconds,
                            train_loss=self.train_loss, **figures)  # fmt: skip
+
+
+class _Watch:
+    """The learning signal of a run's first steps: every step's loss, and at the first and
+    the last step the gradient at the input and the spread of the outputs."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.input_gradients: list[float] = []  # RMS of dL/dx per element (x: the images)
+        self.output_spreads: list[float] = []  # logits' std over the batch / their RMS
+
+    def probes(self, step: int, until: int) -> bool:
+        return step == 0 or step == until - 1
+
+    def record(self, gradient: torch.Tensor | None, logits: torch.Tensor) -> None:
+        g = 0.0 if gradient is None else gradient.float().pow(2).mean().sqrt().item()
+        rms = logits.pow(2).mean().sqrt().item()
+        spread = logits.std(0).mean().item() / rms if rms > 0 else 0.0
+        self.input_gradients.append(g)
+        self.output_spreads.append(spread)
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    """The learning-signal stage of one candidate: ``status`` ``passed``, ``rejected``
+    (``reason`` says why) or ``diverged``, with the figures it decided on."""
+
+    architecture: str
+    status: Literal["passed", "rejected", "diverged"]
+    steps: int
+    seconds: float
+    loss_drop: float | None = None  # mean loss of the first `window` steps minus the last
+    input_gradient: tuple[float, ...] = ()  # at the first and the last step
+    output_spread: tuple[float, ...] = ()
+    losses: tuple[float, ...] = ()
+    reason: str | None = None
+
+    def figures(self) -> dict[str, object]:
+        """JSON-able, as the store keeps them."""
+        return {"architecture": self.architecture, "status": self.status, "steps": self.steps,
+                "seconds": round(self.seconds, 3), "loss_drop": self.loss_drop,
+                "input_gradient": list(self.input_gradient),
+                "output_spread": list(self.output_spread),
+                "losses": [round(v, 5) for v in self.losses], "reason": self.reason}  # fmt: skip
+
+
+def signal_problem(result: SignalResult, space: SearchSpace) -> str | None:
+    """Why ``result`` shows no learning signal under the space's ``[signal]`` thresholds, or
+    None.  Kept apart from the measurement so that a calibration can replay thresholds."""
+    t = space.signal
+    if result.loss_drop is not None and result.loss_drop < t.min_loss_drop:
+        return (f"loss not falling on {result.architecture}: dropped {result.loss_drop:.3f} "
+                f"< {t.min_loss_drop:g} over {result.steps} steps")  # fmt: skip
+    low, high = min(result.input_gradient, default=1.0), max(result.input_gradient, default=1.0)
+    if low < t.min_input_gradient:
+        return f"vanishing gradient at the input: {low:.3g} < {t.min_input_gradient:g}"
+    if high > t.max_input_gradient:
+        return f"exploding gradient at the input: {high:.3g} > {t.max_input_gradient:g}"
+    spread = min(result.output_spread, default=1.0)
+    if spread < t.min_output_spread:
+        return f"outputs collapsed: spread {spread:.3g} < {t.min_output_spread:g}"
+    return None
 
 
 def _layout(images: torch.Tensor) -> torch.Tensor:
@@ -175,6 +262,72 @@ def quality_check(
     )  # fmt: skip
 
 
+class CandidateTraining:
+    """A candidate trained on every architecture of its space, in stages that each may stop
+    it: ``signal`` (the first steps on the first architecture), ``quality`` (every
+    architecture to the quality checkpoint, in the space's order, which is cheapest first),
+    ``finish`` (every architecture on to ``steps``).  A network is built when its stage first
+    needs it, so a candidate stopped early costs no other network's construction; a run
+    continues from where the previous stage left it."""
+
+    def __init__(self, graph: LayerGraph, data: Dataset, *, space: SearchSpace, seed: int = 0,
+                 steps: int | None = None, backend: str = "auto") -> None:  # fmt: skip
+        self.graph, self.data, self.space, self.seed = graph, data, space, seed
+        self.total = steps or space.training.steps
+        self.backend = backend
+        self.architectures = tuple(space.proxy.architectures)
+        self._runs: dict[str, _Run] = {}
+
+    def run(self, architecture: str) -> _Run:
+        if architecture not in self._runs:
+            self._runs[architecture] = _Run(self.graph, architecture, self.data, self.space,
+                                            self.seed, self.total, self.backend)  # fmt: skip
+        return self._runs[architecture]
+
+    def signal(self) -> SignalResult:
+        """Train the first architecture for ``[signal] steps`` (at most to the quality
+        checkpoint), measuring; ``status`` says whether the space's thresholds pass it."""
+        t = self.space.signal
+        run = self.run(self.architectures[0])
+        steps = min(t.steps, self.space.training.quality_steps, self.total)
+        watch = _Watch()
+        if not run.advance(steps, watch):
+            reason = f"diverged on {run.architecture} at step {run.step}"
+            return SignalResult(run.architecture, "diverged", run.step, run.seconds,
+                                losses=tuple(watch.losses), reason=reason)  # fmt: skip
+        window = max(1, min(t.window, steps // 2))
+        losses = watch.losses
+        drop = sum(losses[:window]) / window - sum(losses[-window:]) / window
+        result = SignalResult(run.architecture, "passed", run.step, run.seconds, drop,
+                              tuple(watch.input_gradients), tuple(watch.output_spreads),
+                              tuple(losses))  # fmt: skip
+        problem = signal_problem(result, self.space)
+        if problem is None:
+            return result
+        return dataclasses.replace(result, status="rejected", reason=problem)
+
+    def quality(self, on_result: Callable[[TrainResult], None] | None = None) -> TrainResult | None:
+        """Every architecture to the quality checkpoint: the first that was rejected or
+        diverged (the others are not trained), or None when all passed."""
+        for architecture in self.architectures:
+            stopped = _checkpoint(self.run(architecture), self.space)
+            if stopped is not None:
+                if on_result:
+                    on_result(stopped)
+                return stopped
+        return None
+
+    def finish(self, on_result: Callable[[TrainResult], None] | None = None
+               ) -> dict[str, TrainResult]:  # fmt: skip
+        """Every architecture on to ``steps`` (after ``quality``)."""
+        results = {}
+        for architecture in self.architectures:
+            results[architecture] = _finish(self.run(architecture))
+            if on_result:
+                on_result(results[architecture])
+        return results
+
+
 def train_candidate(
     graph: LayerGraph, data: Dataset, *, space: SearchSpace, seed: int = 0,
     steps: int | None = None, on_result: Callable[[TrainResult], None] | None = None,
@@ -185,19 +338,9 @@ def train_candidate(
     candidate that fails on one network costs no full training on another).  ``backend``:
     the layer's (``GraphNormAct``); ``auto`` runs the fused kernels on a GPU and the eager
     layer on a CPU, the faster there (``benchmarks/proxy.py backends``)."""
-    total = steps or space.training.steps
-    runs = {a: _Run(graph, a, data, space, seed, total, backend)
-            for a in space.proxy.architectures}  # fmt: skip
-    results: dict[str, TrainResult] = {}
-    for architecture, run in runs.items():
-        stopped = _checkpoint(run, space)
-        if stopped is not None:
-            results[architecture] = stopped
-            if on_result:
-                on_result(stopped)
-            return results
-    for architecture, run in runs.items():
-        results[architecture] = _finish(run)
-        if on_result:
-            on_result(results[architecture])
-    return results
+    training = CandidateTraining(graph, data, space=space, seed=seed, steps=steps,
+                                 backend=backend)  # fmt: skip
+    stopped = training.quality(on_result)
+    if stopped is not None:
+        return {stopped.architecture: stopped}
+    return training.finish(on_result)

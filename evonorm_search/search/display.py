@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from evonorm_search.search.driver import Progress
+from evonorm_search.worker_time import shares, yield_line
 
 __all__ = ["LiveView"]
 
@@ -48,7 +49,9 @@ class LiveView:
         eta = f"{left / rate:.1f} min" if rate > 0 and left > 0 else "-"
         summary = Text(f"search {self.name}: {p.trained}/{p.budget} trained, {p.screened} "
                        f"screened, {len(p.running)} running, {rate:.2f} trained/min, "
-                       f"ETA {eta}")  # fmt: skip
+                       f"ETA {eta}; {'evolving' if p.evolving else 'initial population'}\n"
+                       f"{yield_line(p.trained, p.worker_seconds, p.worker_hours)}: "
+                       f"{shares(p.by_fate, p.worker_seconds)}")  # fmt: skip
         table = Table()
         table.add_column("stage: fate")
         table.add_column("count", justify="right")

@@ -2,14 +2,16 @@
 
 The driver process is the database's only writer.  Screening (funnel stages 1-5) runs in
 the searcher's ``suggest``: rejections and FEC hits are recorded without a trial; a
-survivor becomes a trial, which runs on a Ray worker (``trial.run_trial``: the compile
-stage, then proxy training) and returns a report that ``on_trial_complete`` records.  The
-budget counts candidates that complete full training; ``max_candidates`` (screened) and
-``time_limit`` stop a search whose population has converged (status ``exhausted``).
+survivor becomes a trial, which runs on a Ray worker (``trial.run_trial``: the learning
+signal, the quality check, full training and the compile stage) and returns a report that
+``on_trial_complete`` records.  The budget counts candidates that complete full training;
+``worker_hours`` (worker time over every sitting), ``max_candidates`` (screened) and
+``time_limit`` (this sitting's wall time) stop a search before it (status ``exhausted``).
 
-The database alone is enough to resume: the strategy replays the history, the funnel gets
-every structural hash seen, and candidates left ``queued`` or ``running`` by a stopped
-driver are trained first, under their own ids (so nothing is trained twice).
+The database alone is enough to resume: the strategy replays the history and continues its
+random stream, the funnel gets every structural hash seen, the worker time spent is read
+back, and candidates left ``queued`` or ``running`` by a stopped driver are trained first,
+under their own ids (so nothing is trained twice).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from evonorm_search.graph import LayerGraph
 from evonorm_search.hashing import FunctionalCache, proxy_key
 from evonorm_search.rejection import Funnel
 from evonorm_search.search.strategies import Proposal, Told, make_strategy
-from evonorm_search.search.trial import TrialRequest, effective_space, run_trial
+from evonorm_search.search.trial import COMPILE_ORDERS, TrialRequest, effective_space, run_trial
 from evonorm_search.space import SearchSpace
+from evonorm_search.worker_time import fate_of, trial_seconds
 
 __all__ = ["Progress", "SearchSettings", "check_data", "run_search"]
 
@@ -49,18 +52,28 @@ class SearchSettings:
     population: int | None = None  # default: the space's
     tournament: int | None = None
     initial: str = "random"
+    initial_mutants: float | None = None  # default: the space's
+    start_after: int | None = None  # default: the space's (twice the tournament)
     objectives: tuple[str, ...] | None = None
     seed: int = 0
     workers: int = 1
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_candidates: int | None = None  # screened, rejections included (default 100 x budget)
-    time_limit: float | None = None  # seconds
+    time_limit: float | None = None  # seconds of this sitting's wall time
+    worker_hours: float | None = None  # worker time (wall x workers) over every sitting
     verify: bool = True
+    compile_order: str = "auto"  # trial.COMPILE_ORDERS
+    signal_stage: bool = True  # the learning-signal stage rejects (it is measured anyway)
     address: str | None = None  # an existing Ray cluster
     max_failures: int = 2  # retries of a trial whose process died
 
     def __post_init__(self) -> None:
+        if self.compile_order not in COMPILE_ORDERS:
+            raise ValueError(f"unknown compile order {self.compile_order!r} (choose from "
+                             f"{', '.join(COMPILE_ORDERS)})")  # fmt: skip
+        if self.worker_hours is not None and not self.worker_hours > 0:
+            raise ValueError(f"worker_hours must be > 0, got {self.worker_hours}")
         # Trials run in directories of their own, on other nodes too: a relative path
         # would not be found there.  (A space named without "/" or ".toml" is a shipped one.)
         if self.data_dir is not None:
@@ -91,9 +104,23 @@ class Progress:
     best: dict[str, float] = field(default_factory=dict)  # architecture -> best accuracy
     started: float = field(default_factory=time.monotonic)
     trained_now: int = 0  # since this driver started (the rate's numerator)
+    workers: int = 1
+    worker_seconds_before: float = 0.0  # worker time of earlier sittings
+    worker_hours: float | None = None  # the budget, if any
+    by_fate: dict[str, float] = field(default_factory=dict)  # fate -> trials' worker seconds
+    evolving: bool = False
+    stopped_reason: str | None = None  # why the search stopped before its budget
 
     def count(self, key: str) -> None:
         self.stages[key] = self.stages.get(key, 0) + 1
+
+    @property
+    def worker_seconds(self) -> float:
+        """Over every sitting: this one's wall time x workers, plus the earlier ones'."""
+        return self.worker_seconds_before + (time.monotonic() - self.started) * self.workers
+
+    def spend(self, fate: str, seconds: float) -> None:
+        self.by_fate[fate] = self.by_fate.get(fate, 0.0) + seconds
 
 
 def check_data(dataset: str, data_dir: str | None) -> None:
@@ -126,11 +153,13 @@ class _Driver:
         self.on_progress = on_progress or (lambda p: None)
         self.strategy = make_strategy(settings.strategy, space, self.architectures,
                                       settings.seed, population=settings.population,
-                                      tournament=settings.tournament,
-                                      initial=settings.initial)  # fmt: skip
+                                      tournament=settings.tournament, initial=settings.initial,
+                                      initial_mutants=settings.initial_mutants,
+                                      start_after=settings.start_after)  # fmt: skip
         self.funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)),
                              seen=store.structural_hashes(settings.name))  # fmt: skip
-        self.progress = Progress(budget=settings.budget)
+        self.progress = Progress(budget=settings.budget, workers=settings.workers,
+                                 worker_hours=settings.worker_hours)  # fmt: skip
         self.requeued: list[dict[str, Any]] = []  # candidates to (re)train first
         # Scores of the trained candidates by structural hash: a structural duplicate's.
         self.trained_structures: dict[str, dict[str, float]] = {}
@@ -139,6 +168,10 @@ class _Driver:
 
     # -- resuming --------------------------------------------------------------------------
     def restore(self) -> None:
+        search = self.store.search(self.settings.name)
+        self.progress.worker_seconds_before = search["worker_seconds"] or 0.0
+        if search["strategy_state"]:
+            self.strategy.continue_from(search["strategy_state"])
         history = []
         for c in self.store.history(self.settings.name):
             if c["graph"] is not None:
@@ -156,6 +189,8 @@ class _Driver:
                 self._best(c["scores"])
                 self.trained_structures[history[-1].graph.structural_hash()] = c["scores"]
         self.strategy.restore(history)
+        self.progress.by_fate = dict(self.store.status(self.settings.name)["worker_by_fate"])
+        self.progress.evolving = getattr(self.strategy, "evolving", False)
 
     def _best(self, scores: dict[str, float]) -> None:
         for a, value in scores.items():
@@ -177,6 +212,9 @@ class _Driver:
             self.stopped_reason = f"{p.screened} candidates screened (--max-candidates)"
         elif s.time_limit is not None and time.monotonic() - p.started > s.time_limit:
             self.stopped_reason = f"time limit of {s.time_limit:g} s reached"
+        elif s.worker_hours is not None and p.worker_seconds >= s.worker_hours * 3600:
+            self.stopped_reason = (f"worker-time budget of {s.worker_hours:g} h reached "
+                                   f"({p.worker_seconds / 3600:.2f} h spent)")  # fmt: skip
         elif self.strategy.exhausted and not self.requeued:  # the zoo's: all proposed
             self.stopped_reason = "the strategy has nothing more to propose"
         return self.stopped_reason is not None
@@ -191,6 +229,11 @@ class _Driver:
             return self._start(trial_id, c["id"], None, c["graph"], c.get("functional_hash"))
         while not self.finished():
             proposal = self.strategy.ask()
+            # Saved before the proposal is recorded: a driver killed in between loses the
+            # proposal, and a resume never proposes it again.
+            self.store.set_search_progress(self.settings.name,
+                                           strategy_state=self.strategy.random_state(),
+                                           worker_seconds=self.progress.worker_seconds)  # fmt: skip
             screening = self.funnel.screen(proposal.graph)
             candidate = self.store.record_screening(self.settings.name, screening,
                                                     parent=proposal.parent,
@@ -208,18 +251,19 @@ class _Driver:
             scores = (screening.fitness.scores if screening.fitness else
                       self.trained_structures.get(screening.structural_hash or ""))  # fmt: skip
             self.strategy.tell(proposal, candidate, scores)
+            self.progress.evolving = getattr(self.strategy, "evolving", False)
             self.on_progress(self.progress)
         return None
 
     def _start(self, trial_id: str, candidate: int, proposal: Proposal | None, graph: str,
                functional_hash: str | None) -> dict[str, Any]:  # fmt: skip
-        self.store.update_candidate(candidate, status="running", stage="compile")
+        self.store.update_candidate(candidate, status="running", stage="trial")
         self.trials[trial_id] = (candidate, proposal, functional_hash)
         self.progress.running[trial_id] = candidate
         self.on_progress(self.progress)
         s = self.settings
         request = TrialRequest(candidate, graph, s.space, s.dataset, s.data_dir, s.preset,
-                               s.seed, s.verify)  # fmt: skip
+                               s.seed, s.verify, s.compile_order, s.signal_stage)  # fmt: skip
         return {"request": request.to_dict(), "preset": self.space.proxy.preset}
 
     def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
@@ -237,7 +281,9 @@ class _Driver:
             return
         self._record(candidate, report)
         scores = report.get("scores")
-        self._tally(report["status"], report.get("stage") or "proxy", screened=False)
+        self._tally(report["status"], report.get("stage") or "training", screened=False)
+        self.progress.spend(fate_of(report["status"], report.get("stage"), report.get("reason")),
+                            trial_seconds(report["seconds"]))  # fmt: skip
         self._finish(proposal, candidate, scores, functional_hash)
 
     def _record(self, candidate: int, report: dict[str, Any]) -> None:
@@ -250,6 +296,7 @@ class _Driver:
             compiled = report.get("compiled")
             self.store.update_candidate(
                 candidate, compiled=compiled, seconds=report["seconds"],
+                measured={"signal": report["signal"]} if "signal" in report else None,
                 bytes_per_element=(compiled["traffic_fwd"] + compiled["traffic_bwd"]
                                    if compiled else None),
                 **({} if report["status"] == "trained" else
@@ -273,7 +320,13 @@ class _Driver:
             self.strategy.tell(proposal, candidate, scores)
         elif scores:
             self.strategy.restore([Told(candidate, graph, scores)])
+        self.progress.evolving = getattr(self.strategy, "evolving", False)
+        self.save_worker_time()
         self.on_progress(self.progress)
+
+    def save_worker_time(self) -> None:
+        self.store.set_search_progress(self.settings.name,
+                                       worker_seconds=self.progress.worker_seconds)  # fmt: skip
 
 
 _DRIVERS: dict[int, _Driver] = {}  # the drivers of this process, by id
@@ -407,21 +460,36 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
                             config=settings.to_config())  # fmt: skip
     else:
         store.set_search_status(settings.name, "running")
+        # A resume may change some settings (workers, budgets): the record says what ran.
+        store.set_search_config(settings.name, settings.to_config())
     driver = _Driver(store, settings, space, on_progress)
     if resume:
         driver.restore()
+        if driver.finished():  # e.g. its worker-time budget is spent: no Ray, no trial
+            return _stop(store, driver, interrupted=False)
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     if _tune(_trainable, driver, name="trials", scratch_prefix="evonorm-tune-",
              workers=settings.workers, resources=resources,
              cpus=max(1, int(settings.workers * settings.cpus_per_trial)),
              max_failures=settings.max_failures, address=settings.address):  # fmt: skip
+        return _stop(store, driver, interrupted=True)
+    return _stop(store, driver, interrupted=False)
+
+
+def _stop(store: Any, driver: _Driver, *, interrupted: bool) -> str:
+    """Record how the search ended: its worker time, its in-flight candidates queued again
+    (a resume trains them), its status, which it returns."""
+    if interrupted:
         driver.stopped_reason = "interrupted"
-    status = ("completed" if driver.progress.trained >= settings.budget else
-              "exhausted" if driver.stopped_reason and driver.stopped_reason != "interrupted"
-              else "stopped")  # fmt: skip
+    ended = driver.stopped_reason is not None and not interrupted
+    status = ("completed" if driver.progress.trained >= driver.settings.budget else
+              "exhausted" if ended else "stopped")  # fmt: skip
+    driver.save_worker_time()
     for candidate, _, _ in driver.trials.values():  # cancelled in flight: trained on resume
-        store.update_candidate(candidate, status="queued", stage="compile",
+        store.update_candidate(candidate, status="queued", stage="trial",
                                reason="interrupted; resume trains it")  # fmt: skip
-    store.set_search_status(settings.name, status)
+    store.set_search_status(driver.settings.name, status)
+    driver.progress.stopped_reason = driver.stopped_reason
+    driver.on_progress(driver.progress)
     return status

@@ -4,6 +4,12 @@ The worker never touches the database (the driver is its only writer): ``run_tri
 plain request and returns a plain, JSON-able report of what happened, which the driver
 records.  Compiling takes seconds, so it runs here, inside the trial, not in the driver's
 loop.  Datasets are loaded once per worker process and kept.
+
+The stages, each able to stop the candidate: the learning signal, the quality check and
+full training (``proxy.train.CandidateTraining``), and the compile stage.  Where training runs
+the fused kernels (a CUDA trial) the kernels must exist first, so compiling comes first;
+where it runs the eager layer (a CPU trial) compiling comes after the quality check, so that
+kernels are built only for layers that go on to full training (``compile_order``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,18 @@ from typing import Any
 from evonorm_search.graph import LayerGraph
 from evonorm_search.space import SearchSpace, load_space
 
-__all__ = ["TrialRequest", "effective_space", "run_trial"]
+__all__ = ["COMPILE_ORDERS", "TrialRequest", "compiles_first", "effective_space", "run_trial"]
+
+COMPILE_ORDERS = ("auto", "first", "after-quality")
+
+
+def compiles_first(order: str, device: str) -> bool:
+    """Whether a trial on ``device`` (``cuda`` or ``cpu``) compiles before it trains:
+    ``auto`` does where training runs the fused kernels, that is on CUDA."""
+    if order not in COMPILE_ORDERS:
+        raise ValueError(f"unknown compile order {order!r} (choose from "
+                         f"{', '.join(COMPILE_ORDERS)})")  # fmt: skip
+    return order == "first" or (order == "auto" and device == "cuda")
 
 
 def effective_space(space: str, dataset: str, preset: str | None) -> SearchSpace:
@@ -27,14 +44,19 @@ def effective_space(space: str, dataset: str, preset: str | None) -> SearchSpace
     file's size suits its own dataset: 2,000 images are more than the digits hold)."""
     loaded = load_space(space)
     proxy = loaded.proxy
+    signal = loaded.signal
     if dataset != proxy.dataset:
         from evonorm_search.proxy.data import DEFAULT_VALIDATION
+        from evonorm_search.space import SignalThresholds
 
         proxy = dataclasses.replace(proxy, dataset=dataset,
                                     validation=DEFAULT_VALIDATION[dataset])  # fmt: skip
+        # The learning-signal thresholds were calibrated on the file's dataset: measured
+        # here, not applied.
+        signal = SignalThresholds(steps=signal.steps, window=signal.window)
     if preset and preset != proxy.preset:
         proxy = dataclasses.replace(proxy, preset=preset)
-    return dataclasses.replace(loaded, proxy=proxy)
+    return dataclasses.replace(loaded, proxy=proxy, signal=signal)
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,8 @@ class TrialRequest:
     preset: str | None
     seed: int
     verify: bool = True  # check the kernels against the eager layer in the interpreter
+    compile_order: str = "auto"  # COMPILE_ORDERS
+    signal_stage: bool = True  # reject at the learning-signal stage (it is measured anyway)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,49 +95,98 @@ def _node() -> str:
     return platform.node()
 
 
-def run_trial(request: dict[str, Any]) -> dict[str, Any]:
-    """Compile, then train the candidate on every architecture of its space.
-
-    The report: ``status`` (``trained``, ``rejected`` at stage ``compile`` or ``quality``,
-    ``failed`` when training diverged), ``reason``, ``compiled`` (figures), ``evaluations``
-    (one per architecture run), ``scores`` (for a trained candidate), ``seconds`` per stage
-    and the ``node`` it ran on."""
+def _device() -> str:
     import torch
 
-    from evonorm_search.codegen.compiler import compile_layer
-    from evonorm_search.proxy.train import train_candidate
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_trial(request: dict[str, Any]) -> dict[str, Any]:
+    """Compile and train the candidate on every architecture of its space, stage by stage.
+
+    The report: ``status`` (``trained``; ``rejected`` at stage ``compile``, ``signal`` or
+    ``quality``; ``failed`` when training diverged), ``reason``, ``stages`` (those run, in
+    order), ``compiled`` (figures), ``signal`` (the learning signal's figures),
+    ``evaluations`` (one per architecture run), ``scores`` (for a trained candidate),
+    ``seconds`` per stage (``compile``, ``signal``, ``quality``, ``training``: disjoint) and
+    the ``node`` it ran on."""
+    from evonorm_search.proxy.train import CandidateTraining
 
     r = TrialRequest(**request)
     space = effective_space(r.space, r.dataset, r.preset)
     graph = LayerGraph.from_json(r.graph)
-    report: dict[str, Any] = {"candidate": r.candidate, "node": _node(), "seconds": {}}
+    device = _device()
+    report: dict[str, Any] = {"candidate": r.candidate, "node": _node(), "seconds": {},
+                              "stages": []}  # fmt: skip
+    seconds = report["seconds"]
+
+    def stop(status: str, stage: str, reason: str) -> dict[str, Any]:
+        return {**report, "status": status, "stage": stage, "reason": reason}
+
+    first = compiles_first(r.compile_order, device)
+    if first and (rejection := _compile(graph, space, r, report)):
+        return stop("rejected", "compile", rejection)
+    data = _dataset(space.proxy.dataset, r.data_dir, space.proxy.validation, device)
+    training = CandidateTraining(graph, data, space=space, seed=r.seed)
+    report["stages"].append("signal")
+    clock = time.perf_counter()
+    signal = training.signal()
+    report["signal"] = signal.figures()
+    seconds["signal"], clock = _since(clock)
+    if signal.status == "diverged":
+        return stop("failed", "signal", signal.reason or "diverged")
+    if signal.status == "rejected" and r.signal_stage:
+        return stop("rejected", "signal", signal.reason or "no learning signal")
+    report["stages"].append("quality")
+    stopped = training.quality()
+    seconds["quality"], clock = _since(clock)
+    if stopped is not None:
+        report["evaluations"] = [_evaluation(stopped)]
+        if stopped.status == "diverged":
+            return stop("failed", "quality",
+                        f"diverged on {stopped.architecture} at step {stopped.steps}")  # fmt: skip
+        return stop("rejected", "quality",
+                    f"below the quality threshold on {stopped.architecture}: "
+                    f"{stopped.accuracy:.3f} < {space.rejection.quality_accuracy:g} at step "
+                    f"{stopped.steps}")  # fmt: skip
+    if not first and (rejection := _compile(graph, space, r, report)):
+        return stop("rejected", "compile", rejection)
+    report["stages"].append("training")
+    clock = time.perf_counter()
+    runs = training.finish()
+    seconds["training"], _ = _since(clock)
+    report["evaluations"] = [_evaluation(run) for run in runs.values()]
+    stopped_runs = [run for run in runs.values() if run.status != "completed"]
+    if stopped_runs:  # only divergence stops a run after the quality check
+        run = stopped_runs[0]
+        return stop("failed", "training", f"diverged on {run.architecture} at step {run.steps}")
+    report["scores"] = {a: run.accuracy for a, run in runs.items()}
+    return {**report, "status": "trained"}
+
+
+def _compile(graph: LayerGraph, space: SearchSpace, r: TrialRequest,
+             report: dict[str, Any]) -> str | None:  # fmt: skip
+    """The compile stage, into ``report``: None, or why the layer was rejected."""
+    from evonorm_search.codegen.compiler import compile_layer
+
     c = space.compile
+    report["stages"].append("compile")
     result = compile_layer(graph, target=c.target, shape=tuple(c.reference_shape),
                            dtype=c.dtype, groups=space.proxy.groups, verify=r.verify)  # fmt: skip
     report["seconds"]["compile"] = result.seconds
     if not result.ok:
-        return {**report, "status": "rejected", "stage": "compile", "reason": result.reason}
+        return result.reason
     report["compiled"] = result.figures()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = _dataset(space.proxy.dataset, r.data_dir, space.proxy.validation, device)
-    start = time.perf_counter()
-    runs = train_candidate(graph, data, space=space, seed=r.seed)
-    report["seconds"]["proxy"] = round(time.perf_counter() - start, 3)
-    report["evaluations"] = [
-        {"architecture": run.architecture, "status": run.status, "steps": run.steps,
-         "seconds": round(run.seconds, 3), "accuracy": run.accuracy, "loss": run.loss,
-         "quality_accuracy": run.quality_accuracy}
-        for run in runs.values()
-    ]  # fmt: skip
-    stopped = [run for run in runs.values() if run.status != "completed"]
-    if stopped:
-        run = stopped[0]
-        if run.status == "diverged":
-            return {**report, "status": "failed", "stage": "quality",
-                    "reason": f"diverged on {run.architecture} at step {run.steps}"}  # fmt: skip
-        return {**report, "status": "rejected", "stage": "quality",
-                "reason": f"below the quality threshold on {run.architecture}: "
-                          f"{run.accuracy:.3f} < {space.rejection.quality_accuracy:g} at step "
-                          f"{run.steps}"}  # fmt: skip
-    report["scores"] = {a: run.accuracy for a, run in runs.items()}
-    return {**report, "status": "trained"}
+    return None
+
+
+def _since(start: float) -> tuple[float, float]:
+    """Seconds since ``start`` (rounded), and now."""
+    now = time.perf_counter()
+    return round(now - start, 3), now
+
+
+def _evaluation(run: Any) -> dict[str, Any]:
+    return {"architecture": run.architecture, "status": run.status, "steps": run.steps,
+            "seconds": round(run.seconds, 3), "accuracy": run.accuracy, "loss": run.loss,
+            "quality_accuracy": run.quality_accuracy}  # fmt: skip

@@ -67,6 +67,11 @@ class Search(Base):
     proxy_key: Mapped[str] = mapped_column(String(64))  # the FEC's key for this protocol
     config: Mapped[dict[str, Any]]  # the space and every option the search ran with
     code_version: Mapped[str] = mapped_column(String(40))
+    # Worker time spent so far, over every sitting (wall time x workers): what a
+    # `--worker-hours` budget counts.
+    worker_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # The strategy's random state, so that a resume continues its stream.
+    strategy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]

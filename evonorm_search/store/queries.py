@@ -20,6 +20,7 @@ from evonorm_search import baselines
 from evonorm_search.errors import NotFoundError, StoreError
 from evonorm_search.pareto import non_dominated
 from evonorm_search.store.models import Candidate, Evaluation, FECEntry, Search
+from evonorm_search.worker_time import fate_of, trial_seconds
 
 __all__ = [
     "BASELINE_STRATEGY",
@@ -123,6 +124,7 @@ def search_dict(s: Search) -> dict[str, Any]:
         "seed": s.seed, "budget": s.budget, "architectures": list(s.architectures),
         "objectives": list(s.objectives),
         "proxy_key": s.proxy_key, "code_version": s.code_version, "config": s.config,
+        "worker_seconds": s.worker_seconds, "strategy_state": s.strategy_state,
         "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
         "finished_at": _iso(s.finished_at),
     }  # fmt: skip
@@ -161,10 +163,27 @@ def _best(session: Session, search_id: int) -> Candidate | None:
 
 
 # Where a candidate can stop, in the order a search's funnel runs: screening (stages 1-5),
-# then in its trial the compile stage, the quality checkpoint and the trial itself (a
-# process that failed for good).
-FUNNEL_STAGES = ("static", "duplicate", "functional", "numeric", "stability", "compile",
-                 "quality", "trial")  # fmt: skip
+# then in its trial the learning signal, the quality checkpoint, the compile stage (on a
+# CPU; a CUDA trial compiles first), full training (where it diverged) and the trial itself
+# (a process that failed for good).
+FUNNEL_STAGES = ("static", "duplicate", "functional", "numeric", "stability", "signal",
+                 "quality", "compile", "training", "trial")  # fmt: skip
+
+
+def worker_time_by_fate(session: Session, search_id: int) -> dict[str, float]:
+    """Trial seconds summed by fate, over the candidates whose trial ended."""
+    rows = session.execute(
+        sa.select(Candidate.status, Candidate.stage, Candidate.reason, Candidate.seconds)
+        .where(Candidate.search_id == search_id,
+               Candidate.status.in_(("trained", "rejected", "failed")),
+               sa.or_(Candidate.status == "trained",
+                      Candidate.stage.in_(FUNNEL_STAGES[FUNNEL_STAGES.index("signal"):])))
+    )  # fmt: skip
+    fates: dict[str, float] = {}
+    for status_, stage, reason, seconds in rows:
+        fate = fate_of(status_, stage, reason)
+        fates[fate] = fates.get(fate, 0.0) + trial_seconds(seconds or {})
+    return dict(sorted(fates.items(), key=lambda kv: -kv[1]))
 
 
 def status(session: Session, name: str) -> dict[str, Any]:
@@ -189,6 +208,7 @@ def status(session: Session, name: str) -> dict[str, Any]:
     # A search that is not running ended at its last write.
     end = datetime.now(UTC) if s.status == "running" else s.finished_at or s.updated_at
     elapsed = max((_utc(end) - _utc(s.created_at)).total_seconds(), 1e-9)
+    worker_hours = s.worker_seconds / 3600
     return {
         "name": s.name, "space": s.space, "strategy": s.strategy, "status": s.status,
         "budget": s.budget, "screened": screened, "trained": trained,
@@ -209,6 +229,12 @@ def status(session: Session, name: str) -> dict[str, Any]:
         "elapsed_s": elapsed, "per_minute": 60.0 * screened / elapsed,
         "eta_s": (max(s.budget - trained, 0) * elapsed / trained
                   if s.status == "running" and trained else None),
+        # Worker time (wall time x workers, over every sitting, as the driver last wrote
+        # it), its budget, the trials' share of it by fate, and the yield per worker-hour.
+        "worker_seconds": s.worker_seconds,
+        "worker_hours_budget": (s.config or {}).get("worker_hours"),
+        "worker_by_fate": worker_time_by_fate(session, s.id),
+        "trained_per_worker_hour": trained / worker_hours if worker_hours > 0 else None,
     }  # fmt: skip
 
 

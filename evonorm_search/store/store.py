@@ -185,6 +185,21 @@ class Store:
             search.status = status
             search.finished_at = None if status == "running" else utcnow()
 
+    def set_search_config(self, name: str, config: Mapping[str, Any]) -> None:
+        with self._write() as session:
+            queries.get_search(session, name).config = _jsonable(config)
+
+    def set_search_progress(self, name: str, *, worker_seconds: float | None = None,
+                            strategy_state: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        """What a resume continues from: the worker time spent over every sitting, and the
+        strategy's random state."""
+        with self._write() as session:
+            search = queries.get_search(session, name)
+            if worker_seconds is not None:
+                search.worker_seconds = float(worker_seconds)
+            if strategy_state is not None:
+                search.strategy_state = dict(strategy_state)
+
     def _facts(self, session: Session, name: str | None = None, search_id: int | None = None
                ) -> _SearchFacts:  # fmt: skip
         key = name if name is not None else search_id
@@ -269,8 +284,8 @@ class Store:
             if status is not None:
                 c.status = status
                 c.stage, c.reason, c.detail = _fits(Candidate.stage, stage), reason, detail
-            if measured is not None:
-                c.measured = _jsonable(measured)
+            if measured is not None:  # added to what screening measured
+                c.measured = {**c.measured, **_jsonable(measured)}
             if compiled is not None:
                 c.compiled = _jsonable(compiled)
             if bytes_per_element is not None:

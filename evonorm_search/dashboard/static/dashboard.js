@@ -5,8 +5,6 @@
 "use strict";
 
 const POLL_MS = Number(document.body.dataset.pollMs) || 2000;
-const FUNNEL_STAGES = ["static", "duplicate", "functional", "numeric", "stability", "compile",
-  "quality", "trial"];
 const MINIMISED = { cost: "bytes moved per element (lower is better)", nodes: "nodes (lower is better)" };
 
 function el(tag, attributes = {}, ...children) {
@@ -232,7 +230,22 @@ async function searchPage() {
     document.getElementById("best").replaceChildren(best
       ? el("a", { href: candidateUrl(best.id), text: `${score(best.mean_score)} (#${best.id})` })
       : "–");
-    const stages = FUNNEL_STAGES.map((stage) => {
+    const hours = info.worker_seconds / 3600;
+    document.getElementById("worker-hours").textContent = hours.toFixed(2) +
+      (info.worker_hours_budget ? ` / ${info.worker_hours_budget}` : "");
+    document.getElementById("yield").textContent = info.trained_per_worker_hour === null
+      ? "–" : info.trained_per_worker_hour.toFixed(1);
+    const spent = Object.values(info.worker_by_fate).reduce((a, b) => a + b, 0);
+    const fates = [...Object.entries(info.worker_by_fate),
+      ["orchestration", Math.max(info.worker_seconds - spent, 0)]];
+    document.querySelector("#worker-time tbody").replaceChildren(...fates.map(([fate, s]) => {
+      const share = info.worker_seconds > 0 ? s / info.worker_seconds : 0;
+      return el("tr", { dataset: { fate } }, el("td", { text: fate }),
+        el("td", { class: "count", text: (s / 3600).toFixed(2) }),
+        el("td", {}, el("span", { class: "bar", style: { width: `${(100 * share).toFixed(1)}%` } })));
+    }));
+    // The stages in the funnel's order, as the server lists them.
+    const stages = Object.keys(info.stopped_at).map((stage) => {
       const count = info.stopped_at[stage] || 0;
       const share = info.screened ? count / info.screened : 0;
       const width = `${(100 * share).toFixed(1)}%`;

@@ -1,0 +1,335 @@
+"""Calibrate the learning-signal stage on real candidates whose quality verdicts are known.
+
+    python benchmarks/learning_signal.py collect [--count 600] [--processes 2] [--hours H]
+    python benchmarks/learning_signal.py full [--sample 40] [--processes 2]
+    python benchmarks/learning_signal.py calibrate [--write]
+
+The default protocol (``evonorm_b`` on CIFAR-10, the tiny preset, seed 0).  ``collect`` draws
+``--count`` candidates by a seeded procedure (candidate i from ``default_rng([SEED, i])``:
+with probability 0.85 a zoo layer of the space mutated once (or, one time in five, twice), as
+evolution's children are; else a random graph, as a random start proposes; drawn
+again until it passes screening, stages 1-5, and is functionally new) and runs each through
+the search's own stages: the learning signal measured on the first steps of the first
+architecture (rejecting nothing) and the full quality check (every architecture to its
+checkpoint, stopping at the first failure).  Every finished candidate is appended to
+``signal.jsonl`` at once; a rerun skips what is done.
+
+The sets are fixed before any data is seen: candidate i is in the **calibration** set when
+``i % 3 == 0`` and in the **report** set otherwise.  ``calibrate`` chooses thresholds on the
+calibration set only (per figure, a margin beyond the worst quality-passing layer: half its
+loss drop below the smallest drop, a tenth of the smallest gradient and spread, ten times
+the largest gradient) and reports, on the report set: the rejection rate, the false-rejection
+rate among quality-passing layers with its Clopper-Pearson 95% upper bound (one-sided), the
+same among the best quarter of fully trained layers, and the cost per candidate.  ``full``
+trains to the end the report set's quality-passing layers that are needed for the best
+quarter: a seeded sample of ``--sample`` (to estimate the quarter's cut-off) and every one
+that the thresholds reject.  ``--write`` puts the thresholds in ``search_spaces/evonorm_b.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OUT = RESULTS / "signal"
+SPACE = "evonorm_b"
+SEED = 20261202
+MUTANT_SHARE = 0.85
+
+
+def calibration_set(index: int) -> bool:
+    return index % 3 == 0
+
+
+def _space():
+    from evonorm_search.search.trial import effective_space
+
+    return effective_space(SPACE, "cifar10", None)
+
+
+def candidates(count: int) -> list[dict]:
+    """The seeded candidate list (cheap: screening only), the same on every run."""
+    import numpy as np
+
+    from evonorm_search.mutation import mutate, random_graph
+    from evonorm_search.rejection import Funnel
+    from evonorm_search.search.strategies import zoo_layers
+
+    space = _space()
+    zoo = zoo_layers(space)
+    funnel = Funnel(space)
+    seen: set[str] = set()
+    out = []
+    for i in range(count):
+        rng = np.random.default_rng([SEED, i])
+        while True:
+            if rng.random() < MUTANT_SHARE:
+                name, graph = zoo[int(rng.integers(len(zoo)))]
+                steps = 1 if rng.random() < 0.8 else 2
+                for _ in range(steps):
+                    graph, _ = mutate(graph, space, rng)
+                kind = f"mutant of {name} ({steps})"
+            else:
+                graph, kind = random_graph(space, rng), "random"
+            screening = funnel.screen(graph)
+            if screening.passed and screening.functional_hash not in seen:
+                seen.add(screening.functional_hash)
+                break
+        out.append({"index": i, "kind": kind, "graph": graph.to_json(),
+                    "formula": graph.formula()})  # fmt: skip
+    return out
+
+
+def _done(path: Path) -> dict[int, dict]:
+    if not path.is_file():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["index"]] = row
+    return rows
+
+
+_DATA = None
+
+
+def _data(data_dir: str):
+    global _DATA
+    if _DATA is None:
+        from evonorm_search.proxy.data import load_dataset
+
+        _DATA = load_dataset("cifar10", root=data_dir, validation=_space().proxy.validation)
+    return _DATA
+
+
+def measure(job: tuple[dict, str]) -> dict:
+    """One candidate: its learning signal and its quality verdict."""
+    import torch
+
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.proxy.train import CandidateTraining
+
+    torch.set_num_threads(1)
+    candidate, data_dir = job
+    space = _space()
+    graph = LayerGraph.from_json(candidate["graph"])
+    start = time.perf_counter()
+    training = CandidateTraining(graph, _data(data_dir), space=space, seed=0)
+    signal = training.signal()
+    signal_s = time.perf_counter() - start
+    if signal.status == "diverged":
+        verdict = {"quality": "diverged", "architecture": signal.architecture}
+    else:
+        stopped = training.quality()
+        verdict = ({"quality": "passed"} if stopped is None else
+                   {"quality": stopped.status, "architecture": stopped.architecture})  # fmt: skip
+    verdict["quality_accuracy"] = {a: run.quality_accuracy for a, run in training._runs.items()}
+    return {**candidate, "signal": signal.figures(), "signal_s": round(signal_s, 3),
+            "quality_s": round(time.perf_counter() - start, 3), **verdict}  # fmt: skip
+
+
+def train_full(job: tuple[dict, str]) -> dict:
+    """One quality-passing candidate trained to the end: its fitness (mean accuracy)."""
+    import torch
+
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.proxy.train import train_candidate
+
+    torch.set_num_threads(1)
+    candidate, data_dir = job
+    start = time.perf_counter()
+    runs = train_candidate(LayerGraph.from_json(candidate["graph"]), _data(data_dir),
+                           space=_space(), seed=0)  # fmt: skip
+    scores = {a: r.accuracy for a, r in runs.items()}
+    ok = all(r.status == "completed" for r in runs.values())
+    return {"index": candidate["index"], "scores": scores if ok else None,
+            "fitness": statistics.mean(scores.values()) if ok else None,
+            "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+
+
+def _run(function, jobs: list, path: Path, processes: int, hours: float | None) -> None:
+    deadline = None if hours is None else time.monotonic() + hours * 3600
+    print(f"{len(jobs)} to do, {processes} processes; appending to {path}", flush=True)
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool, path.open("a") as out:
+        for n, row in enumerate(pool.imap_unordered(function, jobs), 1):
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+            rate = (time.perf_counter() - start) / n
+            print(f"  {n}/{len(jobs)} (#{row['index']}: {row.get('quality', 'full')}) "
+                  f"{rate:.1f} s each", flush=True)  # fmt: skip
+            if deadline is not None and time.monotonic() > deadline:
+                print("time is up: rerun to continue", flush=True)
+                pool.terminate()
+                return
+
+
+# -- calibration -----------------------------------------------------------------------
+
+
+def clopper_pearson_upper(errors: int, n: int, level: float = 0.95) -> float:
+    """One-sided upper bound of a binomial proportion."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return 1.0
+    return 1.0 if errors >= n else float(beta.ppf(level, errors + 1, n - errors))
+
+
+def choose_thresholds(rows: list[dict]) -> dict[str, float]:
+    """Conservative thresholds from the calibration set's quality-passing layers: each
+    figure a margin beyond the worst of them (see the module docstring)."""
+    passing = [r["signal"] for r in rows if r["quality"] == "passed"]
+    drops = [s["loss_drop"] for s in passing]
+    gradients = [g for s in passing for g in s["input_gradient"]]
+    spreads = [v for s in passing for v in s["output_spread"]]
+    worst_drop = min(drops)
+    return {
+        "min_loss_drop": round(worst_drop - 0.5 * abs(worst_drop), 4),
+        "min_input_gradient": float(f"{min(gradients) / 10:.2g}"),
+        "max_input_gradient": float(f"{max(gradients) * 10:.2g}"),
+        "min_output_spread": float(f"{min(spreads) / 10:.2g}"),
+    }
+
+
+def rejects(signal: dict, thresholds: dict[str, float]) -> bool:
+    if signal["status"] == "diverged":
+        return False  # a divergence stops the run anyway: not the stage's rejection
+    return (signal["loss_drop"] < thresholds["min_loss_drop"]
+            or min(signal["input_gradient"]) < thresholds["min_input_gradient"]
+            or max(signal["input_gradient"]) > thresholds["max_input_gradient"]
+            or min(signal["output_spread"]) < thresholds["min_output_spread"])  # fmt: skip
+
+
+def report(rows: list[dict], thresholds: dict[str, float], full: dict[int, dict]) -> dict:
+    n = len(rows)
+    rejected = [r for r in rows if rejects(r["signal"], thresholds)]
+    passing = [r for r in rows if r["quality"] == "passed"]
+    false = [r for r in passing if rejects(r["signal"], thresholds)]
+    quality_rejected = [r for r in rows if r["quality"] != "passed"]
+    caught = [r for r in quality_rejected if rejects(r["signal"], thresholds)]
+    # Worker time: a rejected layer costs its signal steps instead of its quality check.
+    before = sum(r["quality_s"] for r in rows)
+    after = sum(r["signal_s"] if rejects(r["signal"], thresholds) else r["quality_s"]
+                for r in rows)  # fmt: skip
+    trained = [full[r["index"]]["fitness"] for r in passing
+               if r["index"] in full and full[r["index"]]["fitness"] is not None]  # fmt: skip
+    cut = statistics.quantiles(trained, n=4)[2] if len(trained) >= 4 else None
+    best_false = [r for r in false if r["index"] in full and cut is not None
+                  and (full[r["index"]]["fitness"] or 0) >= cut]  # fmt: skip
+    best_n = len(passing) // 4
+    return {
+        "candidates": n, "rejected": len(rejected), "quality_passing": len(passing),
+        "false_rejections": len(false),
+        "false_rejection_bound": clopper_pearson_upper(len(false), len(passing)),
+        "quality_rejected": len(quality_rejected), "caught_early": len(caught),
+        "best_quarter_cut": cut, "best_quarter": best_n, "fully_trained": len(trained),
+        "best_quarter_false": len(best_false),
+        "best_quarter_bound": clopper_pearson_upper(len(best_false), best_n),
+        "unknown_false": sum(1 for r in false if r["index"] not in full),
+        "signal_s": statistics.mean(r["signal_s"] for r in rows),
+        "quality_s": statistics.mean(r["quality_s"] for r in rows),
+        "worker_s_before": before, "worker_s_after": after,
+    }  # fmt: skip
+
+
+def print_report(name: str, r: dict) -> None:
+    print(f"\n{name}: {r['candidates']} candidates, {r['quality_passing']} pass the quality "
+          f"check")  # fmt: skip
+    print(f"  rejected by the signal stage: {r['rejected']} ({r['rejected'] / r['candidates']:.1%}"
+          f"); of the {r['quality_rejected']} the quality check rejects or that diverge, "
+          f"{r['caught_early']} caught early")  # fmt: skip
+    print(f"  false rejections among quality-passing: {r['false_rejections']} of "
+          f"{r['quality_passing']} ({r['false_rejections'] / max(r['quality_passing'], 1):.1%}; "
+          f"Clopper-Pearson 95% upper bound {r['false_rejection_bound']:.1%})")  # fmt: skip
+    if r["best_quarter_cut"] is None:
+        print("  best quarter: not yet (run `full`)")
+    else:
+        print(f"  best quarter (fitness >= {r['best_quarter_cut']:.3f}, estimated from "
+              f"{r['fully_trained']} fully trained): {r['best_quarter_false']} of "
+              f"{r['best_quarter']} rejected (bound {r['best_quarter_bound']:.1%})"
+              + (f"; {r['unknown_false']} false rejections not yet fully trained"
+                 if r["unknown_false"] else ""))  # fmt: skip
+    print(f"  cost per candidate: signal {r['signal_s']:.2f} s, quality check "
+          f"{r['quality_s']:.1f} s (1 core); worker time on these candidates "
+          f"{r['worker_s_before'] / 60:.0f} -> {r['worker_s_after'] / 60:.0f} min "
+          f"({1 - r['worker_s_after'] / r['worker_s_before']:.0%} less)")  # fmt: skip
+
+
+def write_thresholds(thresholds: dict[str, float], space_file: Path) -> None:
+    """Replace the [signal] section of ``space_file`` (appended where there is none)."""
+    text = space_file.read_text()
+    section = ["[signal]",
+               "# Calibrated: `python benchmarks/learning_signal.py calibrate` (see the README).",
+               "steps = 20", "window = 5"]  # fmt: skip
+    section += [f"{k} = {v!r}" for k, v in thresholds.items()]
+    head, found, tail = text.partition("\n[signal]\n")
+    if found:
+        rest = tail.split("\n[", 1)
+        tail = "\n[" + rest[1] if len(rest) > 1 else ""
+        text = head + "\n" + "\n".join(section) + "\n" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
+    space_file.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["collect", "full", "calibrate"])
+    parser.add_argument("--count", type=int, default=600)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--hours", type=float, default=None, help="stop after this long")
+    parser.add_argument("--sample", type=int, default=40, help="full: a seeded sample")
+    parser.add_argument("--write", action="store_true", help="calibrate: into the space file")
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
+    parser.add_argument("--data-dir", default=str(data))
+    args = parser.parse_args()
+    from evonorm_search.search.driver import check_data
+
+    check_data("cifar10", args.data_dir)
+    OUT.mkdir(parents=True, exist_ok=True)
+    measured_path, full_path = OUT / "signal.jsonl", OUT / "full.jsonl"
+    measured = _done(measured_path)
+    if args.part == "collect":
+        todo = [c for c in candidates(args.count) if c["index"] not in measured]
+        _run(measure, [(c, args.data_dir) for c in todo], measured_path, args.processes,
+             args.hours)  # fmt: skip
+        return
+    rows = [measured[i] for i in sorted(measured)]
+    calibration = [r for r in rows if calibration_set(r["index"])]
+    thresholds = choose_thresholds(calibration)
+    full = _done(full_path)
+    if args.part == "full":
+        import numpy as np
+
+        passing = [r for r in rows if not calibration_set(r["index"]) and r["quality"] == "passed"]
+        rng = np.random.default_rng(SEED)
+        order = rng.permutation(len(passing))
+        sample = {passing[k]["index"] for k in order[: args.sample]}
+        needed = sample | {r["index"] for r in passing if rejects(r["signal"], thresholds)}
+        todo = [r for r in passing if r["index"] in needed and r["index"] not in full]
+        _run(train_full, [(r, args.data_dir) for r in todo], full_path, args.processes,
+             args.hours)  # fmt: skip
+        return
+    print(f"thresholds from the calibration set ({len(calibration)} candidates):")
+    for k, v in thresholds.items():
+        print(f"  {k} = {v!r}")
+    print_report("calibration set", report(calibration, thresholds, full))
+    print_report("report set", report([r for r in rows if not calibration_set(r["index"])],
+                                      thresholds, full))  # fmt: skip
+    if args.write:
+        path = Path(__file__).resolve().parents[1] / "search_spaces" / f"{SPACE}.toml"
+        write_thresholds(thresholds, path)
+        print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
