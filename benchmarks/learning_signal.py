@@ -12,7 +12,8 @@ again until it passes screening, stages 1-5, and is functionally new) and runs e
 the search's own stages: the learning signal measured on the first steps of the first
 architecture (rejecting nothing) and the full quality check (every architecture to its
 checkpoint, stopping at the first failure).  Every finished candidate is appended to
-``signal.jsonl`` at once; a rerun skips what is done.
+``benchmarks/data/learning_signal/measured.jsonl`` at once (``full.jsonl`` beside it for
+``full``); a rerun skips what is done.
 
 The sets are fixed before any data is seen: candidate i is in the **calibration** set when
 ``i % 3 == 0`` and in the **report** set otherwise.  ``calibrate`` chooses thresholds on the
@@ -36,8 +37,9 @@ import statistics
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = RESULTS / "signal"
+# The measurements are kept in the repository: they took hours, and the space file's
+# thresholds and the README's figures come from them.
+OUT = Path(__file__).resolve().parent / "data" / "learning_signal"
 SPACE = "evonorm_b"
 SEED = 20261202
 MUTANT_SHARE = 0.85
@@ -296,7 +298,7 @@ def main() -> None:
 
     check_data("cifar10", args.data_dir)
     OUT.mkdir(parents=True, exist_ok=True)
-    measured_path, full_path = OUT / "signal.jsonl", OUT / "full.jsonl"
+    measured_path, full_path = OUT / "measured.jsonl", OUT / "full.jsonl"
     measured = _done(measured_path)
     if args.part == "collect":
         todo = [c for c in candidates(args.count) if c["index"] not in measured]
