@@ -89,10 +89,16 @@ def candidates(count: int) -> list[dict]:
 
 
 def _done(path: Path) -> dict[int, dict]:
+    """The rows written so far, by index.  A line cut short by a kill is dropped from the
+    file, so that the next row starts on a line of its own."""
     if not path.is_file():
         return {}
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text)
     rows = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if line.strip():
             row = json.loads(line)
             rows[row["index"]] = row
