@@ -243,6 +243,11 @@ def report(rows: list[dict], thresholds: dict[str, float], full: dict[int, dict]
         "best_quarter_false": len(best_false),
         "best_quarter_bound": clopper_pearson_upper(len(best_false), best_n),
         "unknown_false": sum(1 for r in false if r["index"] not in full),
+        "by_kind": {kind: {"candidates": len(group),
+                           "quality_passing": sum(r["quality"] == "passed" for r in group),
+                           "rejected": sum(rejects(r["signal"], thresholds) for r in group)}
+                    for kind in ("mutant", "random")
+                    for group in [[r for r in rows if r["kind"].startswith(kind)]]},
         "signal_s": statistics.mean(r["signal_s"] for r in rows),
         "quality_s": statistics.mean(r["quality_s"] for r in rows),
         "worker_s_before": before, "worker_s_after": after,
@@ -266,6 +271,9 @@ def print_report(name: str, r: dict) -> None:
               f"{r['best_quarter']} rejected (bound {r['best_quarter_bound']:.1%})"
               + (f"; {r['unknown_false']} false rejections not yet fully trained"
                  if r["unknown_false"] else ""))  # fmt: skip
+    for kind, k in r["by_kind"].items():
+        print(f"  {kind}s: {k['candidates']}, {k['quality_passing']} quality-passing, "
+              f"{k['rejected']} rejected by the signal stage")  # fmt: skip
     print(f"  cost per candidate: signal {r['signal_s']:.2f} s, quality check "
           f"{r['quality_s']:.1f} s (1 core); worker time on these candidates "
           f"{r['worker_s_before'] / 60:.0f} -> {r['worker_s_after'] / 60:.0f} min "
