@@ -316,11 +316,14 @@ def report_yield(runs: list[dict]) -> None:
                   f"{sum(r['evolution_after_s'] is not None for r in group)} of {len(group)}"
                   )  # fmt: skip
     for start in STARTS:
-        if ("today", start) in means and ("new", start) in means and means["today", start]:
-            print(
-                f"from {start}: new / today = "
-                f"{means['new', start] / means['today', start]:.1f}x trained per worker-hour"
-            )
+        if ("today", start) not in means or ("new", start) not in means:
+            continue
+        if means["today", start]:
+            ratio = means["new", start] / means["today", start]
+            print(f"from {start}: new / today = {ratio:.1f}x trained per worker-hour")
+        else:
+            print(f"from {start}: today trained nothing; new {means['new', start]:.1f} per "
+                  f"worker-hour")  # fmt: skip
 
 
 def yield_main(args: argparse.Namespace) -> None:
