@@ -30,6 +30,7 @@ that the thresholds reject.  ``--write`` puts the thresholds in ``search_spaces/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -49,6 +50,7 @@ def calibration_set(index: int) -> bool:
     return index % 3 == 0
 
 
+@functools.cache
 def _space():
     from evonorm_search.search.trial import effective_space
 
@@ -88,15 +90,17 @@ def candidates(count: int) -> list[dict]:
     return out
 
 
-def _done(path: Path) -> dict[int, dict]:
-    """The rows written so far, by index.  A line cut short by a kill is dropped from the
-    file, so that the next row starts on a line of its own."""
+def _done(path: Path, *, repair: bool = False) -> dict[int, dict]:
+    """The rows written so far, by index, without a last line cut short by a kill (or being
+    written).  ``repair`` (only for the file's one writer, before it appends) drops that
+    line from the file, so that the next row starts on a line of its own."""
     if not path.is_file():
         return {}
     text = path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-        path.write_text(text)
+        if repair:
+            path.write_text(text)
     rows = {}
     for line in text.splitlines():
         if line.strip():
@@ -209,12 +213,20 @@ def choose_thresholds(rows: list[dict]) -> dict[str, float]:
 
 
 def rejects(signal: dict, thresholds: dict[str, float]) -> bool:
+    """Whether the stage, with ``thresholds``, rejects a measured signal (the product's
+    own rule, ``signal_problem``).  A divergence stops the run anyway: not a rejection."""
+    import dataclasses
+
+    from evonorm_search.proxy.train import SignalResult, signal_problem
+
     if signal["status"] == "diverged":
-        return False  # a divergence stops the run anyway: not the stage's rejection
-    return (signal["loss_drop"] < thresholds["min_loss_drop"]
-            or min(signal["input_gradient"]) < thresholds["min_input_gradient"]
-            or max(signal["input_gradient"]) > thresholds["max_input_gradient"]
-            or min(signal["output_spread"]) < thresholds["min_output_spread"])  # fmt: skip
+        return False
+    result = SignalResult(signal["architecture"], "passed", signal["steps"], signal["seconds"],
+                          signal["loss_drop"], tuple(signal["input_gradient"]),
+                          tuple(signal["output_spread"]))  # fmt: skip
+    space = _space()
+    space = dataclasses.replace(space, signal=dataclasses.replace(space.signal, **thresholds))
+    return signal_problem(result, space) is not None
 
 
 def report(rows: list[dict], thresholds: dict[str, float], full: dict[int, dict]) -> dict:
@@ -313,7 +325,7 @@ def main() -> None:
     check_data("cifar10", args.data_dir)
     OUT.mkdir(parents=True, exist_ok=True)
     measured_path, full_path = OUT / "measured.jsonl", OUT / "full.jsonl"
-    measured = _done(measured_path)
+    measured = _done(measured_path, repair=args.part == "collect")
     if args.part == "collect":
         todo = [c for c in candidates(args.count) if c["index"] not in measured]
         _run(measure, [(c, args.data_dir) for c in todo], measured_path, args.processes,
@@ -322,7 +334,7 @@ def main() -> None:
     rows = [measured[i] for i in sorted(measured)]
     calibration = [r for r in rows if calibration_set(r["index"])]
     thresholds = choose_thresholds(calibration)
-    full = _done(full_path)
+    full = _done(full_path, repair=args.part == "full")
     if args.part == "full":
         import numpy as np
 

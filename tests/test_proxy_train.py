@@ -144,6 +144,8 @@ def test_signal_thresholds_reject_a_dead_layer_and_pass_a_good_one(data, space):
     assert signal_problem(measured, vanishing).startswith("vanishing gradient at the input")
     assert signal_problem(good, under(max_input_gradient=1e-12)).startswith("exploding")
     assert signal_problem(good, under(min_loss_drop=100.0)).startswith("loss not falling")
+    nan = dataclasses.replace(good, input_gradient=(float("nan"), 1e-5))
+    assert signal_problem(nan, space).startswith("non-finite gradient or outputs")
     rejected = CandidateTraining(LayerGraph.parse("max(x, 0) * 0 + x * 0"), data,
                                  space=collapsed).signal()  # fmt: skip
     assert rejected.status == "rejected" and rejected.reason.startswith("outputs collapsed")

@@ -200,6 +200,8 @@ def signal_problem(result: SignalResult, space: SearchSpace) -> str | None:
     if result.loss_drop is not None and result.loss_drop < t.min_loss_drop:
         return (f"loss not falling on {result.architecture}: dropped {result.loss_drop:.3f} "
                 f"< {t.min_loss_drop:g} over {result.steps} steps")  # fmt: skip
+    if not all(map(math.isfinite, (*result.input_gradient, *result.output_spread))):
+        return f"non-finite gradient or outputs on {result.architecture}"
     low, high = min(result.input_gradient, default=1.0), max(result.input_gradient, default=1.0)
     if low < t.min_input_gradient:
         return f"vanishing gradient at the input: {low:.3g} < {t.min_input_gradient:g}"
