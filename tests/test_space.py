@@ -126,6 +126,14 @@ def test_dtype_aliases_normalise(tmp_path):
         (MINIMAL + "[training]\nlearning_rate = inf\n", "expected float, got inf"),
         (MINIMAL + "[mutation]\nchange_op = nan\n", "expected float, got nan"),
         (MINIMAL + "[rejection]\nstability = 0\n", "stability must be > 0"),
+        (MINIMAL + "[search]\ninitial_mutants = 1.5\n", "initial_mutants must be in [0, 1]"),
+        (MINIMAL + "[search]\nstart_after = -1\n", "start_after must be >= 0"),
+        (MINIMAL + "[signal]\nsteps = 1\n", "[signal] needs steps >= 2 and window >= 1"),
+        (
+            MINIMAL + "[signal]\nmin_input_gradient = 1.0\nmax_input_gradient = 0.1\n",
+            "min_input_gradient must not exceed max_input_gradient",
+        ),
+        (MINIMAL + "[signal]\nmin_loss = 0.1\n", "[signal]: unknown key 'min_loss'"),
     ],
 )
 def test_schema_errors_name_the_file_and_the_problem(tmp_path, text, message):
