@@ -24,7 +24,9 @@ rate among quality-passing layers with its Clopper-Pearson 95% upper bound (one-
 same among the best quarter of fully trained layers, and the cost per candidate.  ``full``
 trains to the end the report set's quality-passing layers that are needed for the best
 quarter: a seeded sample of ``--sample`` (to estimate the quarter's cut-off) and every one
-that the thresholds reject.  ``--write`` puts the thresholds in ``search_spaces/evonorm_b.toml``.
+that the thresholds reject; where they reject none, none of the best quarter is rejected
+either, and nothing needs training.  ``--write`` puts the thresholds in
+``search_spaces/evonorm_b.toml``.
 """
 
 from __future__ import annotations
@@ -275,7 +277,10 @@ def print_report(name: str, r: dict) -> None:
     print(f"  false rejections among quality-passing: {r['false_rejections']} of "
           f"{r['quality_passing']} ({r['false_rejections'] / max(r['quality_passing'], 1):.1%}; "
           f"Clopper-Pearson 95% upper bound {r['false_rejection_bound']:.1%})")  # fmt: skip
-    if r["best_quarter_cut"] is None:
+    if r["false_rejections"] == 0:
+        print(f"  best quarter: none rejected, as no quality-passing layer is (0 of "
+              f"{r['best_quarter']}, bound {r['best_quarter_bound']:.1%})")  # fmt: skip
+    elif r["best_quarter_cut"] is None:
         print("  best quarter: not yet (run `full`)")
     else:
         print(f"  best quarter (fitness >= {r['best_quarter_cut']:.3f}, estimated from "
@@ -339,10 +344,13 @@ def main() -> None:
         import numpy as np
 
         passing = [r for r in rows if not calibration_set(r["index"]) and r["quality"] == "passed"]
+        false = {r["index"] for r in passing if rejects(r["signal"], thresholds)}
+        if not false:  # then none of the best quarter is rejected either: nothing to train
+            print("no quality-passing layer of the report set is rejected: nothing to train")
+            return
         rng = np.random.default_rng(SEED)
         order = rng.permutation(len(passing))
-        sample = {passing[k]["index"] for k in order[: args.sample]}
-        needed = sample | {r["index"] for r in passing if rejects(r["signal"], thresholds)}
+        needed = {passing[k]["index"] for k in order[: args.sample]} | false
         todo = [r for r in passing if r["index"] in needed and r["index"] not in full]
         _run(train_full, [(r, args.data_dir) for r in todo], full_path, args.processes,
              args.hours)  # fmt: skip
