@@ -57,7 +57,17 @@ def test_toml_example_is_a_valid_space_with_the_defaults(tmp_path):
     minimal = tmp_path / "minimal.toml"
     minimal.write_text('description = "my space"\n[graph]\n')
     default = load_space(minimal)
-    for section in ("graph", "mutation", "proxy", "training", "rejection", "search", "compile"):
+    sections = (
+        "graph",
+        "mutation",
+        "proxy",
+        "training",
+        "rejection",
+        "search",
+        "signal",
+        "compile",
+    )
+    for section in sections:
         assert getattr(space, section) == getattr(default, section), section
     assert set(tomllib.loads(example)) == {
         "description",
@@ -68,6 +78,7 @@ def test_toml_example_is_a_valid_space_with_the_defaults(tmp_path):
         "training",
         "rejection",
         "search",
+        "signal",
         "compile",
     }
 

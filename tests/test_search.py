@@ -494,12 +494,18 @@ def test_a_worker_time_budget_holds_across_resumes_and_nothing_is_proposed_again
     assert out.returncode == 0 and "worker-time budget of 0.006 h reached" in out.stdout
     assert len(rows(url, "SELECT id FROM candidates")) == len(sitting)
 
-    out = cli("resume", "timed", "--worker-hours", "0.012", "--db", url)
+    # The first sitting ends with its trials in flight, past its budget: the new budget is
+    # what it spent and another 0.006 h, so that the second sitting has time to propose.
+    budget = round(first["worker_seconds"] / 3600 + 0.006, 4)
+    out = cli("resume", "timed", "--worker-hours", str(budget), "--db", url)
     assert out.returncode == 0, out.stderr[-3000:]
     second = status(url, "timed")
-    assert second["worker_hours_budget"] == 0.012 and second["worker_seconds"] >= 0.012 * 3600
-    assert second["worker_seconds"] < 0.012 * 3600 + first["worker_seconds"]
+    assert second["worker_hours_budget"] == budget and second["worker_seconds"] >= budget * 3600
+    assert second["worker_seconds"] < budget * 3600 + first["worker_seconds"]
     after = rows(url, "SELECT graph FROM candidates ORDER BY birth")[len(sitting) :]
     assert len(after) >= 3 and after[:3] != sitting[:3]
-    replayed = rows(url, "SELECT COUNT(*) FROM candidates WHERE stage = 'duplicate'")[0][0]
-    assert replayed < len(after) / 2
+    # A replayed stream proposes the first sitting's graphs again in the same order. Duplicates
+    # as such prove nothing here: the tiny space holds few distinct layers.
+    paired = list(zip(after, sitting, strict=False))
+    replayed = sum(again == before for again, before in paired)
+    assert replayed < len(paired) / 2, (replayed, len(paired))
