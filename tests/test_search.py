@@ -495,8 +495,8 @@ def test_a_worker_time_budget_holds_across_resumes_and_nothing_is_proposed_again
     assert len(rows(url, "SELECT id FROM candidates")) == len(sitting)
 
     # The first sitting ends with its trials in flight, past its budget: the new budget is
-    # what it spent and another 0.006 h, so that the second sitting has time to propose.
-    budget = round(first["worker_seconds"] / 3600 + 0.006, 4)
+    # what it spent and another 0.012 h, so that the second sitting has time to propose.
+    budget = round(first["worker_seconds"] / 3600 + 0.012, 4)
     out = cli("resume", "timed", "--worker-hours", str(budget), "--db", url)
     assert out.returncode == 0, out.stderr[-3000:]
     second = status(url, "timed")
