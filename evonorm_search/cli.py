@@ -17,6 +17,7 @@ import click
 from evonorm_search import __version__, baselines
 from evonorm_search.errors import EvoNormError, GraphError, SpaceError
 from evonorm_search.space import DTYPES as SPACE_DTYPES
+from evonorm_search.stats import interval_text
 
 if TYPE_CHECKING:
     from evonorm_search.codegen.compiler import CompiledLayer
@@ -272,6 +273,9 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
             ["Pareto front", f"{info['front_size']} candidates"],
             ["best (mean accuracy)", "-" if best is None else
              f"#{best['id']} {_score(best['mean_score'])}  {best['formula']}"],
+            ["after the search", ", ".join(
+                f"{stage} {n['runs']} runs of {n['layers']} layers"
+                for stage, n in sorted(info.get("after", {}).items())) or "-"],
         ],
     )  # fmt: skip
     _print_table(
@@ -451,6 +455,14 @@ def _print_candidate(r: dict[str, Any]) -> None:
             [[e["stage"], e["architecture"], str(e["seed"]), str(e["steps"]),
               _score(e["accuracy"]), e["status"], (e.get("node") or "-")[:16]]
              for e in r["evaluations"]],
+        )  # fmt: skip
+    if r.get("transfer"):
+        _print_table(
+            "transfer: accuracy, mean [95% t-interval] over seeds",
+            ["network", "lr", "seeds", "transfer-validation", "transfer-test", "test"],
+            [[t["network"], f"{t['learning_rate']:g}",
+              f"{t['completed']} of {len(t['seeds'])}", interval_text(t["transfer_val"]),
+              interval_text(t["transfer_test"]), interval_text(t["test"])] for t in r["transfer"]],
         )  # fmt: skip
     _print_table(
         "lineage (newest first)", ["id", "status", "mean", "mutation", "formula"],
@@ -999,9 +1011,9 @@ def retune(name: str, top: int, seeds: int, steps: int | None, lr_trials: int, w
     The TOP candidates of its Pareto front and the zoo's layers trained on its protocol
     (`baselines evaluate`): per layer, LR_TRIALS learning rates in [lr/10, lr*10] around
     the space's, each trained for STEPS on seed 0 and scored by mean validation accuracy;
-    then SEEDS runs at the best one, measured on CIFAR-10's test_batch when there is one,
-    else on the validation split. A layer retuned before with the same settings is not
-    trained again; with other settings it is refused.
+    then SEEDS runs at the best one, measured on the transfer-validation slice (never on
+    the validation split that selected the layers). A layer retuned before with the same
+    settings is not trained again; with other settings it is refused.
     """
     from evonorm_search.search.driver import check_data
     from evonorm_search.search.retune import plan_retune, run_retune
@@ -1044,6 +1056,216 @@ def retune(name: str, top: int, seeds: int, steps: int | None, lr_trials: int, w
           *[spread(**r["scores"][a]) for a in architectures], spread(r["mean"], r["std"]),
           _score(r["proxy_mean"]), r["formula"] or "-"] for r in results],
     )  # fmt: skip
+
+
+def _runner_options(function: Any) -> Any:
+    """``--workers``, ``--gpus-per-trial`` and ``--address`` of the stages after a search."""
+    for option in reversed([
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Concurrent runs."),
+        click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0,
+                     show_default=True),
+        click.option("--address", default=None,
+                     help="Join this Ray cluster (trusted networks only)."),
+    ]):  # fmt: skip
+        function = option(function)
+    return function
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--top", type=click.IntRange(min=1), default=8, show_default=True,
+              help="The best distinct layers of the search by its own score.")  # fmt: skip
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="New seeds per layer (the search's seed + 1 .. + S).")  # fmt: skip
+@_runner_options
+@_db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: float,
+               address: str | None, db_url: str | None, fmt: str) -> None:  # fmt: skip
+    """Train the best layers of the search NAME again on its proxy with new seeds.
+
+    A search scores each layer on one seed, so its top is where lucky seeds collect. The
+    TOP best layers (one per function) are trained with SEEDS new seeds on the search's own
+    protocol and ranked by the mean, with a 95% t-interval: `transfer` takes its layers from
+    this ranking. A rerun trains only the (layer, seed) pairs that are missing.
+    """
+    from evonorm_search.search.driver import check_data
+    from evonorm_search.search.reevaluate import (
+        plan_reevaluation,
+        reevaluation_ranking,
+        run_reevaluation,
+    )
+
+    with _open_store(db_url) as store:
+        plan = plan_reevaluation(store, name, top=top, seeds=seeds)
+    if plan.units:
+        check_data(plan.search.dataset, plan.search.data_dir)
+        click.echo(f"re-evaluating {len(plan.layers)} layers: {len(plan.units)} runs "
+                   f"(seeds {plan.seeds[0]}..{plan.seeds[-1]})", err=True)  # fmt: skip
+        with _writable_store(db_url) as store:
+            left = run_reevaluation(store, plan, workers=workers, gpus_per_trial=gpus_per_trial,
+                                    address=address,
+                                    on_event=lambda line: click.echo(line, err=True))  # fmt: skip
+        if left:
+            _fail(f"{left} runs not recorded (the others are); run the command again to "
+                  "train them", code=130)  # fmt: skip
+    with _open_store(db_url) as store:
+        ranking = reevaluation_ranking(store, name, top=top, seeds=plan.seeds)
+    if fmt == "json":
+        _print_json(ranking)
+        return
+    _print_table(
+        f"search {name} re-evaluated: mean over new seeds [95% t-interval]",
+        ["rank", "id", "re-evaluated mean", "seeds", "search's score", "formula"],
+        [[str(k), f"#{r['id']}", interval_text({"mean": r["mean"], "low": r["low"],
+                                            "high": r["high"], "n": len(r["seeds"])}),
+          ",".join(map(str, r["seeds"])), _score(r["proxy_mean"]), r["formula"] or "-"]
+         for k, r in enumerate(ranking, start=1)],
+    )  # fmt: skip
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--top", type=click.IntRange(min=0), default=2, show_default=True,
+              help="The best re-evaluated layers of the search (see `reevaluate`).")  # fmt: skip
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    metavar="LAYER",
+    help="Also transfer a zoo layer, a candidate id or a formula (repeatable).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seeds 1..S per layer and network (default: the space's [transfer]).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training steps per run (default: the space's [transfer]).",
+)
+@click.option(
+    "--networks",
+    default=None,
+    metavar="A,B",
+    help="Transfer networks (default: the space's [transfer]).",
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="The rate without a sweep (default: the space's [transfer]).",
+)
+@click.option(
+    "--learning-rates",
+    default=None,
+    metavar="R1,R2,..",
+    help="A sweep per layer at seed 0, chosen on transfer-validation.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Steps between the learning curve's points.",
+)
+@click.option(
+    "--checkpoint-minutes",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Minutes between a run's checkpoints (default: 3).",
+)
+@click.option("--comparator", default=None, metavar="LABEL",
+              help="The layer every other is compared with (default: the zoo layer with the "
+                   "best mean transfer-validation accuracy).")  # fmt: skip
+@_runner_options
+@_db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def transfer(name: str, top: int, layers: tuple[str, ...], seeds: int | None,
+             steps: int | None, networks: str | None, learning_rate: float | None,
+             learning_rates: str | None, eval_every: int | None,
+             checkpoint_minutes: float | None, comparator: str | None, workers: int,
+             gpus_per_trial: float, address: str | None, db_url: str | None,
+             fmt: str) -> None:  # fmt: skip
+    """Train layers of the search NAME from scratch on bigger networks, over shared seeds.
+
+    The TOP best re-evaluated layers, the zoo's layers trained on its protocol and every
+    --layer are trained on the space's [transfer] networks (ResNet-20 at full resolution
+    for images) with seeds 1..S, scored on transfer-validation (and on transfer-test for
+    the final table), slices of the training data that no training reads. Each finished run
+    is stored at once, a run's state every few minutes: a rerun continues. Other settings
+    than a layer's earlier transfer are refused.
+    """
+    from evonorm_search.search.driver import check_data
+    from evonorm_search.search.transfer import plan_transfer, run_transfer, transfer_results
+
+    def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
+        if text is None:
+            return None
+        try:
+            values = tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers",
+                                     param_hint=what) from None  # fmt: skip
+        if not values or min(values) <= 0:
+            raise click.BadParameter("rates must be > 0", param_hint=what)
+        return values
+
+    overrides = {"steps": steps, "learning_rate": learning_rate, "eval_every": eval_every,
+                 "learning_rates": numbers(learning_rates, "--learning-rates"),
+                 "networks": None if networks is None else tuple(
+                     n.strip() for n in networks.split(",") if n.strip())}  # fmt: skip
+    with _open_store(db_url) as store:
+        plan = plan_transfer(store, name, top=top, layers=layers, seeds=seeds,
+                             comparator=comparator, checkpoint_minutes=checkpoint_minutes,
+                             **overrides)  # fmt: skip
+        search = store.search(name)
+    if not plan.baselines:
+        click.echo(f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
+                   f"`{_evaluate_command(search, db_url)}` trains them (the zoo is the "
+                   "comparator)", err=True)  # fmt: skip
+    with _writable_store(db_url) as store:
+        check_data(plan.search.dataset, plan.search.data_dir)
+        s = plan.settings
+        click.echo(f"transfer of {len(plan.layers)} layers to {', '.join(s['networks'])}: "
+                   f"{s['steps']} steps, seeds 1..{len(plan.seeds)}"
+                   + (f", a sweep of {len(s['learning_rates'])} rates" if s["learning_rates"]
+                      else f", lr {s['learning_rate']:g}"), err=True)  # fmt: skip
+        left = run_transfer(
+            store,
+            plan,
+            workers=workers,
+            gpus_per_trial=gpus_per_trial,
+            address=address,
+            on_event=lambda line: click.echo(line, err=True),
+        )
+        results = transfer_results(store, plan)
+    if fmt == "json":
+        _print_json(results)
+    else:
+        _print_transfer(results)
+    if left:
+        _fail(f"{left} runs not recorded (the others are); run the command again to train "
+              "them, each from its checkpoint", code=130)  # fmt: skip
+
+
+def _print_transfer(results: dict[str, Any]) -> None:
+    from evonorm_search.search.transfer import comparison_table, transfer_table
+
+    for network, comparison in results["comparisons"].items():
+        header, rows = transfer_table(results, network)
+        _print_table(f"search {results['search']} transferred to {network}: accuracy, mean "
+                     "[95% t-interval] over seeds", header, rows)  # fmt: skip
+        if comparison["comparator"] is None:
+            click.echo(f"no comparison on {network}: {comparison['rule']}")
+            continue
+        statement, header, rows = comparison_table(comparison)
+        click.echo(f"comparison fixed in advance on {network}: {statement}")
+        if rows:
+            _print_table(None, header, rows)
 
 
 @cli.group()

@@ -62,7 +62,8 @@ __all__ = [
 K, V = TypeVar("K"), TypeVar("V")
 
 PROTOCOL = "evonorm-fhash/1"  # part of every hash: bump it whenever the probe changes
-PROXY_PROTOCOL = "evonorm-proxy/1"  # part of every proxy key: bump when training changes
+PROXY_PROTOCOL = "evonorm-proxy/2"  # part of every proxy key: bump when training changes
+# /2: the transfer slices are carved out of the training images (proxy.data)
 N, C, GROUPS, S = 4, 6, 3, 3
 # Magnitudes of the first probe batches: x0.001 straddles sqrt(eps) = 3e-3, the IR's only
 # constant besides 0 and eps, so that max(std_instance(0), abs(x)) differs from abs(x).

@@ -17,7 +17,7 @@ from evonorm_search.graph import LayerGraph
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["draw_graph", "graph_figure", "literal", "plot_front"]
+__all__ = ["draw_graph", "graph_figure", "literal", "plot_front", "plot_transfer"]
 
 _FORMATS = (".png", ".svg", ".pdf")
 _MINIMISED = {"cost": "bytes per element (lower is better)", "nodes": "nodes (lower is better)"}
@@ -138,3 +138,41 @@ def graph_figure(graph: LayerGraph, *, title: str | None = None) -> Figure:
     axes.set_title(literal(title or graph.formula()), fontsize=9)
     axes.axis("off")
     return figure
+
+
+def plot_transfer(results: Mapping[str, Any], network: str, path: Path) -> Path:
+    """A transfer on ``network`` (``search.transfer.transfer_results``): each layer's
+    transfer-test accuracy, mean with its 95% t-interval over seeds, and its learning
+    curves (transfer-validation every ``eval_every`` steps: the mean over seeds, with the
+    seeds' range shaded)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    path = _check_path(path)
+    layers = [layer for layer in results["layers"] if layer["networks"][network]["seeds"]]
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    bars, curves = figure.subplots(1, 2)
+    for y, layer in enumerate(layers):
+        interval = layer["networks"][network]["transfer_test"]["interval"]
+        if interval is None:
+            continue
+        mean, low, high = interval["mean"], interval["low"], interval["high"]
+        error = None if low is None else [[mean - low], [high - mean]]
+        color = "tab:blue" if layer["kind"] == "baseline" else "tab:red"
+        bars.errorbar([interval["mean"]], [y], xerr=error, fmt="o", color=color, capsize=4)
+        by_seed = [c for c in layer["networks"][network]["curves"].values() if c]
+        if by_seed:
+            steps = [step for step, _ in by_seed[0]]
+            values = np.array([[v for _, v in c] for c in by_seed if len(c) == len(steps)])
+            curves.plot(steps, values.mean(0), color=color, label=literal(layer["label"]))
+            curves.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
+    bars.set_yticks(range(len(layers)), [literal(layer["label"]) for layer in layers])
+    bars.set_xlabel("transfer-test accuracy (mean, 95% t-interval over seeds)")
+    bars.set_title(literal(f"{results['search']} on {network}: zoo (blue), chosen (red)"))
+    curves.set_xlabel("training step")
+    curves.set_ylabel("transfer-validation accuracy")
+    curves.set_title("learning curves (mean over seeds, range shaded)")
+    if layers:
+        curves.legend(fontsize="small")
+    figure.savefig(path, dpi=110)
+    return path

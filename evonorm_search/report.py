@@ -143,13 +143,42 @@ def _against_baselines(store: Any, name: str, search: dict[str, Any], top: int,
                     tables=[(["layer", *architectures, "mean", "formula"], rows)])  # fmt: skip
 
 
+def _transfer(store: Any, name: str, directory: Path) -> _Section | None:
+    """The transfer (``evonorm-search transfer``), where there is one: per network the
+    table with intervals, the comparison fixed in advance, and the figure."""
+    from evonorm_search.plots import plot_transfer
+    from evonorm_search.search.transfer import comparison_table, stored_transfer, transfer_table
+
+    results = stored_transfer(store, name)
+    if results is None:
+        return None
+    s = results["settings"]
+    section = _Section("Transfer to bigger networks", text=[
+        f"Trained from scratch for {s['steps']} steps at batch {s['batch_size']} on seeds "
+        f"{', '.join(map(str, results['seeds']))}, shared by every layer; accuracy on the "
+        "transfer-validation and transfer-test slices of the training data, which no "
+        "training reads (test: CIFAR-10's test_batch, where present). Mean [95% "
+        "t-interval] over seeds."])  # fmt: skip
+    for network, comparison in results["comparisons"].items():
+        section.tables.append(transfer_table(results, network))
+        if comparison["comparator"] is not None:
+            statement, header, rows = comparison_table(comparison)
+            section.text.append(f"{network}, the comparison fixed in advance: {statement}.")
+            section.tables.append((header, rows))
+        path = plot_transfer(results, network, directory / f"transfer-{network}.png")
+        section.figures.append((f"transfer to {network}: accuracy and learning curves", path))
+    return section
+
+
 def _sections(store: Any, name: str, top: int, directory: Path) -> list[_Section]:
     search, status = store.search(name), store.status(name)
     zoo = store.baseline_layers(name)
-    return [_settings(search, status), _funnel(status, store.funnel(name), directory),
-            _front(store, name, search, directory, zoo),
-            _top(store, name, search, top, directory),
-            _against_baselines(store, name, search, top, zoo)]  # fmt: skip
+    sections = [_settings(search, status), _funnel(status, store.funnel(name), directory),
+                _front(store, name, search, directory, zoo),
+                _top(store, name, search, top, directory),
+                _against_baselines(store, name, search, top, zoo)]  # fmt: skip
+    transfer = _transfer(store, name, directory)
+    return sections if transfer is None else [*sections, transfer]
 
 
 def write_report(store: Any, name: str, path: Path, *, top: int = 5) -> Path:

@@ -31,6 +31,10 @@ TENSOR_RANKS = {"image": 4, "sequence": 3}  # x is (N, C, H, W) or (N, C, L)
 # Each proxy network takes one kind of tensor at its normalization sites.
 PROXY_ARCHITECTURES = {"resnet": "image", "mobilenet": "image", "efficientnet": "image",
                        "vit": "sequence"}  # fmt: skip
+# The transfer stage's networks (proxy.models.TRANSFER_NETWORKS), with the tensor each takes,
+# and the default for a space of each tensor kind.
+TRANSFER_NETWORK_TENSORS = {"resnet20": "image", "mobilenet_m": "image", "vit_d4": "sequence"}
+DEFAULT_TRANSFER_NETWORKS = {"image": ("resnet20",), "sequence": ("vit_d4",)}
 GPU_TARGET = re.compile(r"sm_[1-9][0-9]{1,2}a?")
 DATASETS = ("cifar10", "digits", "synthetic")
 PRESETS = ("tiny", "paper")
@@ -147,6 +151,29 @@ class PopulationSettings:
 
 
 @dataclass(frozen=True)
+class TransferSettings:
+    """The transfer stage (``evonorm-search transfer``): each layer trained from scratch on
+    ``networks`` (bigger than the proxies, at full resolution; empty: ``resnet20`` for an
+    image space, ``vit_d4`` for a sequence space) for ``steps`` at ``batch_size``, SGD with
+    Nesterov ``momentum`` and ``weight_decay`` on a cosine from ``learning_rate``, on
+    ``seeds`` seeds (1..S).  With ``learning_rates`` (e.g. three rates) each layer first
+    trains once per rate at seed 0 and keeps the best on transfer-validation.  The
+    transfer-validation accuracy is recorded every ``eval_every`` steps (the learning
+    curve), and a run's state is checkpointed to the database every ``checkpoint_minutes``."""
+
+    networks: tuple[str, ...] = ()
+    steps: int = 1000
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    learning_rates: tuple[float, ...] = ()
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    eval_every: int = 100
+    seeds: int = 5
+    checkpoint_minutes: float = 3.0
+
+
+@dataclass(frozen=True)
 class CompileTarget:
     """The GPU target and the reference shape and dtype kernels are compiled and costed at."""
 
@@ -168,6 +195,7 @@ class SearchSpace:
     search: PopulationSettings
     compile: CompileTarget
     signal: SignalThresholds = SignalThresholds()
+    transfer: TransferSettings = TransferSettings()
     path: Path | None = None
 
     def violations(self, graph: LayerGraph) -> list[str]:
@@ -204,6 +232,7 @@ _SECTIONS = {
     "search": PopulationSettings,
     "compile": CompileTarget,
     "signal": SignalThresholds,
+    "transfer": TransferSettings,
 }
 
 
@@ -261,6 +290,9 @@ def _space_from_dict(data: dict[str, Any], path: Path) -> SearchSpace:
             f"{where}: [compile] dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"
         )
     sections["compile"] = dataclasses.replace(sections["compile"], dtype=DTYPES[dtype])
+    if not sections["transfer"].networks and tensor in DEFAULT_TRANSFER_NETWORKS:
+        networks = DEFAULT_TRANSFER_NETWORKS[tensor]
+        sections["transfer"] = dataclasses.replace(sections["transfer"], networks=networks)
     space = SearchSpace(
         name=path.stem, description=description, tensor=tensor, path=path, **sections
     )
@@ -365,6 +397,19 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     require(sg.steps >= 2 and sg.window >= 1, "[signal] needs steps >= 2 and window >= 1")
     require(sg.min_input_gradient <= sg.max_input_gradient,
             "[signal] min_input_gradient must not exceed max_input_gradient")  # fmt: skip
+    tr = space.transfer
+    subset(tr.networks, TRANSFER_NETWORK_TENSORS, "transfer network")
+    for network in tr.networks:
+        require(TRANSFER_NETWORK_TENSORS[network] == space.tensor,
+                f"[transfer] {network} takes {TRANSFER_NETWORK_TENSORS[network]} tensors, "
+                f"not this space's {space.tensor} tensors")  # fmt: skip
+    require(min(tr.steps, tr.batch_size, tr.eval_every, tr.seeds) >= 1,
+            "[transfer] steps, batch_size, eval_every and seeds must be >= 1")  # fmt: skip
+    require(tr.learning_rate > 0 and all(lr > 0 for lr in tr.learning_rates),
+            "[transfer] learning rates must be > 0")  # fmt: skip
+    require(0 <= tr.momentum < 1, "[transfer] momentum must be in [0, 1)")
+    require(tr.weight_decay >= 0, "[transfer] weight_decay must be >= 0")
+    require(tr.checkpoint_minutes > 0, "[transfer] checkpoint_minutes must be > 0")
     c = space.compile
     require(
         GPU_TARGET.fullmatch(c.target) is not None,

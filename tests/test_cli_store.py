@@ -81,7 +81,7 @@ def test_show_with_lineage_and_drawing(filled, tmp_path):
 def test_db_upgrade_creates_a_database_and_env_names_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     code, out, _ = run("db", "upgrade", env={"EVONORM_DB": url})
-    assert code == 0 and "(new database) -> 0004" in out
+    assert code == 0 and "(new database) -> 0005" in out
     code, out, _ = run("status", "--format", "json", env={"EVONORM_DB": url})
     assert code == 0 and json.loads(out) == []
 

@@ -60,6 +60,7 @@ def test_wheel_contents(wheel):
         "versions/0002_evaluation_node.py",
         "versions/0003_unbounded_text.py",
         "versions/0004_search_progress.py",
+        "versions/0005_transfer.py",
     ):
         assert f"evonorm_search/_data/db/{migration}" in names
     dashboard = ROOT / "evonorm_search" / "dashboard"

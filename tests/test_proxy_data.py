@@ -48,22 +48,30 @@ def write_cifar(directory: Path, per_batch: int = 20, test: bool = True) -> Path
 @needs_cifar
 def test_reads_the_shared_cifar10():
     data = load_cifar10(SHARED, validation=5000)
-    assert data.train_images.shape == (45000, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.train_images.shape == (40000, 3, 32, 32) and data.train_images.dtype == torch.uint8
     assert data.val_images.shape == (5000, 3, 32, 32)
+    assert data.transfer_val_images.shape == data.transfer_test_images.shape == (2500, 3, 32, 32)
     assert data.classes[:3] == ("airplane", "automobile", "bird") and data.num_classes == 10
     assert data.test_images is None  # no test_batch in the shared folder
-    counts = torch.bincount(torch.cat([data.train_labels, data.val_labels]), minlength=10)
+    labels = [data.train_labels, data.val_labels, data.transfer_val_labels,
+              data.transfer_test_labels]  # fmt: skip
+    counts = torch.bincount(torch.cat(labels), minlength=10)
     assert counts.tolist() == [5000] * 10  # the split loses nothing
+    # The transfer slices do not move when the search's validation size does.
+    other = load_cifar10(SHARED, validation=2000)
+    assert torch.equal(other.indices["transfer_val"], data.indices["transfer_val"])
+    assert torch.equal(other.transfer_test_images, data.transfer_test_images)
     torch.testing.assert_close(data.mean, torch.tensor([0.49, 0.48, 0.45]), atol=0.01, rtol=0)
 
 
 def test_reads_a_written_batch_set_with_test_batch(tmp_path):
-    data = load_cifar10(write_cifar(tmp_path / "c"), validation=10)
-    assert len(data.train_labels) == 90 and len(data.val_labels) == 10
+    data = load_cifar10(write_cifar(tmp_path / "c"), validation=10, transfer=5)
+    assert len(data.train_labels) == 80 and len(data.val_labels) == 10
+    assert len(data.transfer_val_labels) == len(data.transfer_test_labels) == 5
     assert data.test_images.shape == (20, 3, 32, 32)
-    again = load_cifar10(tmp_path / "c", validation=10)
+    again = load_cifar10(tmp_path / "c", validation=10, transfer=5)
     assert torch.equal(data.val_labels, again.val_labels)  # the split is seeded
-    other = load_cifar10(tmp_path / "c", validation=10, seed=1)
+    other = load_cifar10(tmp_path / "c", validation=10, transfer=5, seed=1)
     assert not torch.equal(data.val_images, other.val_images)
 
 
@@ -155,7 +163,7 @@ def test_download_checks_the_md5_and_unpacks(tmp_path, serve):
     url = serve(archive)
     target = download_cifar10(tmp_path / "data", url=url, md5=hashlib.md5(archive).hexdigest())
     assert target == tmp_path / "data" / "cifar-10-batches-py"
-    assert load_cifar10(target, validation=10).test_images is not None
+    assert load_cifar10(target, validation=10, transfer=5).test_images is not None
     # Already there: no second download (a wrong checksum would fail otherwise).
     assert download_cifar10(tmp_path / "data", url=url, md5="0" * 32) == target
 
@@ -183,7 +191,8 @@ def test_download_reports_an_unreachable_server(tmp_path):
 
 def test_digits_and_synthetic():
     digits = load_digits()
-    assert digits.train_images.shape == (1500, 1, 8, 8) and len(digits.val_labels) == 297
+    assert digits.train_images.shape == (1200, 1, 8, 8) and len(digits.val_labels) == 297
+    assert len(digits.transfer_val_labels) == len(digits.transfer_test_labels) == 150
     assert digits.num_classes == 10 and not digits.augment
     a, b = synthetic(seed=3), synthetic(seed=3)
     assert torch.equal(a.train_images, b.train_images)
@@ -191,7 +200,7 @@ def test_digits_and_synthetic():
 
 
 def test_batches_are_seeded_augmented_and_normalised(tmp_path):
-    data = load_cifar10(write_cifar(tmp_path / "c", per_batch=64), validation=20)
+    data = load_cifar10(write_cifar(tmp_path / "c", per_batch=64), validation=20, transfer=10)
     first = next(data.batches(32, torch.Generator().manual_seed(5)))
     again = next(data.batches(32, torch.Generator().manual_seed(5)))
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
@@ -213,4 +222,27 @@ def test_evaluation_batches_and_unknown_names(tmp_path):
         next(data.evaluation_batches("test"))
     with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")
-    assert load_dataset("cifar10", root=write_cifar(tmp_path / "c"), validation=5).num_classes == 10
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        next(data.evaluation_batches("train"))
+    small = load_dataset("cifar10", root=write_cifar(tmp_path / "c"), validation=5, transfer=3)
+    assert small.num_classes == 10 and len(small.transfer_val_labels) == 3
+    with pytest.raises(ValueError, match=r"cannot hold out 5 validation and 2 x 50 transfer"):
+        load_dataset("cifar10", root=tmp_path / "c", validation=5, transfer=50)
+    assert load_dataset("digits", transfer=0).transfer_val_images is None
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic", "cifar10"])
+def test_the_splits_are_disjoint_and_cover_the_data(name):
+    """Train, validation and both transfer slices partition the source's images, and the
+    training images are exactly the train split's (the only images batches() reads)."""
+    if name == "cifar10" and not SHARED.is_dir():
+        pytest.skip(f"CIFAR-10 not found at {SHARED} (the shared test data)")
+    data = load_dataset(name, root=SHARED if name == "cifar10" else None)
+    parts = {split: set(index.tolist()) for split, index in data.indices.items()}
+    assert set(parts) == {"train", "val", "transfer_val", "transfer_test"}
+    total = sum(len(index) for index in data.indices.values())
+    assert len(set().union(*parts.values())) == total  # no image in two splits
+    assert set().union(*parts.values()) == set(range(total))  # none left out
+    for split in ("val", "transfer_val", "transfer_test"):
+        assert len(getattr(data, f"{split}_labels")) == len(parts[split])
+    assert len(data.train_labels) == len(parts["train"])

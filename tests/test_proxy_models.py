@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from evonorm_search import GraphNormAct, baselines
-from evonorm_search.proxy.models import ARCHITECTURES, build
+from evonorm_search.proxy.models import ARCHITECTURES, TRANSFER_NETWORKS, build
 
 IMAGE_LAYERS = [n for n in baselines.names() if baselines.describe(n).tensor in ("image", "any")]
 TOKEN_LAYERS = ["layernorm", "rmsnorm", "dyt", "ln_relu"]
 SITES = {"resnet": 7, "mobilenet": 10, "efficientnet": 10, "vit": 5}  # tiny preset
+TRANSFER_SITES = {"resnet20": 19, "mobilenet_m": 22, "vit_d4": 9}
 
 
 def factory(name: str):
@@ -76,3 +77,29 @@ def test_unknown_architecture_or_preset():
         build("vgg", factory("bn_relu"))
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         build("resnet", factory("bn_relu"), preset="huge")
+
+
+@pytest.mark.parametrize("network", TRANSFER_NETWORKS)
+def test_transfer_networks_are_bigger_full_resolution_and_replace_every_site(network):
+    """Every site takes the candidate, the first at the input's full resolution, and the
+    network has more sites and parameters than any proxy of its family."""
+    from evonorm_search.space import TRANSFER_NETWORK_TENSORS
+
+    token = TRANSFER_NETWORK_TENSORS[network] == "sequence"
+    layer = "layernorm" if token else "bn_relu"
+    model = build(network, factory(layer), image_size=32)
+    shapes = []
+    for m in model.modules():
+        if isinstance(m, GraphNormAct):
+            m.register_forward_hook(lambda _m, args, _o, seen=shapes: seen.append(args[0].shape))
+    out = model(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 10) and len(shapes) == TRANSFER_SITES[network]
+    if not token:
+        assert shapes[0][2:] == (32, 32)  # no stem stride
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm)
+                   for m in model.modules())  # fmt: skip
+    proxy = build("vit" if token else "resnet", factory(layer), image_size=32)
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in proxy.parameters())
+    digits = build(network, factory(layer), in_channels=1, image_size=8)  # the tests' size
+    assert digits(torch.randn(2, 1, 8, 8)).shape == (2, 10)

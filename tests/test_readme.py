@@ -66,6 +66,7 @@ def test_toml_example_is_a_valid_space_with_the_defaults(tmp_path):
         "search",
         "signal",
         "compile",
+        "transfer",
     )
     for section in sections:
         assert getattr(space, section) == getattr(default, section), section
@@ -80,6 +81,7 @@ def test_toml_example_is_a_valid_space_with_the_defaults(tmp_path):
         "search",
         "signal",
         "compile",
+        "transfer",
     }
 
 

@@ -111,21 +111,21 @@ steps = 3
 
 
 @pytest.mark.parametrize("test_batch", [True, False])
-def test_final_seeds_are_measured_on_cifar10_test_batch_when_present(tmp_path, test_batch):
-    """The lr trials score on the validation split; a final seed on CIFAR-10's test_batch
-    when the directory has one, else on the validation split."""
+def test_final_seeds_are_measured_on_transfer_validation(tmp_path, test_batch):
+    """The lr trials score on the search's validation split; a final seed on the transfer-
+    validation slice, which selected nothing, whether or not CIFAR-10's test_batch is there."""
     space_path = tmp_path / "c10.toml"
     space_path.write_text(CIFAR_SPACE)
-    data_dir = write_cifar(tmp_path / "cifar", test=test_batch)
+    # Enough images for the two transfer slices of 2,500 (the dataset's own sizes).
+    data_dir = write_cifar(tmp_path / "cifar", per_batch=1004, test=test_batch)
     request = {"graph": baselines.get("bn_relu").to_json(), "space": str(space_path),
                "dataset": "cifar10", "data_dir": str(data_dir), "preset": None,
                "phase": "final", "learning_rate": 0.02, "seed": 1, "steps": 3}  # fmt: skip
     report = retune_trial(request)
-    split = "test" if test_batch else "val"
-    assert report["split"] == split and len(report["evaluations"]) == 1
+    assert report["split"] == "transfer_val" and len(report["evaluations"]) == 1
     [e] = report["evaluations"]
     assert e["architecture"] == "resnet" and e["status"] == "completed" and e["steps"] == 3
-    # The same run again, measured on each split: the report is the chosen split's.
+    # The same run again, measured on each split: the report is transfer-validation's.
     from evonorm_search.proxy.data import load_dataset
 
     data = load_dataset("cifar10", root=data_dir, validation=10)
@@ -135,7 +135,7 @@ def test_final_seeds_are_measured_on_cifar10_test_batch_when_present(tmp_path, t
     )
     again = _Run(baselines.get("bn_relu"), "resnet", data, space, 1, 3)
     assert again.advance(3)
-    assert e["accuracy"] == evaluate(again.model, data, split)[0]
+    assert e["accuracy"] == evaluate(again.model, data, "transfer_val")[0]
     lr_trial = retune_trial({**request, "phase": "lr", "seed": 0})
     assert "split" not in lr_trial and 0 <= lr_trial["accuracy"] <= 1
 
@@ -217,7 +217,7 @@ def test_retune_a_search_and_the_baselines_in_real_processes(tmp_path):
         tried[label].append((float(lr), float(accuracy)))
     for r in results:
         candidate = r["id"]
-        assert r["split"] == "val" and r["steps"] == 8 and r["seeds"] == [1, 2]
+        assert r["split"] == "transfer_val" and r["steps"] == 8 and r["seeds"] == [1, 2]
         low, high = r["lr_range"]
         assert (low, high) == pytest.approx((0.005, 0.5))  # the tiny space's 0.05, /10 and x10
         trials = [(t["learning_rate"], t["accuracy"]) for t in r["trials"]]

@@ -78,6 +78,14 @@ def test_path_and_defaults(tmp_path):
     ]
 
 
+def test_transfer_networks_default_to_the_tensor_kind(tmp_path):
+    assert load_space(write(tmp_path, MINIMAL)).transfer.networks == ("resnet20",)
+    assert load_space("sequence").transfer.networks == ("vit_d4",)  # its file says so
+    text = load_space("sequence").path.read_text().split("[transfer]")[0]  # without it
+    sequence = load_space(write(tmp_path, text))
+    assert sequence.transfer.networks == ("vit_d4",)
+
+
 def test_dtype_aliases_normalise(tmp_path):
     space = load_space(write(tmp_path, MINIMAL + '[compile]\ndtype = "bf16"\n'))
     assert space.compile.dtype == "bfloat16"
@@ -128,6 +136,11 @@ def test_dtype_aliases_normalise(tmp_path):
         (MINIMAL + "[rejection]\nstability = 0\n", "stability must be > 0"),
         (MINIMAL + "[search]\ninitial_mutants = 1.5\n", "initial_mutants must be in [0, 1]"),
         (MINIMAL + "[search]\nstart_after = -1\n", "start_after must be >= 0"),
+        (MINIMAL + "[transfer]\nnetworks = ['vgg']\n", "unknown transfer network 'vgg'"),
+        (MINIMAL + "[transfer]\nnetworks = ['vit_d4']\n", "vit_d4 takes sequence tensors"),
+        (MINIMAL + "[transfer]\nsteps = 0\n", "steps, batch_size, eval_every and seeds"),
+        (MINIMAL + "[transfer]\nlearning_rates = [0.1, 0]\n", "learning rates must be > 0"),
+        (MINIMAL + "[transfer]\ncheckpoint_minutes = 0\n", "checkpoint_minutes must be > 0"),
         (MINIMAL + "[signal]\nsteps = 1\n", "[signal] needs steps >= 2 and window >= 1"),
         (
             MINIMAL + "[signal]\nmin_input_gradient = 1.0\nmax_input_gradient = 0.1\n",

@@ -1,6 +1,7 @@
 """The results store on SQLite and PostgreSQL: schema and migrations, writes, queries."""
 
 import dataclasses
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from evonorm_search import baselines
 from evonorm_search.hashing import FunctionalCache, proxy_key
 from evonorm_search.proxy.data import load_dataset
+from evonorm_search.proxy.models import TRANSFER_NETWORKS
 from evonorm_search.proxy.train import train_candidate
 from evonorm_search.rejection import Funnel
 from evonorm_search.resources import resource_dir
@@ -46,7 +48,7 @@ def test_a_new_database_is_created_at_head_and_matches_the_models(db_url):
     from alembic.migration import MigrationContext
 
     Store(db_url).close()
-    assert revision(db_url) == "0004"
+    assert revision(db_url) == "0005"
     engine = make_engine(db_url)
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
@@ -55,7 +57,14 @@ def test_a_new_database_is_created_at_head_and_matches_the_models(db_url):
             MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
         )
     engine.dispose()
-    assert tables == {"alembic_version", "searches", "candidates", "evaluations", "fec"}
+    assert tables == {
+        "alembic_version",
+        "searches",
+        "candidates",
+        "evaluations",
+        "fec",
+        "checkpoints",
+    }
     assert diff == []
 
 
@@ -104,20 +113,20 @@ def test_a_newer_revision_is_refused_and_left_untouched(db_url):
 
 
 def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path, monkeypatch):
-    """A migration environment with a fifth revision: a database at 0004 is older."""
+    """A migration environment with a sixth revision: a database at 0005 is older."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with Store(url) as store:
         new_search(store, "kept")
     scripts = tmp_path / "db"
     shutil.copytree(resource_dir("db"), scripts)
-    (scripts / "versions" / "0005_note.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0005"\n'
-        'down_revision = "0004"\n\n\ndef upgrade():\n'
+    (scripts / "versions" / "0006_note.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0006"\n'
+        'down_revision = "0005"\n\n\ndef upgrade():\n'
         '    with op.batch_alter_table("searches") as batch:\n'
         '        batch.add_column(sa.Column("note", sa.Text(), nullable=True))\n'
     )
     monkeypatch.setattr("evonorm_search.store.engine.resource_dir", lambda _: scripts)
-    with pytest.raises(StoreError, match=r"older than this code's 0005: run `evonorm-search db"):
+    with pytest.raises(StoreError, match=r"older than this code's 0006: run `evonorm-search db"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
@@ -125,12 +134,12 @@ def test_an_older_revision_asks_for_upgrade_and_upgrade_keeps_the_data(tmp_path,
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
     assert result.exit_code == 0, result.output
-    assert "0004 -> 0005" in result.output
-    assert revision(url) == "0005"
+    assert "0005 -> 0006" in result.output
+    assert revision(url) == "0006"
     with Store(url, readonly=True) as store:
         assert store.search("kept")["space"] == "evonorm_b"
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert "is at the current schema (0005)" in result.output
+    assert "is at the current schema (0006)" in result.output
 
 
 def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
@@ -148,14 +157,14 @@ def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
         command.upgrade(config, "0001")
     engine.dispose()
     assert revision(url) == "0001"
-    with pytest.raises(StoreError, match="older than this code's 0004"):
+    with pytest.raises(StoreError, match="older than this code's 0005"):
         Store(url, readonly=True)
     from click.testing import CliRunner
 
     from evonorm_search.cli import cli
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
-    assert result.exit_code == 0 and "0001 -> 0004" in result.output, result.output
+    assert result.exit_code == 0 and "0001 -> 0005" in result.output, result.output
     with Store(url) as store:
         new_search(store, "upgraded")
         candidate = store.add_candidate("upgraded", graph="{}", status="queued")
@@ -194,6 +203,9 @@ def test_upgrading_to_unbounded_text_keeps_every_row(db_url):
                              node="n1")  # fmt: skip
     before, _ = _rows(db_url)
     assert len(before["candidates"]) == 40 and before["fec"] and before["evaluations"]
+    # The evaluations' last two columns (0005: code_version, figures) do not survive a
+    # downgrade below 0005: compared without them.
+    before["evaluations"] = [tuple(row)[:-2] for row in before["evaluations"]]
     engine = make_engine(db_url)
     with engine.connect() as connection, _migration(connection):
         command.downgrade(_alembic_config(connection), "0002")
@@ -206,8 +218,10 @@ def test_upgrading_to_unbounded_text_keeps_every_row(db_url):
     from evonorm_search.cli import cli
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--db", db_url])
-    assert result.exit_code == 0 and "0002 -> 0004" in result.output, result.output
+    assert result.exit_code == 0 and "0002 -> 0005" in result.output, result.output
     after, widened = _rows(db_url)
+    assert [row[-2:] for row in after["evaluations"]] == [(None, None)]
+    after["evaluations"] = [tuple(row)[:-2] for row in after["evaluations"]]
     assert after == before
     assert widened[("searches", "space")] == widened[("candidates", "reason")] == "TEXT"
     with Store(db_url) as store:  # foreign keys hold again: a candidate needs its search
@@ -238,17 +252,19 @@ def test_every_bounded_column_is_bounded_by_its_writers(db_url):
         "searches.strategy": max(map(len, [*STRATEGIES, "zoo"])),
         "searches.status": max(map(len, SEARCH_STATUSES)),
         "searches.proxy_key": len(proxy_key(SPACE)),
-        "searches.code_version": 40,  # the package version
+        "searches.code_version": 40, "evaluations.code_version": 40,  # provenance, cut to 40
         "candidates.structural_hash": 64, "candidates.functional_hash": 64,  # sha256 hex
         "candidates.status": max(map(len, CANDIDATE_STATUSES)),
         "candidates.stage": max(map(len, [*STAGES, "compile", "quality", "trial", "proxy"])),
-        "evaluations.stage": len("retune"),
-        "evaluations.architecture": max(map(len, SPACE.proxy.architectures)),
+        "evaluations.stage": max(map(len, ["proxy", "retune", "reevaluate", "transfer"])),
+        "evaluations.architecture": max(map(len, [*SPACE.proxy.architectures,
+                                                  *TRANSFER_NETWORKS])),
         "evaluations.dataset": max(map(len, ["digits", "cifar10", "synthetic"])),
         "evaluations.preset": max(map(len, PRESETS["resnet"])),
         "evaluations.status": max(map(len, ["completed", "rejected", "diverged", "failed"])),
         "evaluations.node": 64,  # a Ray node id (56 hex digits); a host name is cut to fit
         "fec.functional_hash": 64, "fec.proxy_key": 64,
+        "checkpoints.key": 64,  # sha256 hex
     }  # fmt: skip
     assert set(bounded) == set(writers), "a bounded column without a known writer"
     assert all(writers[c] <= bounded[c] for c in bounded), {c: (writers[c], bounded[c])
@@ -602,3 +618,49 @@ def test_worker_time_is_kept_and_accounted_by_fate(db_url):
     assert status["worker_seconds"] == 3600.0 and status["worker_hours_budget"] == 2.0
     assert status["trained_per_worker_hour"] == 2.0
     assert status["stopped_at"]["signal"] == 1 and list(status["stopped_at"])[5] == "signal"
+
+
+def test_checkpoints_are_kept_replaced_and_dropped(db_url):
+    """The latest state of a long run, by key; gone with its candidate or when dropped."""
+    with Store(db_url) as store:
+        new_search(store)
+        cid = store.add_candidate("s", graph="{}", status="trained")
+        assert store.checkpoint("k" * 64) is None
+        store.put_checkpoint("k" * 64, cid, 100, b"\x00first")
+        store.put_checkpoint("k" * 64, cid, 200, b"\x00\xffsecond")
+        store.put_checkpoint("j" * 64, cid, 50, bytes(range(256)) * 1000)
+        assert store.checkpoint("k" * 64) == (200, b"\x00\xffsecond")
+        assert store.checkpoint("j" * 64) == (50, bytes(range(256)) * 1000)
+        store.drop_checkpoint("k" * 64)
+        assert store.checkpoint("k" * 64) is None
+        with pytest.raises(StoreError, match="unknown candidate id 999"):
+            store.put_checkpoint("x" * 64, 999, 1, b"")
+
+
+def test_evaluations_record_the_code_that_ran_them(db_url):
+    from evonorm_search.provenance import code_version
+
+    version = code_version()
+    assert version.startswith("0.1.0") and len(version) <= 40
+    with Store(db_url) as store:
+        new_search(store)
+        cid = store.add_candidate("s", graph="{}", status="trained")
+        common = dict(architecture="resnet", dataset="digits", preset="tiny", steps=3,
+                      status="completed", seconds=1.0)  # fmt: skip
+        store.add_evaluation(cid, seed=0, **common)
+        store.add_evaluation(
+            cid,
+            seed=1,
+            code_version="0.0.9+gabc",
+            stage="transfer",
+            figures={"curve": [[100, 0.5]], "learning_rate": 0.1},
+            **common,
+        )
+    engine = sa.create_engine(db_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT seed, code_version, figures FROM evaluations ORDER BY seed")).all()  # fmt: skip
+    engine.dispose()
+    assert rows[0][:2] == (0, version) and rows[0][2] is None
+    figures = rows[1][2] if isinstance(rows[1][2], dict) else json.loads(rows[1][2])
+    assert rows[1][:2] == (1, "0.0.9+gabc") and figures["learning_rate"] == 0.1

@@ -171,6 +171,13 @@ def create_app(store: Store, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -
             ]
         )
 
+    async def api_transfer(request: Request) -> Response:
+        """The search's transfer as stored (``search.transfer.stored_transfer``; null
+        when nothing was transferred)."""
+        from evonorm_search.search.transfer import stored_transfer
+
+        return JSONResponse(await read(stored_transfer, store, request.path_params["name"]))
+
     async def api_candidate(request: Request) -> Response:
         return JSONResponse(await read(store.candidate, candidate_id(request)))
 
@@ -223,6 +230,7 @@ def create_app(store: Store, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -
         Route("/api/searches/{name}/siblings", api_siblings),
         Route("/api/searches/{name}/points", api_points),
         Route("/api/searches/{name}/baselines", api_baselines),
+        Route("/api/searches/{name}/transfer", api_transfer),
         Route("/api/candidates/{candidate_id}", api_candidate),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

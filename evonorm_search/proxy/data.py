@@ -2,8 +2,20 @@
 
 Everything is preloaded as tensors on the training device; batches are drawn, augmented
 (random crop and horizontal flip for CIFAR-10) and normalised there, in batch, with no
-DataLoader worker processes.  Validation splits are carved from the training data with a
-fixed seed; CIFAR-10's official ``test_batch`` is optional and only for final reporting.
+DataLoader worker processes.
+
+Every dataset is split once, by a fixed-seed permutation of its training images, into four
+disjoint parts (``Dataset.indices`` records which image went where):
+
+- ``transfer_test`` and ``transfer_val`` (``TRANSFER_SLICE`` images each, carved first, so
+  they do not move when a space changes its validation size): never trained on by anything.
+  Transfer-validation serves every choice made after a search (learning rates, the
+  comparator, retune's scores); transfer-test serves only final tables.
+- ``val``: the search's validation split (``validation`` images), which selects layers.
+- ``train``: the rest, the only images any training reads (``Dataset.batches``).
+
+CIFAR-10's official ``test_batch`` is optional; where present it is the ``test`` split,
+reported beside transfer-test.
 
 The CIFAR-10 "python version" is a pickle, and a crafted pickle can run code when loaded,
 so it is read with an unpickler that admits only what the official format needs.
@@ -18,7 +30,7 @@ import tarfile
 import tempfile
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +82,12 @@ class Dataset:
     augment: bool
     test_images: Tensor | None = None
     test_labels: Tensor | None = None
+    transfer_val_images: Tensor | None = None
+    transfer_val_labels: Tensor | None = None
+    transfer_test_images: Tensor | None = None
+    transfer_test_labels: Tensor | None = None
+    # Which of the source's training images each split holds (positions before the split).
+    indices: dict[str, Tensor] = field(default_factory=dict, compare=False)
 
     @property
     def channels(self) -> int:
@@ -93,7 +111,7 @@ class Dataset:
             name: value.to(device)
             for name, value in self.__dict__.items()
             if isinstance(value, Tensor)
-        }
+        }  # the indices stay on the CPU: bookkeeping, never read by training
         return replace(self, **moved)
 
     def normalise(self, images: Tensor) -> Tensor:
@@ -102,36 +120,63 @@ class Dataset:
         view = (1, -1, 1, 1)
         return (x - self.mean.view(view)) / self.std.view(view)
 
-    def batches(
-        self, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, batch_size: int, generator: torch.Generator) -> BatchStream:
         """Training batches forever: reshuffled every epoch, augmented, normalised.
         ``generator`` (on the data's device) fixes the order and the augmentation."""
-        n = len(self.train_labels)
-        if batch_size > n:
-            raise ValueError(f"batch size {batch_size} exceeds the {n} training images")
-        while True:
-            order = torch.randperm(n, generator=generator, device=self.device)
-            for start in range(0, n - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                images = self.train_images[index]
-                if self.augment:
-                    images = _augment(images, generator)
-                yield self.normalise(images), self.train_labels[index]
+        return BatchStream(self, batch_size, generator)
 
     def evaluation_batches(
         self, split: str = "val", batch_size: int = 1000
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Batches of the validation (or test) split, in order, normalised."""
-        images, labels = {
-            "val": (self.val_images, self.val_labels),
-            "test": (self.test_images, self.test_labels),
-        }[split]
+        """Batches of an evaluation split (one of ``EVALUATION_SPLITS``), in order,
+        normalised."""
+        if split not in EVALUATION_SPLITS:
+            raise ValueError(f"unknown split {split!r} (one of {', '.join(EVALUATION_SPLITS)})")
+        images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
         if images is None:
             raise DataError(f"{self.name} has no {split} split")
         for start in range(0, len(labels), batch_size):
             yield (self.normalise(images[start : start + batch_size]),
                    labels[start : start + batch_size])  # fmt: skip
+
+
+class BatchStream:
+    """The training batches of a dataset, as ``Dataset.batches`` describes them, with a
+    state that can be saved and restored, so that a checkpointed run resumes on exactly the
+    batches it would have seen: the generator's state, the epoch's order, the position."""
+
+    def __init__(self, data: Dataset, batch_size: int, generator: torch.Generator) -> None:
+        n = len(data.train_labels)
+        if batch_size > n:
+            raise ValueError(f"batch size {batch_size} exceeds the {n} training images")
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.order: Tensor | None = None
+        self.position = 0
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        data, n = self.data, len(self.data.train_labels)
+        if self.order is None or self.position + self.batch_size > n:  # a new epoch
+            self.order = torch.randperm(n, generator=self.generator, device=data.device)
+            self.position = 0
+        index = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        images = data.train_images[index]
+        if data.augment:
+            images = _augment(images, self.generator)
+        return data.normalise(images), data.train_labels[index]
+
+    def state_dict(self) -> dict[str, object]:
+        return {"generator": self.generator.get_state(), "position": self.position,
+                "order": None if self.order is None else self.order.cpu()}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.generator.set_state(state["generator"])
+        self.position = int(state["position"])
+        order = state["order"]
+        self.order = None if order is None else order.to(self.data.device)
 
 
 def _augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
@@ -149,13 +194,36 @@ def _augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor
     return torch.where(flip.view(n, 1, 1, 1), cropped.flip(3), cropped)
 
 
-def _split(images: Tensor, labels: Tensor, validation: int, seed: int) -> tuple[Tensor, ...]:
-    """A fixed-seed validation split of ``validation`` images; the rest trains."""
-    if not 0 < validation < len(labels):
-        raise ValueError(f"validation must be between 1 and {len(labels) - 1}, got {validation}")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    val, train = order[:validation], order[validation:]
-    return images[train], labels[train], images[val], labels[val]
+def _split(images: Tensor, labels: Tensor, validation: int, transfer: int, seed: int
+           ) -> dict[str, Tensor]:  # fmt: skip
+    """The fixed-seed partition of the module docstring: index tensors per split."""
+    n = len(labels)
+    if validation < 1 or transfer < 0 or validation + 2 * transfer >= n:
+        raise ValueError(
+            f"cannot hold out {validation} validation and 2 x {transfer} transfer images of "
+            f"{n} and still train (validation >= 1, transfer >= 0, their sum below {n})"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    bounds = {"transfer_test": (0, transfer), "transfer_val": (transfer, 2 * transfer),
+              "val": (2 * transfer, 2 * transfer + validation),
+              "train": (2 * transfer + validation, n)}  # fmt: skip
+    return {name: order[start:stop] for name, (start, stop) in bounds.items()}
+
+
+def _dataset_from(name: str, classes: tuple[str, ...], images: Tensor, labels: Tensor, *,
+                  validation: int, transfer: int, seed: int, augment: bool,
+                  test: tuple[Tensor | None, Tensor | None] = (None, None)) -> Dataset:  # fmt: skip
+    """A dataset split as the module docstring says; statistics from its training part."""
+    index = _split(images, labels, validation, transfer, seed)
+    parts = {f"{split}_{kind}": tensor[index[split]]
+             for split in ("train", "val", "transfer_val", "transfer_test")
+             for kind, tensor in (("images", images), ("labels", labels))}  # fmt: skip
+    if not transfer:
+        parts.update(dict.fromkeys(("transfer_val_images", "transfer_val_labels",
+                                    "transfer_test_images", "transfer_test_labels")))  # fmt: skip
+    mean, std = _statistics(parts["train_images"])
+    return Dataset(name, classes, mean=mean, std=std, augment=augment, test_images=test[0],
+                   test_labels=test[1], indices=index, **parts)  # fmt: skip
 
 
 def _statistics(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -214,16 +282,20 @@ def _images_and_labels(path: Path) -> tuple[Tensor, Tensor]:
 
 # Images each dataset holds out of its training data to validate, by default.
 DEFAULT_VALIDATION = {"cifar10": 5000, "digits": 297, "synthetic": 200}
+# Images in each of the two transfer slices (transfer-validation, transfer-test).
+TRANSFER_SLICE = {"cifar10": 2500, "digits": 150, "synthetic": 100}
+EVALUATION_SPLITS = ("val", "transfer_val", "transfer_test", "test")
 
 
 def load_cifar10(
-    directory: str | Path, *, validation: int = DEFAULT_VALIDATION["cifar10"], seed: int = 0,
-    device: str = "cpu",
+    directory: str | Path, *, validation: int = DEFAULT_VALIDATION["cifar10"],
+    transfer: int = TRANSFER_SLICE["cifar10"], seed: int = 0, device: str = "cpu",
 ) -> Dataset:  # fmt: skip
     """CIFAR-10 from ``directory`` in the official python format.
 
     ``data_batch_1..5`` and ``batches.meta`` are required, ``test_batch`` is optional.  The
-    validation split (``validation`` images, fixed ``seed``) comes from the data batches.
+    splits (``validation`` images, two slices of ``transfer``, fixed ``seed``) come from
+    the data batches.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -239,13 +311,12 @@ def load_cifar10(
     parts = [_images_and_labels(directory / f"data_batch_{i}") for i in range(1, 6)]
     images = torch.cat([p[0] for p in parts])
     labels = torch.cat([p[1] for p in parts])
-    train_x, train_y, val_x, val_y = _split(images, labels, validation, seed)
     test = directory / "test_batch"
-    test_x, test_y = _images_and_labels(test) if test.is_file() else (None, None)
-    mean, std = _statistics(train_x)
     classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    return Dataset("cifar10", classes, train_x, train_y, val_x, val_y, mean, std, True,
-                   test_x, test_y).to(device)  # fmt: skip
+    return _dataset_from("cifar10", classes, images, labels, validation=validation,
+                         transfer=transfer, seed=seed, augment=True,
+                         test=_images_and_labels(test) if test.is_file() else (None, None),
+                         ).to(device)  # fmt: skip
 
 
 def download_cifar10(
@@ -289,7 +360,11 @@ def download_cifar10(
 
 
 def load_digits(
-    *, validation: int = DEFAULT_VALIDATION["digits"], seed: int = 0, device: str = "cpu"
+    *,
+    validation: int = DEFAULT_VALIDATION["digits"],
+    transfer: int = TRANSFER_SLICE["digits"],
+    seed: int = 0,
+    device: str = "cpu",
 ) -> Dataset:
     """scikit-learn's bundled handwritten digits: 1,797 real 8x8 grey images, 10 classes."""
     from sklearn.datasets import load_digits as sklearn_digits
@@ -297,16 +372,23 @@ def load_digits(
     digits = sklearn_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
     labels = torch.tensor(digits.target, dtype=torch.int64)
-    train_x, train_y, val_x, val_y = _split(images, labels, validation, seed)
-    mean, std = _statistics(train_x)
     classes = tuple(str(d) for d in range(10))
-    return Dataset("digits", classes, train_x, train_y, val_x, val_y, mean, std,
-                   False).to(device)  # fmt: skip
+    return _dataset_from(
+        "digits",
+        classes,
+        images,
+        labels,
+        validation=validation,
+        transfer=transfer,
+        seed=seed,
+        augment=False,
+    ).to(device)
 
 
 def synthetic(
     *, samples: int = 1200, size: int = 8, channels: int = 1, classes: int = 10,
-    validation: int = DEFAULT_VALIDATION["synthetic"], seed: int = 0, device: str = "cpu",
+    validation: int = DEFAULT_VALIDATION["synthetic"], transfer: int = TRANSFER_SLICE["synthetic"],
+    seed: int = 0, device: str = "cpu",
 ) -> Dataset:  # fmt: skip
     """A procedural set for unit tests: each class is a random smooth prototype image;
     samples are prototypes at a random brightness and contrast plus noise."""
@@ -318,10 +400,9 @@ def synthetic(
     shift = torch.rand(samples, 1, 1, 1, generator=g) - 0.5
     noise = torch.randn(samples, channels, size, size, generator=g) * 0.1
     images = prototypes[labels] * gain + shift + noise
-    train_x, train_y, val_x, val_y = _split(images, labels, validation, seed)
-    mean, std = _statistics(train_x)
-    return Dataset("synthetic", tuple(f"class {c}" for c in range(classes)), train_x, train_y,
-                   val_x, val_y, mean, std, False).to(device)  # fmt: skip
+    return _dataset_from("synthetic", tuple(f"class {c}" for c in range(classes)), images,
+                         labels, validation=validation, transfer=transfer, seed=seed,
+                         augment=False).to(device)  # fmt: skip
 
 
 def default_data_dir() -> Path:
@@ -331,11 +412,13 @@ def default_data_dir() -> Path:
 
 def load_dataset(
     name: str, *, root: str | Path | None = None, validation: int | None = None,
-    seed: int = 0, device: str = "cpu",
+    transfer: int | None = None, seed: int = 0, device: str = "cpu",
 ) -> Dataset:  # fmt: skip
     """A dataset by name: ``cifar10`` (from ``root``, the directory holding the batches;
-    default ``default_data_dir()/cifar-10-batches-py``), ``digits`` or ``synthetic``."""
-    sizes = {} if validation is None else {"validation": validation}
+    default ``default_data_dir()/cifar-10-batches-py``), ``digits`` or ``synthetic``;
+    ``validation`` and ``transfer`` default to the dataset's own sizes."""
+    sizes = {key: value for key, value in (("validation", validation), ("transfer", transfer))
+             if value is not None}  # fmt: skip
     if name == "cifar10":
         directory = Path(root) if root is not None else default_data_dir() / CIFAR10_DIR
         return load_cifar10(directory, seed=seed, device=device, **sizes)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "PRESETS", "NormAct", "build"]
+__all__ = ["ARCHITECTURES", "PRESETS", "TRANSFER_NETWORKS", "NormAct", "build"]
 
 NormAct = Callable[[int], nn.Module]
 
@@ -229,6 +229,20 @@ PRESETS: dict[str, dict[str, _Preset]] = {
 }  # fmt: skip
 ARCHITECTURES = tuple(PRESETS)
 
+# The transfer stage's networks: bigger than the proxies and at full resolution (no stem
+# stride), one preset each.  ``resnet20``: a pre-activation ResNet-20 (He et al. 2016's CIFAR
+# depth: 3 stages of 3 basic blocks, 16/32/64 channels; 19 sites); ``mobilenet_m``: a deeper,
+# wider inverted-residual net (a second family); ``vit_d4``: a transformer of another depth
+# and width than the sequence space's proxy.
+TRANSFER_NETWORKS: dict[str, _Preset] = {
+    "resnet20": _Preset(PreActResNet, {"widths": (16, 32, 64), "blocks": (3, 3, 3)}),
+    "mobilenet_m": _Preset(InvertedResidualNet, {
+        "stem": 32, "head": 256, "squeeze_excite": False,
+        "stages": ((1, 16, 1, 1, 3), (4, 24, 2, 2, 3), (4, 32, 2, 2, 3), (4, 64, 2, 1, 3)),
+    }),
+    "vit_d4": _Preset(VisionTransformer, {"dim": 96, "depth": 4, "heads": 4, "mlp_ratio": 2}),
+}  # fmt: skip
+
 
 def _stage_strides(count: int, image_size: int) -> tuple[int, ...]:
     """Stride 1 for the first stage, 2 for the others while the map stays >= 2x2 after."""
@@ -244,24 +258,30 @@ def build(
     architecture: str, norm_act: NormAct, *, preset: str = "tiny", in_channels: int = 3,
     num_classes: int = 10, image_size: int = 32,
 ) -> nn.Module:  # fmt: skip
-    """The proxy network ``architecture`` at ``preset``, with ``norm_act`` at every site."""
-    if architecture not in PRESETS:
-        raise ValueError(f"unknown architecture {architecture!r} (known: {', '.join(PRESETS)})")
-    if preset not in PRESETS[architecture]:
+    """The proxy network ``architecture`` at ``preset``, or the transfer network
+    ``architecture`` (``TRANSFER_NETWORKS``; ``preset`` does not apply), with ``norm_act`` at
+    every site."""
+    if architecture in TRANSFER_NETWORKS:
+        spec, stem_stride = TRANSFER_NETWORKS[architecture], 1
+    elif architecture not in PRESETS:
+        known = ", ".join((*PRESETS, *TRANSFER_NETWORKS))
+        raise ValueError(f"unknown architecture {architecture!r} (known: {known})")
+    elif preset not in PRESETS[architecture]:
         raise ValueError(f"unknown preset {preset!r} (known: tiny, paper)")
-    spec = PRESETS[architecture][preset]
+    else:
+        spec = PRESETS[architecture][preset]
+        # The tiny preset halves CIFAR-sized inputs in its stem, which keeps a quality check
+        # within a minute on two CPU cores; every site still sees at least 4x4 positions.
+        stem_stride = 2 if preset == "tiny" and image_size >= 32 else 1
     options = dict(spec.options, in_channels=in_channels, num_classes=num_classes)
-    if architecture == "vit":
+    if spec.build is VisionTransformer:
         options.update(patch=4 if image_size >= 16 else 2, image_size=image_size)
         model = spec.build(norm_act, **options)
         _initialise(model)
         return model
-    # The tiny preset halves CIFAR-sized inputs in its stem, which keeps a quality check
-    # within a minute on two CPU cores; every site still sees at least 4x4 positions.
-    stem_stride = 2 if preset == "tiny" and image_size >= 32 else 1
     size = image_size // stem_stride
     options["stem_stride"] = stem_stride
-    if architecture == "resnet":
+    if spec.build is PreActResNet:
         options["strides"] = _stage_strides(len(options["widths"]), size)
     else:  # stage strides adapted to the input, keeping the other settings
         strides = iter(_stage_strides(sum(1 for s in options["stages"] if s[3] != 1) + 1,

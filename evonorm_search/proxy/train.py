@@ -148,6 +148,24 @@ class _Run:
         return TrainResult(self.architecture, status, self.step, self.seconds,
                            train_loss=self.train_loss, **figures)  # fmt: skip
 
+    def state_dict(self) -> dict[str, object]:
+        """Everything the run's next steps depend on (weights and running estimates, the
+        optimizer's momentum, the schedule, the batch stream), for a checkpoint."""
+        return {"step": self.step, "seconds": self.seconds, "train_loss": self.train_loss,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "batches": self.batches.state_dict()}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Continue from ``state_dict()``'s checkpoint, on exactly the steps it would have
+        taken next (bitwise on a CPU)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.batches.load_state_dict(state["batches"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.train_loss = state["train_loss"]
+
 
 class _Watch:
     """The learning signal of a run's first steps: every step's loss, and at the first and

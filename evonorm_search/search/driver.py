@@ -292,7 +292,9 @@ class _Driver:
             for e in report.get("evaluations", []):
                 self.store.add_evaluation(candidate, dataset=s.dataset,
                                           preset=self.space.proxy.preset, seed=s.seed,
-                                          node=report["node"], **e)  # fmt: skip
+                                          node=report["node"],
+                                          code_version=report.get("code_version"),
+                                          **e)  # fmt: skip
             compiled = report.get("compiled")
             self.store.update_candidate(
                 candidate, compiled=compiled, seconds=report["seconds"],
@@ -350,6 +352,11 @@ def _searcher(driver: _Driver) -> Any:
             if _DRIVERS[self.key].finished():
                 return Searcher.FINISHED
             return _DRIVERS[self.key].suggest(trial_id)
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            progress = getattr(_DRIVERS[self.key], "progress", None)
+            if progress is not None:  # a unit's intermediate result (a checkpoint)
+                progress(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:  # fmt: skip

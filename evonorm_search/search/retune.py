@@ -9,8 +9,8 @@ the space's by default); its metric is the mean validation accuracy over the
 architectures, 0 for one rejected at the quality check or diverged.  Then ``seeds`` runs
 (seeds 1..S, independent of the seed the learning rate was chosen on) train every
 architecture with the best learning rate for ``steps`` steps (no quality check) and are
-measured on CIFAR-10's ``test_batch`` where the protocol's dataset is cifar10 and the
-file is there, else on the validation split (``split``: ``test`` or ``val``).
+measured on the dataset's transfer-validation slice (``split``: ``transfer_val``), which
+neither the search (it selected on its validation split) nor any training has read.
 
 One Ray Tune run holds every trial of every layer (a layer's final seeds start once its
 learning-rate trials are done), so a worker keeps its process and data throughout.
@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evonorm_search.errors import StoreError
+from evonorm_search.provenance import code_version
 from evonorm_search.search.driver import SearchSettings, _tune, settings_space
 from evonorm_search.search.trial import _dataset, _node, effective_space
 from evonorm_search.space import SearchSpace
 
-__all__ = ["LR_FACTOR", "Layer", "RetunePlan", "plan_retune", "run_retune"]
+__all__ = ["FINAL_SPLIT", "LR_FACTOR", "Layer", "RetunePlan", "plan_retune", "run_retune"]
 
 LR_FACTOR = 10.0  # the learning rate is searched in [lr / LR_FACTOR, lr * LR_FACTOR]
+FINAL_SPLIT = "transfer_val"  # where the final seeds are measured
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
 def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
     """One trial on a worker: ``phase`` ``lr`` (a learning-rate trial: train_candidate at
     seed 0, mean validation accuracy) or ``final`` (one seed, every architecture, measured
-    on the test split where there is one for CIFAR-10).  A plain, JSON-able report."""
+    on transfer-validation).  A plain, JSON-able report."""
     import torch
 
     from evonorm_search.graph import LayerGraph
@@ -133,7 +135,7 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
         scores = {a: runs[a].accuracy if a in runs and runs[a].status == "completed" else 0.0
                   for a in architectures}  # fmt: skip
         return {"node": _node(), "scores": scores, "accuracy": statistics.fmean(scores.values())}
-    split = "test" if space.proxy.dataset == "cifar10" and data.test_images is not None else "val"
+    split = FINAL_SPLIT
     evaluations = []
     for architecture in architectures:
         run = _Run(graph, architecture, data, space, request["seed"], steps)
@@ -142,7 +144,12 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
         evaluations.append({"architecture": architecture, "steps": run.step,
                             "status": "completed" if figures else "diverged",
                             "seconds": round(run.seconds, 3), **figures})  # fmt: skip
-    return {"node": _node(), "split": split, "evaluations": evaluations}
+    return {
+        "node": _node(),
+        "code_version": code_version(),
+        "split": split,
+        "evaluations": evaluations,
+    }
 
 
 def _trainable(config: dict[str, Any]) -> None:
@@ -257,6 +264,7 @@ class _Retune:
                     self.store.add_evaluation(layer.candidate, dataset=space.proxy.dataset,
                                               preset=space.proxy.preset, seed=seed,
                                               stage="retune", node=report.get("node"),
+                                              code_version=report.get("code_version"),
                                               **e)  # fmt: skip
             self.store.set_retune(layer.candidate, {
                 **self.plan.settings, "learning_rate": self.best(i),

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from evonorm_search.graph import LayerGraph
+from evonorm_search.provenance import code_version
 from evonorm_search.space import SearchSpace, load_space
 
 __all__ = ["COMPILE_ORDERS", "TrialRequest", "compiles_first", "effective_space", "run_trial"]
@@ -116,7 +117,8 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     space = effective_space(r.space, r.dataset, r.preset)
     graph = LayerGraph.from_json(r.graph)
     device = _device()
-    report: dict[str, Any] = {"candidate": r.candidate, "node": _node(), "seconds": {},
+    report: dict[str, Any] = {"candidate": r.candidate, "node": _node(),
+                              "code_version": code_version(), "seconds": {},
                               "stages": []}  # fmt: skip
     seconds = report["seconds"]
 

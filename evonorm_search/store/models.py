@@ -3,8 +3,9 @@
 ``searches`` holds one row per search, ``candidates`` every candidate a search ever
 touched with its fate, ``evaluations`` one row per training run (candidate x
 architecture x seed x stage), ``fec`` the functional-equivalence cache shared by every
-search in the database.  The schema is owned by the Alembic migrations in ``db/``: a
-change here needs a new revision there (a test compares the two).
+search in the database, ``checkpoints`` the saved state of long runs not yet finished.
+The schema is owned by the Alembic migrations in ``db/``: a change here needs a new
+revision there (a test compares the two).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["CANDIDATE_STATUSES", "SEARCH_STATUSES", "Base", "Candidate", "Evaluation",
-           "FECEntry", "Search"]  # fmt: skip
+__all__ = ["CANDIDATE_STATUSES", "SEARCH_STATUSES", "Base", "Candidate", "Checkpoint",
+           "Evaluation", "FECEntry", "Search"]  # fmt: skip
 
 # running: the driver works on it; completed: budget reached; exhausted: a cap on screened
 # candidates or wall time ended it first; stopped: interrupted (resumable); failed: crashed.
@@ -132,7 +134,26 @@ class Evaluation(Base):
     status: Mapped[str] = mapped_column(String(16))  # completed, rejected, diverged, failed
     seconds: Mapped[float] = mapped_column(Float)
     node: Mapped[str | None] = mapped_column(String(64))  # the Ray node it ran on
+    # The code that ran it (provenance.code_version: the package version and git commit).
+    code_version: Mapped[str | None] = mapped_column(String(40))
+    # A stage's further figures (transfer: other splits, the learning rate, the curve).
+    figures: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkpoint(Base):
+    """The latest saved state of a long run that has not finished (a transfer run), under
+    its key: the hash of everything that defines the run.  Removed when the run is stored."""
+
+    __tablename__ = "checkpoints"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[int]
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class FECEntry(Base):

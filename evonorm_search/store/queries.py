@@ -235,7 +235,21 @@ def status(session: Session, name: str) -> dict[str, Any]:
         "worker_hours_budget": (s.config or {}).get("worker_hours"),
         "worker_by_fate": worker_time_by_fate(session, s.id),
         "trained_per_worker_hour": trained / worker_hours if worker_hours > 0 else None,
+        "after": _after_the_search(session, s.id),
     }  # fmt: skip
+
+
+def _after_the_search(session: Session, search_id: int) -> dict[str, dict[str, int]]:
+    """The stages after the search on its own candidates: per stage (``retune``,
+    ``reevaluate``, ``transfer``) the layers and runs stored."""
+    rows = session.execute(
+        sa.select(Evaluation.stage, sa.func.count(sa.distinct(Evaluation.candidate_id)),
+                  sa.func.count())
+        .join(Candidate, Candidate.id == Evaluation.candidate_id)
+        .where(Candidate.search_id == search_id, Evaluation.stage != "proxy")
+        .group_by(Evaluation.stage)
+    )  # fmt: skip
+    return {stage: {"layers": layers, "runs": runs} for stage, layers, runs in rows}
 
 
 def searches(session: Session) -> list[dict[str, Any]]:
@@ -420,11 +434,40 @@ def candidate(session: Session, candidate_id: int) -> dict[str, Any]:
         {"stage": e.stage, "architecture": e.architecture, "dataset": e.dataset,
          "preset": e.preset, "seed": e.seed, "steps": e.steps, "accuracy": e.accuracy,
          "loss": e.loss, "quality_accuracy": e.quality_accuracy, "status": e.status,
-         "seconds": e.seconds, "node": e.node}
+         "seconds": e.seconds, "node": e.node, "code_version": e.code_version,
+         "figures": e.figures}
         for e in evaluations
     ]  # fmt: skip
+    record["transfer"] = transfer_summary(record["evaluations"])
     record["lineage"] = lineage(session, c.id)
     return record
+
+
+def transfer_summary(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A candidate's transfer runs (stage ``transfer``, the seeds' phase) grouped by
+    network and learning rate: the seeds, and per split (transfer-validation,
+    transfer-test, test where measured) the mean accuracy with its 95% t-interval over the
+    seeds that completed."""
+    from evonorm_search.stats import mean_interval
+
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for e in evaluations:
+        f = e.get("figures") or {}
+        if e["stage"] == "transfer" and f.get("phase") == "final":
+            groups.setdefault((e["architecture"], f["learning_rate"]), []).append(e)
+    summary = []
+    for (network, rate), runs in sorted(groups.items()):
+        completed = sum(e["status"] == "completed" for e in runs)
+        row: dict[str, Any] = {"network": network, "learning_rate": rate, "completed": completed,
+                               "seeds": sorted(e["seed"] for e in runs)}  # fmt: skip
+        for split in ("transfer_val", "transfer_test", "test"):
+            values = [e["accuracy"] if split == "transfer_val"
+                      else ((e["figures"].get(split) or {}).get("accuracy"))
+                      for e in runs if e["status"] == "completed"]  # fmt: skip
+            values = [v for v in values if v is not None]
+            row[split] = mean_interval(values).to_dict() if values else None
+        summary.append(row)
+    return summary
 
 
 def lineage(session: Session, candidate_id: int) -> list[dict[str, Any]]:

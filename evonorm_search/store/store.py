@@ -22,10 +22,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from evonorm_search import __version__
 from evonorm_search.errors import StoreError
 from evonorm_search.hashing import CachedFitness, FECBackend
 from evonorm_search.pareto import dominates
+from evonorm_search.provenance import code_version as current_code_version
 from evonorm_search.store import queries
 from evonorm_search.store.engine import (
     check_schema,
@@ -38,6 +38,7 @@ from evonorm_search.store.models import (
     CANDIDATE_STATUSES,
     SEARCH_STATUSES,
     Candidate,
+    Checkpoint,
     Evaluation,
     FECEntry,
     Search,
@@ -171,7 +172,8 @@ class Store:
                 name=name, space=space, strategy=_fits(Search.strategy, strategy),
                 status="running", seed=seed, budget=budget, architectures=list(architectures),
                 objectives=chosen, proxy_key=_fits(Search.proxy_key, proxy_key),
-                config=_jsonable(config), code_version=_fits(Search.code_version, __version__),
+                config=_jsonable(config),
+                code_version=_fits(Search.code_version, current_code_version()),
             )  # fmt: skip
             session.add(search)
             session.flush()
@@ -297,10 +299,12 @@ class Store:
         self, candidate_id: int, *, architecture: str, dataset: str, preset: str, seed: int,
         steps: int, status: str, seconds: float, accuracy: float | None = None,
         loss: float | None = None, quality_accuracy: float | None = None,
-        stage: str = "proxy", node: str | None = None,
+        stage: str = "proxy", node: str | None = None, code_version: str | None = None,
+        figures: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         """Record one training run of a candidate on one architecture (``node``: the Ray
-        node it ran on)."""
+        node it ran on; ``code_version``: the code that ran it, this process's by default;
+        ``figures``: a stage's further figures, JSON)."""
         with self._write() as session:
             try:
                 session.execute(_INSERT_EVALUATION, {
@@ -313,6 +317,9 @@ class Store:
                     "status": _fits(Evaluation.status, status), "seconds": seconds,
                     # A host name outside Ray may be longer than a node id: cut, not refused.
                     "node": None if node is None else node[:_length(Evaluation.node)],
+                    "code_version": _fits(Evaluation.code_version,
+                                          code_version or current_code_version()),
+                    "figures": None if figures is None else _jsonable(figures),
                 })  # fmt: skip
             except sa.exc.IntegrityError:  # the foreign key: no such candidate
                 raise StoreError(f"unknown candidate id {candidate_id}") from None
@@ -336,6 +343,28 @@ class Store:
             if c.functional_hash is not None:
                 _put_fec(session, c.functional_hash, search.proxy_key, c.id, c.scores)
             return c.on_front
+
+    def put_checkpoint(self, key: str, candidate_id: int, step: int, state: bytes) -> None:
+        """Keep ``state`` as the latest checkpoint of the run ``key`` (replacing an older one)."""
+        with self._write() as session:
+            _get_candidate(session, candidate_id)
+            row = session.get(Checkpoint, key)
+            if row is None:
+                session.add(Checkpoint(key=key, candidate_id=candidate_id, step=step,
+                                       state=state))  # fmt: skip
+            else:
+                row.candidate_id, row.step, row.state = candidate_id, step, state
+
+    def checkpoint(self, key: str) -> tuple[int, bytes] | None:
+        """The step and state of the run ``key``'s latest checkpoint, or None."""
+        with self._read() as session:
+            row = session.get(Checkpoint, key)
+            return None if row is None else (row.step, bytes(row.state))
+
+    def drop_checkpoint(self, key: str) -> None:
+        """Forget the run ``key``'s checkpoint (its result is stored)."""
+        with self._write() as session:
+            session.execute(sa.delete(Checkpoint).where(Checkpoint.key == key))
 
     def set_retune(self, candidate_id: int, record: Mapping[str, Any]) -> None:
         """Keep a retune's settings and chosen learning rate with the candidate, under
@@ -444,6 +473,17 @@ class Store:
                  "on_front": on_front}
                 for cid, formula, scores, mean, cost, nodes, on_front in rows
             ]  # fmt: skip
+
+    def candidates_with_stage(self, name: str, stage: str) -> list[int]:
+        """The ids of the search ``name``'s candidates with evaluations of ``stage``."""
+        with self._read() as session:
+            search_id = queries.get_search(session, name).id
+            return list(session.scalars(
+                sa.select(Evaluation.candidate_id).distinct()
+                .join(Candidate, Candidate.id == Evaluation.candidate_id)
+                .where(Candidate.search_id == search_id, Evaluation.stage == stage)
+                .order_by(Evaluation.candidate_id)
+            ))  # fmt: skip
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every candidate of a search in birth order, as a resumed search replays them:

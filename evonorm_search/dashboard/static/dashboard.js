@@ -314,8 +314,50 @@ async function searchPage() {
       await Promise.all([drawCurve(points, siblings), drawFront(front)]);
     }
     state.signature = signature;
+    if (!state.transferShown) {
+      state.transferShown = true;
+      drawSearchTransfer(await getJSON(`${api}/transfer`).catch(() => null));
+    }
     return info.status === "running" ? "live" : info.status;
   });
+}
+
+function drawSearchTransfer(results) {
+  // The transfer (`evonorm-search transfer`) per network: each layer's accuracy with its
+  // interval, and the comparison fixed in advance.
+  document.getElementById("transfer-section").hidden = !results;
+  if (!results) return;
+  const s = results.settings;
+  document.getElementById("transfer-note").textContent = `Trained from scratch for ${s.steps} `
+    + `steps on seeds ${results.seeds.join(", ")}: accuracy on slices of the training data that `
+    + "no training reads, mean [95% t-interval] over seeds.";
+  const tables = [];
+  for (const [network, comparison] of Object.entries(results.comparisons)) {
+    const table = el("table", { class: "grid compact" },
+      el("thead", {}, el("tr", {}, ...[network, "kind", "lr", "transfer-validation",
+        "transfer-test", "test", "formula"].map((h) => el("th", { text: h })))),
+      el("tbody"));
+    fillRows(table.querySelector("tbody"), results.layers.map((l) => {
+      const n = l.networks[network];
+      return [el("a", { href: candidateUrl(l.id), text: l.label }), l.kind,
+        n.learning_rate === null ? "–" : String(n.learning_rate), interval(n.transfer_val.interval),
+        interval(n.transfer_test.interval), interval(n.test.interval), l.formula || "–"];
+    }));
+    tables.push(table);
+    if (comparison.comparator !== null) {
+      tables.push(el("p", { class: "muted", text: `Comparison fixed in advance: each layer `
+        + `the search chose against ${comparison.comparator} (${comparison.rule}), paired on `
+        + `transfer-test, Holm-corrected.` }));
+      const verdicts = el("table", { class: "grid compact" }, el("thead", {}, el("tr", {},
+        ...["layer", "difference", "p (Holm)", "verdict"].map((h) => el("th", { text: h })))),
+        el("tbody"));
+      fillRows(verdicts.querySelector("tbody"), comparison.results.map((c) => [c.name,
+        interval(c.difference), c.p_holm === null ? "–" : Number(c.p_holm).toPrecision(3),
+        c.verdict]));
+      tables.push(verdicts);
+    }
+  }
+  document.getElementById("transfer-tables").replaceChildren(...tables);
 }
 
 // -- a candidate's page -----------------------------------------------------------------
@@ -340,8 +382,23 @@ async function candidatePage() {
     fillRows(document.querySelector("#evaluations tbody"), c.evaluations.map((e) => [
       e.stage, e.architecture, e.dataset, e.preset, String(e.seed), String(e.steps),
       score(e.accuracy), score(e.loss), e.status, e.seconds.toFixed(1), e.node || "–"]));
+    drawTransfer(c.transfer || []);
     return ["queued", "running"].includes(c.status) ? "live" : c.status;
   });
+}
+
+function interval(i) {
+  // A mean with its 95% t-interval over seeds, as the CLI prints it.
+  if (!i) return "–";
+  if (i.low === null) return `${score(i.mean)} (n=${i.n})`;
+  return `${score(i.mean)} [${score(i.low)}, ${score(i.high)}] (n=${i.n})`;
+}
+
+function drawTransfer(transfer) {
+  document.getElementById("transfer-section").hidden = !transfer.length;
+  fillRows(document.querySelector("#transfer tbody"), transfer.map((t) => [
+    t.network, String(t.learning_rate), `${t.completed} of ${t.seeds.length}`,
+    interval(t.transfer_val), interval(t.transfer_test), interval(t.test)]));
 }
 
 function drawScores(c, baselines) {

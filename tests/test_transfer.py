@@ -1,0 +1,336 @@
+"""Honest evaluation: the transfer slices that no training reads, `reevaluate` and
+`transfer` on the digits (a run checkpointed, SIGKILLed and resumed bitwise, changed settings
+refused), and the report's intervals and Holm-corrected comparisons against hand figures."""
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_search import TINY_SPACE, cli, rows
+
+from evonorm_search import baselines
+from evonorm_search.proxy.data import load_dataset
+from evonorm_search.proxy.train import _Run, evaluate, train_candidate
+from evonorm_search.search.transfer import transfer_trial
+from evonorm_search.space import load_space
+
+TRANSFER = """
+[transfer]
+networks = ["resnet20"]
+steps = 30
+batch_size = 32
+learning_rate = 0.05
+eval_every = 10
+seeds = 2
+checkpoint_minutes = 1e-9
+"""
+
+
+class Poisoned(torch.Tensor):
+    """A tensor that refuses every use: a split no code may read."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise AssertionError(f"a transfer slice was read ({func.__name__})")
+
+
+def poisoned(data):
+    import dataclasses
+
+    return dataclasses.replace(data, **{
+        name: getattr(data, name).as_subclass(Poisoned)
+        for name in ("transfer_val_images", "transfer_val_labels", "transfer_test_images",
+                     "transfer_test_labels")})  # fmt: skip
+
+
+def test_no_training_reads_the_transfer_slices(tmp_path):
+    """Proxy training (quality check included), a transfer network's training and the
+    re-evaluation's training run with the transfer slices poisoned; reading them fails."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SPACE + TRANSFER)
+    space = load_space(path)
+    data = poisoned(load_dataset("digits"))
+    runs = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0)
+    assert runs["resnet"].status == "completed"
+    run = _Run(baselines.get("evonorm_b0"), "resnet20", data, space, 1, 12)
+    assert run.advance(12)
+    evaluate(run.model, data, "val")  # the search's validation split is readable
+    with pytest.raises(AssertionError, match="a transfer slice was read"):
+        evaluate(run.model, data, "transfer_val")
+
+
+def request(space_path, **extra):
+    settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.05,
+                "learning_rates": [], "momentum": 0.9, "weight_decay": 5e-4, "eval_every": 10,
+                "dataset": "digits", "transfer_slice": 150, "groups": 4}  # fmt: skip
+    return {"candidate": 1, "graph": baselines.get("evonorm_b0").to_json(), "phase": "final",
+            "network": "resnet20", "seed": 1, "learning_rate": 0.05, "space": str(space_path),
+            "dataset": "digits", "data_dir": None, "preset": None, "settings": settings,
+            "key": "k", "checkpoint_minutes": 1e-9, "checkpoint": None, **extra}  # fmt: skip
+
+
+def test_a_transfer_run_resumes_bitwise_from_each_checkpoint(tmp_path):
+    """Checkpoints at every curve point (steps 10 and 20); resumed from either, the run
+    ends exactly as the uninterrupted one, curve included."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SPACE + TRANSFER)
+    saved = []
+    whole = transfer_trial(request(path), saved.append)
+    assert whole["status"] == "completed" and whole["steps"] == 30
+    assert [step for step, _ in whole["curve"]] == [10, 20, 30]
+    assert [p["step"] for p in saved] == [10, 20]
+    assert set(whole["splits"]) == {"transfer_val", "transfer_test"}  # no test split here
+    assert whole["curve"][-1][1] == pytest.approx(whole["splits"]["transfer_val"]["accuracy"])
+    for checkpoint in saved:
+        resumed = transfer_trial(request(path, checkpoint=checkpoint["state"]), lambda p: None)
+        assert resumed["resumed_at"] == checkpoint["step"]
+        assert resumed["curve"] == whole["curve"] and resumed["splits"] == whole["splits"]
+
+
+def write_runs(store, candidate, network, by_seed, key="k", kind_val=None):
+    for seed, (val, test) in by_seed.items():
+        store.add_evaluation(candidate, architecture=network, dataset="digits",
+                             preset="transfer", seed=seed, steps=30, status="completed",
+                             seconds=1.0, accuracy=val, stage="transfer",
+                             figures={"key": key, "phase": "final", "learning_rate": 0.05,
+                                      "curve": [[30, val]], "transfer_test": {"accuracy": test},
+                                      "test": None})  # fmt: skip
+
+
+def test_the_report_matches_a_hand_computation(tmp_path):
+    """Two zoo layers and two chosen layers on seeds 1-3: the comparator is the zoo layer
+    with the better transfer-validation mean; each chosen layer's paired transfer-test
+    difference, its t-interval and Holm-adjusted p-value, worked out by hand (t with 2
+    degrees of freedom: P(|T| > t) = 1 - t / sqrt(t^2 + 2))."""
+    from evonorm_search.search.driver import SearchSettings
+    from evonorm_search.search.transfer import (
+        TransferLayer,
+        TransferPlan,
+        _comparable,
+        settings_key,
+        transfer_results,
+    )
+    from evonorm_search.store import Store
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    settings = {"networks": ["resnet20"], "learning_rate": 0.05, "learning_rates": [],
+                "comparator": None}  # fmt: skip
+    key = settings_key(_comparable(settings))
+    with Store(url) as store:
+        store.create_search("s", space="evonorm_b", strategy="evolution", seed=0, budget=1,
+                            architectures=["resnet"], proxy_key="p",
+                            config={"space": "evonorm_b", "dataset": "digits"})  # fmt: skip
+        ids = [store.add_candidate("s", graph="{}", status="trained") for _ in range(4)]
+        # (transfer-validation, transfer-test) per seed
+        write_runs(
+            store, ids[0], "resnet20", {1: (0.80, 0.70), 2: (0.82, 0.72), 3: (0.81, 0.71)}, key
+        )  # zoo, the better
+        write_runs(
+            store, ids[1], "resnet20", {1: (0.60, 0.90), 2: (0.60, 0.90), 3: (0.60, 0.90)}, key
+        )  # zoo, worse on val
+        write_runs(
+            store, ids[2], "resnet20", {1: (0.7, 0.74), 2: (0.7, 0.75), 3: (0.7, 0.76)}, key
+        )  # differences .04 .03 .05
+        write_runs(
+            store, ids[3], "resnet20", {1: (0.7, 0.69), 2: (0.7, 0.73), 3: (0.7, 0.70)}, key
+        )  # -.01 .01 -.01
+        write_runs(store, ids[3], "resnet20", {4: (0.1, 0.1)}, "other settings")  # not counted
+        space = load_space("evonorm_b")
+        search = SearchSettings(name="s", space="evonorm_b", dataset="digits")
+        plan = TransferPlan(search, space, settings, [1, 2, 3], [
+            TransferLayer("bn_relu", "baseline", ids[0], "{}"),
+            TransferLayer("gn_relu", "baseline", ids[1], "{}"),
+            TransferLayer("#a", "candidate", ids[2], "{}"),
+            TransferLayer("#b", "candidate", ids[3], "{}")])  # fmt: skip
+        results = transfer_results(store, plan)
+    [a_layer, b_layer] = results["layers"][2:]
+    interval = a_layer["networks"]["resnet20"]["transfer_test"]["interval"]
+    t95 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # 4.302653
+    assert interval["mean"] == pytest.approx(0.75)
+    assert interval["high"] == pytest.approx(0.75 + t95 * 0.01 / math.sqrt(3))
+    assert b_layer["networks"]["resnet20"]["transfer_test"]["by_seed"] == {
+        1: 0.69, 2: 0.73, 3: 0.70}  # fmt: skip
+    comparison = results["comparisons"]["resnet20"]
+    assert comparison["comparator"] == "bn_relu" and comparison["split"] == "transfer_test"
+    a, b = comparison["results"]
+    p_a, p_b = 1 - math.sqrt(48 / 50), 2 / 3
+    assert a["name"] == "#a" and a["p"] == pytest.approx(p_a) and b["p"] == pytest.approx(p_b)
+    assert a["p_holm"] == pytest.approx(2 * p_a) and b["p_holm"] == pytest.approx(p_b)
+    assert a["difference"]["low"] == pytest.approx(0.04 - t95 * 0.01 / math.sqrt(3))
+    assert (a["verdict"], b["verdict"]) == ("better", "no difference")
+
+
+# -- end to end, in real processes ---------------------------------------------------------
+
+
+def checkpoints(url):
+    path = url.removeprefix("sqlite:///")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("SELECT step FROM checkpoints").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+@pytest.mark.slow
+def test_transfer_end_to_end_with_a_sigkill(tmp_path):
+    """A search, its zoo, `reevaluate`, then `transfer` killed (SIGKILL, the whole process
+    group) once a run has a checkpoint; the rerun resumes that run from it and trains every
+    missing run once; the stored runs equal the worker's result from scratch; other
+    settings are refused in one line and nothing is written."""
+    space = tmp_path / "tiny.toml"
+    space.write_text(TINY_SPACE + TRANSFER.replace("steps = 30", "steps = 60"))
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    common = ["--space", str(space), "--no-verify", "--db", url]
+    for args in (["baselines", "evaluate", *common], ["run", "--name", "s", "--budget", "3",
+                                                      *common]):  # fmt: skip
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr[-3000:]
+    out = cli("transfer", "s", "--db", url)
+    assert out.returncode == 2 and "no re-evaluated layer: `evonorm-search reevaluate s" in (
+        out.stderr) and out.stderr.count("\n") == 1  # fmt: skip
+    out = cli("reevaluate", "s", "--top", "2", "--seeds", "2", "--db", url, "--format", "json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranking = json.loads(out.stdout)
+    assert len(ranking) == 2 and all(r["seeds"] == [1, 2] for r in ranking)
+    assert ranking[0]["mean"] >= ranking[1]["mean"]
+    assert len(rows(url, "SELECT * FROM evaluations WHERE stage = 'reevaluate'")) == 4
+
+    transfer = [sys.executable, "-m", "evonorm_search", "transfer", "s", "--top", "1",
+                "--layer", "relu", "--db", url, "--format", "json"]  # fmt: skip
+    process = subprocess.Popen(transfer, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not checkpoints(url) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = checkpoints(url)
+    assert killed_at, "no checkpoint before the kill"
+    finished_before = len(rows(url, "SELECT * FROM evaluations WHERE stage = 'transfer'"))
+
+    out = cli("transfer", "s", "--top", "1", "--layer", "relu", "--db", url, "--format", "json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(resumes at step" in out.stderr
+    runs = rows(url, "SELECT candidate_id, architecture, seed, accuracy, figures, code_version "
+                     "FROM evaluations WHERE stage = 'transfer' ORDER BY id")  # fmt: skip
+    layers = {r[0] for r in runs}
+    zoo = len(rows(url, "SELECT c.id FROM candidates c JOIN searches s ON s.id = c.search_id "
+                        "WHERE s.strategy = 'zoo' AND c.status = 'trained'"))  # fmt: skip
+    assert len(layers) == 1 + zoo + (0 if zoo >= 1 else 1)  # relu is a zoo layer
+    assert len(runs) == 2 * len(layers)  # seeds 1, 2: each run once
+    assert len({(r[0], r[2]) for r in runs}) == len(runs) > finished_before
+    assert not checkpoints(url)  # every run stored, every checkpoint gone
+    resumed = [json.loads(r[4]) for r in runs if json.loads(r[4])["resumed_at"]]
+    assert resumed and all(r[5].startswith("0.1.0") for r in runs)
+
+    # A resumed run equals the same run from scratch, in this process.
+    [(candidate, seed, accuracy, figures)] = [
+        (r[0], r[2], r[3], json.loads(r[4])) for r in runs if json.loads(r[4])["resumed_at"]
+    ][:1]
+    graph = rows(url, f"SELECT graph FROM candidates WHERE id = {candidate}")[0][0]
+    fresh = transfer_trial(request(space, graph=graph, seed=seed, candidate=candidate,
+                                   settings={**request(space)["settings"], "steps": 60}),
+                           lambda p: None)  # fmt: skip
+    assert fresh["splits"]["transfer_val"]["accuracy"] == accuracy
+    assert fresh["curve"] == figures["curve"]
+
+    report = json.loads(out.stdout)
+    assert report["comparisons"]["resnet20"]["comparator"] is not None
+    before = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
+                                                                 "candidates")  # fmt: skip
+    refused = cli("transfer", "s", "--top", "1", "--steps", "61", "--db", url)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "transferred already with other settings" in refused.stderr
+    again = cli("transfer", "s", "--top", "1", "--layer", "relu", "--seeds", "2", "--db", url)
+    assert again.returncode == 0 and "started" not in again.stderr  # nothing to train
+    after = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
+                                                                "candidates")  # fmt: skip
+    assert after == before
+
+
+@pytest.fixture
+def transferred(tmp_path):
+    """A search with two trained candidates and a zoo search on its protocol, transferred
+    as `transfer` records it (runs with figures, the layers' transfer records)."""
+    from evonorm_search.search.transfer import TRANSFER_KEY, _comparable, settings_key
+    from evonorm_search.store import Store
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.05,
+                "learning_rates": [], "momentum": 0.9, "weight_decay": 5e-4,
+                "eval_every": 10, "dataset": "digits", "transfer_slice": 150,
+                "groups": 4}  # fmt: skip
+    key = settings_key(_comparable({**settings, "comparator": None}))
+    config = {"space": "evonorm_b", "dataset": "digits", "seed": 0}
+    with Store(url) as store:
+        for name, strategy in (("s", "evolution"), ("baselines-s0", "zoo")):
+            store.create_search(name, space="evonorm_b", strategy=strategy, seed=0, budget=2,
+                                architectures=["resnet"], proxy_key="p",
+                                config=config)  # fmt: skip
+        bn = baselines.get("bn_relu")
+        zoo = store.add_candidate("baselines-s0", graph=bn.to_json(), formula=bn.formula(),
+                                  status="queued", mutation="baseline bn_relu")  # fmt: skip
+        store.set_fitness(zoo, {"resnet": 0.5})
+        ids = []
+        for layer in ("gn_relu", "evonorm_b0"):
+            graph = baselines.get(layer)
+            ids.append(store.add_candidate("s", graph=graph.to_json(), formula=graph.formula(),
+                                           status="queued"))  # fmt: skip
+            store.set_fitness(ids[-1], {"resnet": 0.4})
+        for cid, results in ((zoo, {1: (0.8, 0.7), 2: (0.82, 0.72)}),
+                             (ids[0], {1: (0.7, 0.75), 2: (0.7, 0.77)}),
+                             (ids[1], {1: (0.6, 0.6), 2: (0.6, 0.61)})):  # fmt: skip
+            write_runs(store, cid, "resnet20", results, key)
+            store.update_candidate(cid, measured={TRANSFER_KEY: {
+                "key": key, "settings": settings, "search": "s"}})  # fmt: skip
+    return url, zoo, ids
+
+
+def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred, tmp_path):
+    from starlette.testclient import TestClient
+
+    from evonorm_search.dashboard import create_app
+    from evonorm_search.report import write_report
+    from evonorm_search.search.transfer import stored_transfer
+    from evonorm_search.store import Store
+
+    url, _, ids = transferred
+    with Store(url, readonly=True) as store:
+        results = stored_transfer(store, "s")
+        assert [layer["label"] for layer in results["layers"]] == [f"#{ids[0]}", f"#{ids[1]}",
+                                                                    "bn_relu"]  # fmt: skip
+        assert results["seeds"] == [1, 2]
+        comparison = results["comparisons"]["resnet20"]
+        assert comparison["comparator"] == "bn_relu"
+        assert [c["name"] for c in comparison["results"]] == [f"#{ids[0]}", f"#{ids[1]}"]
+        # two seeds: differences .05, .05 (no spread, p = 0) and -.10, -.11
+        assert comparison["results"][0]["difference"]["mean"] == pytest.approx(0.05)
+        assert comparison["results"][0]["verdict"] == "better"
+        assert store.status("s")["after"] == {"transfer": {"layers": 2, "runs": 4}}
+        summary = store.candidate(ids[1])["transfer"]
+        assert summary[0]["network"] == "resnet20" and summary[0]["seeds"] == [1, 2]
+        assert summary[0]["transfer_test"]["mean"] == pytest.approx(0.605)
+        report = write_report(store, "s", tmp_path / "r.md")
+        with TestClient(create_app(store), base_url="http://127.0.0.1") as client:
+            api = client.get("/api/searches/s/transfer").json()
+            candidate = client.get(f"/api/candidates/{ids[1]}").json()
+            page = client.get("/searches/s").text
+    assert api == json.loads(json.dumps(results))
+    assert candidate["transfer"] == json.loads(json.dumps(summary))
+    assert 'id="transfer-section"' in page
+    text = report.read_text()
+    assert "## Transfer to bigger networks" in text and "bn\\_relu" in text
+    assert (tmp_path / "r_files" / "transfer-resnet20.png").stat().st_size > 10_000
+    out = cli("show", str(ids[1]), "--db", url)
+    assert out.returncode == 0 and "transfer: accuracy" in out.stdout
+    assert "0.6050" in out.stdout
+    out = cli("status", "s", "--db", url)
+    assert "transfer 4 runs of 2 layers" in out.stdout
