@@ -50,15 +50,26 @@ def poisoned(data):
                      "transfer_test_labels")})  # fmt: skip
 
 
-def test_no_training_reads_the_transfer_slices(tmp_path):
-    """Proxy training (quality check included), a transfer network's training and the
-    re-evaluation's training run with the transfer slices poisoned; reading them fails."""
+def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
+    """Every training loop is ``_Run.advance`` on ``Dataset.batches`` (the train split):
+    proxy training (quality check included; also re-evaluation's), retune's learning-rate
+    trial and a transfer network's training run with the transfer slices poisoned; reading
+    them fails."""
+    from evonorm_search.search import trial
+    from evonorm_search.search.retune import retune_trial
+
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SPACE + TRANSFER)
     space = load_space(path)
     data = poisoned(load_dataset("digits"))
     runs = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0)
     assert runs["resnet"].status == "completed"
+    monkeypatch.setattr(trial, "_dataset", lambda *args: data)
+    lr_trial = retune_trial({
+        "graph": baselines.get("bn_relu").to_json(), "space": str(path), "dataset": "digits",
+        "data_dir": None, "preset": None, "phase": "lr", "learning_rate": 0.05, "seed": 0,
+        "steps": 8})  # fmt: skip
+    assert 0 <= lr_trial["accuracy"] <= 1
     run = _Run(baselines.get("evonorm_b0"), "resnet20", data, space, 1, 12)
     assert run.advance(12)
     evaluate(run.model, data, "val")  # the search's validation split is readable
