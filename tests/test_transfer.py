@@ -350,3 +350,34 @@ def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred,
     assert "0.6050" in out.stdout
     out = cli("status", "s", "--db", url)
     assert "transfer 4 runs of 2 layers" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "unknown search 'nope'"),
+        (["s", "--networks", "vgg"], "'vgg' is not a transfer network for image tensors"),
+        (["s", "--networks", "vit_d4"], "'vit_d4' is not a transfer network for image"),
+        (["s", "--networks", ","], "no transfer network given"),
+        (["s", "--learning-rates", "0.1,x"], "is not a comma-separated list of numbers"),
+        (["s", "--learning-rates", "0.1,-1"], "rates must be > 0"),
+        (["s", "--top", "0", "--layer", "nonsense("], "is no zoo name, candidate id or formula"),
+        (["s", "--top", "0", "--layer", "x * v1 * v1"], "no candidate of search 's' computes"),
+        (
+            ["s", "--top", "0", "--comparator", "nope", "--layer", "bn_relu"],
+            "--comparator 'nope' is not one of the layers",
+        ),
+        (["s", "--top", "0", "--steps", "31"], "transferred already with other settings"),
+        (["s", "--top", "0", "--seeds", "0"], "0 is not in the range x>=1"),
+    ],
+)
+def test_transfer_errors_are_one_line_and_write_nothing(transferred, args, message):
+    url, _, _ = transferred
+    before = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
+                                                                 "candidates")  # fmt: skip
+    out = cli("transfer", *args, "--db", url)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    after = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
+                                                                "candidates")  # fmt: skip
+    assert after == before

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from evonorm_search.errors import StoreError
+from evonorm_search.errors import SpaceError, StoreError
 from evonorm_search.search.driver import SearchSettings, settings_space
 from evonorm_search.search.reevaluate import reevaluation_ranking
 from evonorm_search.search.units import Unit, decode_bytes, encode_bytes, run_units
@@ -145,13 +145,15 @@ def plan_transfer(store: Any, name: str, *, top: int = 2, layers: tuple[str, ...
         space = dataclasses.replace(space, transfer=dataclasses.replace(
             space.transfer, networks=tuple(settings["networks"])))  # fmt: skip
     except TypeError as e:
-        raise ValueError(f"unknown transfer setting: {e}") from None
+        raise SpaceError(f"unknown transfer setting: {e}") from None
     from evonorm_search.space import TRANSFER_NETWORK_TENSORS
 
     fitting = [n for n, tensor in TRANSFER_NETWORK_TENSORS.items() if tensor == space.tensor]
+    if not settings["networks"]:
+        raise SpaceError(f"no transfer network given (known: {', '.join(fitting)})")
     for network in settings["networks"]:
         if network not in fitting:
-            raise ValueError(f"--networks: {network!r} is not a transfer network for "
+            raise SpaceError(f"--networks: {network!r} is not a transfer network for "
                              f"{space.tensor} tensors (known: {', '.join(fitting)})")  # fmt: skip
     seed_count = seeds or space.transfer.seeds
     minutes = checkpoint_minutes or space.transfer.checkpoint_minutes
