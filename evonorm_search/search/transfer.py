@@ -499,9 +499,6 @@ def stored_transfer(store: Any, name: str) -> dict[str, Any] | None:
     share, on every seed stored; None when nothing was transferred."""
     from evonorm_search.store.queries import retune_subject
 
-    found = store.search(name)
-    search = SearchSettings.from_config({"name": name, "space": found["space"],
-                                         **(found["config"] or {})})  # fmt: skip
     subjects = [(f"#{cid}", "candidate", cid) for cid in store.candidates_with_stage(name, STAGE)]
     for row in store.baseline_layers(name):
         if retune_subject(row) is not None:
@@ -515,6 +512,9 @@ def stored_transfer(store: Any, name: str) -> dict[str, Any] | None:
             groups.setdefault(done["key"], []).append((layer, done))
     if not groups:
         return None
+    found = store.search(name)
+    search = SearchSettings.from_config({"name": name, "space": found["space"],
+                                         **(found["config"] or {})})  # fmt: skip
     key, members = max(groups.items(), key=lambda item: len(item[1]))
     settings = {**members[0][1]["settings"], "comparator": None}
     seeds = sorted({e["seed"] for layer, _ in members
