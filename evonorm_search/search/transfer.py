@@ -510,6 +510,11 @@ def stored_transfer(store: Any, name: str) -> dict[str, Any] | None:
         if done is not None:
             layer = TransferLayer(label, kind, cid, record["graph"])
             groups.setdefault(done["key"], []).append((layer, done))
+    # Only a transfer of this search (the zoo may have been transferred for another search
+    # on the same protocol): one of its own candidates, or a layer it named.
+    groups = {key: members for key, members in groups.items()
+              if any(layer.kind == "candidate" or done.get("search") == name
+                     for layer, done in members)}  # fmt: skip
     if not groups:
         return None
     found = store.search(name)
