@@ -381,3 +381,66 @@ def test_transfer_errors_are_one_line_and_write_nothing(transferred, args, messa
     after = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
                                                                 "candidates")  # fmt: skip
     assert after == before
+
+
+def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
+    """With a sweep, a layer's seed-0 runs at each rate come first; its seeds start once all
+    are stored, at the rate best on transfer-validation (a diverged rate scores nothing).
+    A checkpoint is kept until its run is stored; a run whose process died starts again
+    from it, twice, and then waits for the next rerun."""
+    from evonorm_search.search.driver import SearchSettings
+    from evonorm_search.search.transfer import TransferLayer, TransferPlan, _Transfer
+    from evonorm_search.search.units import encode_bytes
+    from evonorm_search.store import Store
+
+    url, _, _ = transferred
+    space = load_space("evonorm_b")
+    settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.1,
+                "learning_rates": [0.03, 0.1, 0.3], "momentum": 0.9, "weight_decay": 5e-4,
+                "eval_every": 10, "dataset": "digits", "transfer_slice": 150, "groups": 4,
+                "comparator": None}  # fmt: skip
+    search = SearchSettings(name="s", space="evonorm_b", dataset="digits")
+    with Store(url) as store:
+        new = store.add_candidate("s", graph=baselines.get("evonorm_s0").to_json(),
+                                  status="queued")  # fmt: skip
+        plan = TransferPlan(search, space, settings, [1, 2],
+                            [TransferLayer(f"#{new}", "candidate", new, "{}")])  # fmt: skip
+        events = []
+        source = _Transfer(store, plan, events.append)
+        sweep = [source.next_unit() for _ in range(3)]
+        assert [u.request["learning_rate"] for u in sweep] == [0.03, 0.1, 0.3]
+        assert all(u.request["phase"] == "sweep" and u.request["seed"] == 0 for u in sweep)
+        assert source.next_unit() is None and not source.finished()  # the seeds wait
+
+        def report(accuracy, status="completed"):
+            return {"status": status, "steps": 30, "seconds": 1.0, "curve": [[30, accuracy]],
+                    "node": "n", "code_version": "v", "resumed_at": 0,
+                    "splits": {"transfer_val": {"accuracy": accuracy, "loss": 1.0},
+                               "transfer_test": {"accuracy": accuracy, "loss": 1.0}}}  # fmt: skip
+
+        source.progress(sweep[0], {"step": 10, "state": encode_bytes(b"state")})
+        assert store.checkpoint(sweep[0].request["key"]) == (10, b"state")
+        source.complete(sweep[0], report(0.5))
+        assert store.checkpoint(sweep[0].request["key"]) is None  # stored: the checkpoint goes
+        source.complete(sweep[1], report(0.4))
+        assert source.next_unit() is None  # one rate left
+        source.complete(sweep[2], {**report(None, "diverged"), "splits": {}})
+        seeds = [source.next_unit(), source.next_unit()]
+        assert [(u.request["seed"], u.request["learning_rate"]) for u in seeds] == [
+            (1, 0.03), (2, 0.03)]  # fmt: skip
+        assert source.next_unit() is None
+        source.progress(seeds[0], {"step": 20, "state": encode_bytes(b"halfway")})
+        for attempt in range(3):  # died three times: started again twice, from step 20
+            source.complete(seeds[0], {"error": "its process died"})
+            again = source.next_unit()
+            if attempt < 2:
+                assert again.request["seed"] == 1 and again.request["checkpoint"] == (
+                    encode_bytes(b"halfway"))  # fmt: skip
+                seeds[0] = again
+        assert again is None and "a rerun of the command tries again" in events[-1]
+        source.complete(seeds[1], report(0.6))
+        assert source.finished() and source.missing() == 1  # seed 1 waits for a rerun
+        rerun = _Transfer(store, plan, events.append)
+        unit = rerun.next_unit()
+        assert (unit.request["seed"], unit.request["checkpoint"]) == (1, encode_bytes(b"halfway"))
+        assert "(resumes at step 20)" in events[-1]
