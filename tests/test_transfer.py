@@ -444,3 +444,41 @@ def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
         unit = rerun.next_unit()
         assert (unit.request["seed"], unit.request["checkpoint"]) == (1, encode_bytes(b"halfway"))
         assert "(resumes at step 20)" in events[-1]
+
+
+def test_reevaluation_ranks_by_the_mean_of_new_seeds(tmp_path):
+    """The search's one-seed ranking against the mean over new seeds: a seed that did not
+    complete an architecture scores 0 there; FEC twins count once; the interval is the t's."""
+    from evonorm_search.search.reevaluate import STAGE, plan_reevaluation, reevaluation_ranking
+    from evonorm_search.store import Store
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    architectures = ["resnet", "mobilenet"]
+    with Store(url) as store:
+        store.create_search("s", space="evonorm_b", strategy="evolution", seed=4, budget=3,
+                            architectures=architectures, proxy_key="p",
+                            config={"space": "evonorm_b", "dataset": "digits",
+                                    "seed": 4})  # fmt: skip
+        lucky = store.add_candidate("s", graph=baselines.get("gn_relu").to_json(),
+                                    status="queued")  # fmt: skip
+        steady = store.add_candidate("s", graph=baselines.get("bn_relu").to_json(),
+                                     status="queued")  # fmt: skip
+        store.set_fitness(lucky, {"resnet": 0.9, "mobilenet": 0.9})
+        store.set_fitness(steady, {"resnet": 0.6, "mobilenet": 0.6})
+        runs = ((lucky, 5, (0.5, None)), (lucky, 6, (0.5, 0.5)), (steady, 5, (0.6, 0.6)),
+                (steady, 6, (0.7, 0.5)))  # fmt: skip
+        for cid, seed, accuracies in runs:
+            for architecture, accuracy in zip(architectures, accuracies, strict=True):
+                store.add_evaluation(cid, architecture=architecture, dataset="digits",
+                                     preset="tiny", seed=seed, steps=8, stage=STAGE,
+                                     status="completed" if accuracy else "rejected",
+                                     seconds=1.0, accuracy=accuracy)  # fmt: skip
+        plan = plan_reevaluation(store, "s", top=2, seeds=3)
+        ranking = reevaluation_ranking(store, "s")
+    assert plan.seeds == [5, 6, 7]  # the search's seed + 1 .. + 3
+    assert sorted(plan.units) == [(lucky, 7), (steady, 7)]  # only what is missing
+    assert [r["id"] for r in ranking] == [steady, lucky]  # by the new seeds' mean
+    assert ranking[1]["scores"] == {5: 0.25, 6: 0.5}  # mobilenet not completed: 0
+    assert ranking[0]["mean"] == pytest.approx(0.6) and ranking[0]["proxy_mean"] == 0.6
+    t = math.tan(math.pi * 0.475)  # t(0.975) with 1 df, the Cauchy quantile: 12.706
+    assert ranking[1]["high"] == pytest.approx(0.375 + t * 0.125)  # sd/sqrt(2) = 0.125

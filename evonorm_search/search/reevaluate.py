@@ -14,6 +14,7 @@ more seeds can be added later.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,15 +142,16 @@ class _Reevaluation:
                                           **e)  # fmt: skip
         self.left -= 1
         runs = {e["architecture"]: e for e in report["evaluations"]}
-        self.on_event(f"{unit.label}: mean {seed_score(runs, space):.4f}; "
+        score = seed_score(runs, space.proxy.architectures)
+        self.on_event(f"{unit.label}: mean {score:.4f}; "
                       f"{self.left} runs left")  # fmt: skip
 
 
-def seed_score(runs: dict[str, dict[str, Any]], space: SearchSpace) -> float:
-    """One seed's score: the mean over the proxy architectures, 0 for one not completed."""
+def seed_score(runs: dict[str, dict[str, Any]], architectures: Sequence[str]) -> float:
+    """One seed's score: the mean over the search's architectures, 0 for one not completed."""
     return statistics.fmean(
         (runs[a]["accuracy"] or 0.0) if a in runs and runs[a]["status"] == "completed" else 0.0
-        for a in space.proxy.architectures
+        for a in architectures
     )
 
 
@@ -171,14 +173,11 @@ def reevaluation_ranking(store: Any, name: str, *, top: int | None = None,
     re-evaluated ones by default), best mean first: per layer the seeds, each seed's score,
     the mean with its 95% t-interval, and the search's own (one-seed) proxy mean.  Only the
     ``seeds`` given count, where given."""
-    found = store.search(name)
-    search = SearchSettings.from_config({"name": name, "space": found["space"],
-                                         **(found["config"] or {})})  # fmt: skip
-    space = settings_space(search)
+    architectures = store.search(name)["architectures"]
     rows = []
     for c in best_distinct(store, name, top or 10**6):
         runs = _seed_runs(store.candidate(c["id"]))
-        scores = {seed: seed_score(r, space) for seed, r in sorted(runs.items())
+        scores = {seed: seed_score(r, architectures) for seed, r in sorted(runs.items())
                   if seeds is None or seed in seeds}  # fmt: skip
         if not scores:
             continue
