@@ -354,9 +354,11 @@ def _searcher(driver: _Driver) -> Any:
             return _DRIVERS[self.key].suggest(trial_id)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            progress = getattr(_DRIVERS[self.key], "progress", None)
-            if progress is not None:  # a unit's intermediate result (a checkpoint)
-                progress(trial_id, result)
+            # A unit's intermediate result (a transfer run's checkpoint); the search's
+            # own trials report once.
+            intermediate = getattr(_DRIVERS[self.key], "intermediate_result", None)
+            if intermediate is not None:
+                intermediate(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:  # fmt: skip

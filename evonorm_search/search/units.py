@@ -70,7 +70,7 @@ def _trainable(config: dict[str, Any]) -> None:
 
 class _UnitDriver:
     """The search driver's interface for ``driver._searcher``: ``finished``, ``suggest``,
-    ``complete``, and ``progress`` for intermediate results."""
+    ``complete``, and ``intermediate_result`` for a unit's progress."""
 
     def __init__(self, source: UnitSource) -> None:
         self.source = source
@@ -86,7 +86,7 @@ class _UnitDriver:
         self.running[trial_id] = unit
         return {"worker": unit.worker, "request": unit.request}
 
-    def progress(self, trial_id: str, result: dict[str, Any]) -> None:
+    def intermediate_result(self, trial_id: str, result: dict[str, Any]) -> None:
         unit = self.running.get(trial_id)
         if unit is not None and "progress" in (result or {}):
             self.source.progress(unit, json.loads(result["progress"]))
