@@ -1137,6 +1137,13 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
     help="Also transfer a zoo layer, a candidate id or a formula (repeatable).",
 )
 @click.option(
+    "--zoo",
+    "zoo_layers",
+    default=None,
+    metavar="A,B|none",
+    help="The zoo's reference layers (default: every one trained on the search's protocol).",
+)
+@click.option(
     "--seeds",
     type=click.IntRange(min=1),
     default=None,
@@ -1147,6 +1154,12 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
     type=click.IntRange(min=1),
     default=None,
     help="Training steps per run (default: the space's [transfer]).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images (or sequences) per step (default: the space's [transfer]).",
 )
 @click.option(
     "--networks",
@@ -1184,23 +1197,28 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
 @_runner_options
 @_db_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def transfer(name: str, top: int, layers: tuple[str, ...], seeds: int | None,
-             steps: int | None, networks: str | None, learning_rate: float | None,
-             learning_rates: str | None, eval_every: int | None,
+def transfer(name: str, top: int, layers: tuple[str, ...], zoo_layers: str | None,
+             seeds: int | None, steps: int | None, batch_size: int | None, networks: str | None,
+             learning_rate: float | None, learning_rates: str | None, eval_every: int | None,
              checkpoint_minutes: float | None, comparator: str | None, workers: int,
              gpus_per_trial: float, address: str | None, db_url: str | None,
              fmt: str) -> None:  # fmt: skip
     """Train layers of the search NAME from scratch on bigger networks, over shared seeds.
 
-    The TOP best re-evaluated layers, the zoo's layers trained on its protocol and every
-    --layer are trained on the space's [transfer] networks (ResNet-20 at full resolution
-    for images) with seeds 1..S, scored on transfer-validation (and on transfer-test for
-    the final table), slices of the training data that no training reads. Each finished run
+    The TOP best re-evaluated layers, the zoo's layers trained on its protocol (or those
+    of --zoo) and every --layer are trained on the space's [transfer] networks (ResNet-20
+    at full resolution for images) with seeds 1..S, scored on transfer-validation (and on
+    transfer-test for the final table), slices of the training data that no training
+    reads. Each finished run
     is stored at once, a run's state every few minutes: a rerun continues. Other settings
-    than a layer's earlier transfer are refused.
+    than the search's or a layer's earlier transfer are refused. It prints the search's
+    transfer as stored (every layer transferred for it so far), as the dashboard shows it.
     """
     from evonorm_search.search.driver import check_data
-    from evonorm_search.search.transfer import plan_transfer, run_transfer, transfer_results
+    from evonorm_search.search.transfer import plan_transfer, run_transfer, stored_transfer
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(n.strip() for n in text.split(",") if n.strip())
 
     def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
         if text is None:
@@ -1214,12 +1232,13 @@ def transfer(name: str, top: int, layers: tuple[str, ...], seeds: int | None,
             raise click.BadParameter("rates must be > 0", param_hint=what)
         return values
 
-    overrides = {"steps": steps, "learning_rate": learning_rate, "eval_every": eval_every,
+    overrides = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+                 "eval_every": eval_every,
                  "learning_rates": numbers(learning_rates, "--learning-rates"),
-                 "networks": None if networks is None else tuple(
-                     n.strip() for n in networks.split(",") if n.strip())}  # fmt: skip
+                 "networks": None if networks is None else names(networks)}  # fmt: skip
     with _open_store(db_url) as store:
-        plan = plan_transfer(store, name, top=top, layers=layers, seeds=seeds,
+        zoo = None if zoo_layers is None else tuple(n for n in names(zoo_layers) if n != "none")
+        plan = plan_transfer(store, name, top=top, layers=layers, zoo_layers=zoo, seeds=seeds,
                              comparator=comparator, checkpoint_minutes=checkpoint_minutes,
                              **overrides)  # fmt: skip
         search = store.search(name)
@@ -1242,7 +1261,7 @@ def transfer(name: str, top: int, layers: tuple[str, ...], seeds: int | None,
             address=address,
             on_event=lambda line: click.echo(line, err=True),
         )
-        results = transfer_results(store, plan)
+        results = stored_transfer(store, name)  # the search's transfer: the dashboard's too
     if fmt == "json":
         _print_json(results)
     else:

@@ -489,9 +489,16 @@ def test_a_worker_time_budget_holds_across_resumes_and_nothing_is_proposed_again
     shown = cli("status", "timed", "--db", url).stdout
     assert "worker time by fate" in shown and "trained per worker-hour" in shown
     sitting = rows(url, "SELECT graph FROM candidates ORDER BY birth")
+    from evonorm_search.store import Store
+
+    with Store(url) as store:  # what another command keeps in the config (`transfer`'s)
+        store.set_search_config("timed", {**store.search("timed")["config"],
+                                          "transfer": {"layers": []}})  # fmt: skip
 
     out = cli("resume", "timed", "--db", url)  # at its budget: nothing more
     assert out.returncode == 0 and "worker-time budget of 0.006 h reached" in out.stdout
+    with Store(url, readonly=True) as store:  # survives a resume
+        assert store.search("timed")["config"]["transfer"] == {"layers": []}
     assert len(rows(url, "SELECT id FROM candidates")) == len(sitting)
 
     # The first sitting ends with its trials in flight, past its budget: the new budget is

@@ -77,6 +77,32 @@ def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
         evaluate(run.model, data, "transfer_val")
 
 
+def test_an_evaluation_with_batch_statistics_leaves_the_model_alone(tmp_path):
+    """Train mode on a copy: each batch of 1,000 normalized by its own statistics, the
+    model's running estimates and mode untouched."""
+    import torch.nn.functional as F
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SPACE + TRANSFER)
+    data = load_dataset("digits")
+    run = _Run(baselines.get("bn_relu"), "resnet20", data, load_space(path), 1, 12)
+    assert run.advance(12)
+    run.model.eval()
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    accuracy, loss = evaluate(run.model, data, "transfer_val", batch_statistics=True)
+    assert not run.model.training
+    assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
+    by_hand = run.model.train()  # the same computation, by hand, after the fact
+    with torch.no_grad():
+        batches = [(by_hand(images), labels)
+                   for images, labels in data.evaluation_batches("transfer_val")]  # fmt: skip
+    labels = torch.cat([labels for _, labels in batches])
+    logits = torch.cat([logits for logits, _ in batches])
+    assert accuracy == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert (accuracy, loss) != evaluate(run.model.eval(), data, "transfer_val")
+
+
 def request(space_path, **extra):
     settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.05,
                 "learning_rates": [], "momentum": 0.9, "weight_decay": 5e-4, "eval_every": 10,
@@ -97,7 +123,8 @@ def test_a_transfer_run_resumes_bitwise_from_each_checkpoint(tmp_path):
     assert whole["status"] == "completed" and whole["steps"] == 30
     assert [step for step, _ in whole["curve"]] == [10, 20, 30]
     assert [p["step"] for p in saved] == [10, 20]
-    assert set(whole["splits"]) == {"transfer_val", "transfer_test"}  # no test split here
+    assert set(whole["splits"]) == {"transfer_val", "transfer_test",  # no test split here
+                                    "transfer_val_batch_statistics"}  # fmt: skip
     assert whole["curve"][-1][1] == pytest.approx(whole["splits"]["transfer_val"]["accuracy"])
     for checkpoint in saved:
         resumed = transfer_trial(request(path, checkpoint=checkpoint["state"]), lambda p: None)
@@ -275,15 +302,24 @@ def test_transfer_end_to_end_with_a_sigkill(tmp_path):
 @pytest.fixture
 def transferred(tmp_path):
     """A search with two trained candidates and a zoo search on its protocol, transferred
-    as `transfer` records it (runs with figures, the layers' transfer records)."""
-    from evonorm_search.search.transfer import TRANSFER_KEY, _comparable, settings_key
+    as `transfer` records it (runs with figures, the layers' transfer records, the search's
+    transfer)."""
+    from evonorm_search.search.driver import SearchSettings
+    from evonorm_search.search.transfer import (
+        TRANSFER_KEY,
+        TransferLayer,
+        TransferPlan,
+        _comparable,
+        record_plan,
+        settings_key,
+    )
     from evonorm_search.store import Store
 
     url = f"sqlite:///{tmp_path / 't.db'}"
     settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.05,
                 "learning_rates": [], "momentum": 0.9, "weight_decay": 5e-4,
                 "eval_every": 10, "dataset": "digits", "transfer_slice": 150,
-                "groups": 4}  # fmt: skip
+                "groups": 8}  # fmt: skip
     key = settings_key(_comparable({**settings, "comparator": None}))
     config = {"space": "evonorm_b", "dataset": "digits", "seed": 0}
     with Store(url) as store:
@@ -307,7 +343,17 @@ def transferred(tmp_path):
             write_runs(store, cid, "resnet20", results, key)
             store.update_candidate(cid, measured={TRANSFER_KEY: {
                 "key": key, "settings": settings, "search": "s"}})  # fmt: skip
+        layers = [TransferLayer(f"#{cid}", "candidate", cid, "{}") for cid in ids]
+        record_plan(store, TransferPlan(
+            SearchSettings(name="s", space="evonorm_b", dataset="digits"),
+            load_space("evonorm_b"), {**settings, "comparator": None}, [1, 2],
+            [*layers, TransferLayer("bn_relu", "baseline", zoo, "{}")]))  # fmt: skip
     return url, zoo, ids
+
+
+# `transfer s` with the fixture's settings (nothing left to train).
+SAME = ["--steps", "30", "--batch-size", "32", "--learning-rate", "0.05", "--eval-every",
+        "10", "--seeds", "2"]  # fmt: skip
 
 
 def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred, tmp_path):
@@ -352,6 +398,68 @@ def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred,
     assert "transfer 4 runs of 2 layers" in out.stdout
 
 
+def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
+    """`--layer FORMULA` that no candidate computes: a candidate with status ``named`` once
+    the transfer runs (labelled by its id), found again by its function on a rerun, and
+    absent from the search's counts, funnel, history and canonical forms."""
+    from evonorm_search.search.transfer import plan_transfer, record_plan, stored_transfer
+    from evonorm_search.store import Store
+
+    url, zoo, ids = transferred
+    same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10}
+    with Store(url) as store:
+        before = (store.status("s"), store.funnel("s"), store.history("s"),
+                  store.structural_hashes("s"))  # fmt: skip
+        plan = plan_transfer(store, "s", top=0, layers=("v1 * x * v1 + x",), seeds=2, **same)
+        [zoo_layer, formula] = plan.layers
+        assert (zoo_layer.label, zoo_layer.candidate) == ("bn_relu", zoo)
+        assert formula.candidate is None and formula.kind == "named"
+        record_plan(store, plan)
+        named = plan.layers[1].candidate
+        record = store.candidate(named)
+        assert record["status"] == "named" and plan.layers[1].label == f"#{named}"
+        assert record["formula"] == formula.label
+        again = plan_transfer(store, "s", top=0, layers=("x + x * (v1 * v1)",), zoo_layers=(),
+                              seeds=2, **same)  # fmt: skip
+        assert [layer.candidate for layer in again.layers] == [named]  # the same function
+        after = (store.status("s"), store.funnel("s"), store.history("s"),
+                 store.structural_hashes("s"))  # fmt: skip
+        assert after[0]["screened"] == before[0]["screened"] == 2
+        assert after[1:] == before[1:]
+        assert named in [c["id"] for c in store.history("s", named=True)]
+        results = stored_transfer(store, "s")
+    assert [(layer["label"], layer["kind"]) for layer in results["layers"]] == [
+        (f"#{ids[0]}", "candidate"), (f"#{ids[1]}", "candidate"), ("bn_relu", "baseline"),
+        (f"#{named}", "named")]  # fmt: skip
+    assert results["layers"][3]["networks"]["resnet20"]["transfer_val"]["interval"] is None
+
+
+def test_the_commands_json_is_the_dashboards_transfer(transferred):
+    """`transfer NAME --format json` prints the search's transfer as stored, the API's
+    answer; a comparator named once stays the search's."""
+    from starlette.testclient import TestClient
+
+    from evonorm_search.dashboard import create_app
+    from evonorm_search.store import Store
+
+    url, _, ids = transferred
+    out = cli("transfer", "s", "--top", "0", *SAME, "--comparator", f"#{ids[1]}", "--db", url,
+              "--format", "json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    assert printed["comparisons"]["resnet20"]["comparator"] == f"#{ids[1]}"
+    assert [layer["label"] for layer in printed["layers"]] == [f"#{ids[0]}", f"#{ids[1]}",
+                                                                "bn_relu"]  # fmt: skip
+    with (
+        Store(url, readonly=True) as store,
+        TestClient(create_app(store), base_url="http://127.0.0.1") as client,
+    ):
+        api = client.get("/api/searches/s/transfer").json()
+    assert printed == api
+    again = cli("transfer", "s", "--top", "0", *SAME, "--db", url, "--format", "json")
+    assert json.loads(again.stdout) == printed
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -362,13 +470,18 @@ def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred,
         (["s", "--learning-rates", "0.1,x"], "is not a comma-separated list of numbers"),
         (["s", "--learning-rates", "0.1,-1"], "rates must be > 0"),
         (["s", "--top", "0", "--layer", "nonsense("], "is no zoo name, candidate id or formula"),
-        (["s", "--top", "0", "--layer", "x * v1 * v1"], "no candidate of search 's' computes"),
         (
             ["s", "--top", "0", "--comparator", "nope", "--layer", "bn_relu"],
             "--comparator 'nope' is not one of the layers",
         ),
-        (["s", "--top", "0", "--steps", "31"], "transferred already with other settings"),
+        (
+            ["s", "--top", "0", *SAME[2:], "--steps", "31"],
+            "search 's' was transferred already with other settings (steps 30, asked 31)",
+        ),
         (["s", "--top", "0", "--seeds", "0"], "0 is not in the range x>=1"),
+        (["s", "--top", "0", "--zoo", "bn_relu,nope"], "--zoo 'nope' is not a layer of the zoo"),
+        (["s", "--top", "0", "--zoo", "gn_relu"], "--zoo gn_relu: the zoo's gn_relu was not "),
+        (["s", "--top", "0", "--zoo", "none"], "nothing to transfer for search 's'"),
     ],
 )
 def test_transfer_errors_are_one_line_and_write_nothing(transferred, args, message):

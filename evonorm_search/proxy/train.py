@@ -19,6 +19,7 @@ seed; on CUDA it uses bfloat16 autocast and channels_last.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -66,10 +67,16 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> tuple[float, float]:
-    """Accuracy and mean cross-entropy on a split, in eval mode."""
+def evaluate(model: nn.Module, data: Dataset, split: str = "val", *,
+             batch_statistics: bool = False) -> tuple[float, float]:  # fmt: skip
+    """Accuracy and mean cross-entropy on a split, in eval mode; with ``batch_statistics``
+    a copy of the model in train mode instead (each evaluation batch normalized by its own
+    statistics, the running estimates unused and left alone): the gap between the two
+    measures how far a layer's running estimates are from what it trained with."""
+    if batch_statistics:
+        model = copy.deepcopy(model)
     was_training = model.training
-    model.eval()
+    model.train(batch_statistics)
     correct, loss, count = 0, 0.0, 0
     for images, labels in data.evaluation_batches(split):
         with _autocast(images.device):

@@ -469,8 +469,11 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
                             config=settings.to_config())  # fmt: skip
     else:
         store.set_search_status(settings.name, "running")
-        # A resume may change some settings (workers, budgets): the record says what ran.
-        store.set_search_config(settings.name, settings.to_config())
+        # A resume may change some settings (workers, budgets): the record says what ran;
+        # what other commands keep there (the search's transfer) stays.
+        kept = {k: v for k, v in (store.search(settings.name)["config"] or {}).items()
+                if k not in SearchSettings.__dataclass_fields__}  # fmt: skip
+        store.set_search_config(settings.name, {**kept, **settings.to_config()})
     driver = _Driver(store, settings, space, on_progress)
     if resume:
         driver.restore()

@@ -3,9 +3,11 @@ on shared seeds, judged on data that chose nothing.
 
 ``transfer NAME`` takes the search's best layers after re-evaluation (``--top K``, FEC
 twins collapsed; see ``reevaluate``), the zoo's layers trained on its protocol (the
-references) and any layer named with ``--layer`` (a zoo name, a candidate id, or a formula
-that a candidate of the search computes), and trains each on the space's ``[transfer]``
-networks (``resnet20`` for images: full resolution, every normalization site replaced).
+references; ``--zoo`` names some) and any layer named with ``--layer`` (a zoo name, a
+candidate id, or a formula: one that no candidate of the search computes is stored as a
+candidate with status ``named``, outside the search's funnel), and trains each on the
+space's ``[transfer]`` networks (``resnet20`` for images: full resolution, every
+normalization site replaced).
 This tests transfer across scale within a family of networks, not across families.
 
 - **Seeds.** Seeds 1..S fix the initial weights and the data order alike for every layer,
@@ -23,6 +25,10 @@ This tests transfer across scale within a family of networks, not across familie
   rerun trains only the runs that are missing, each from its checkpoint.  Settings that
   differ from a layer's earlier transfer are refused before anything trains (more seeds
   are not a change: only the new ones are trained).
+- **The search's transfer.** The layers transferred for a search, its settings and its
+  comparator are kept in the search's config (``transfer``), growing with every command;
+  ``stored_transfer`` reads them back, so the command's JSON, ``report`` and the dashboard
+  show the same transfer.
 """
 
 from __future__ import annotations
@@ -57,14 +63,16 @@ RETRIES = 2  # a unit whose process died is started again (from its checkpoint) 
 class TransferLayer:
     label: str  # "#ID" for a candidate, the zoo's name for a baseline
     kind: str  # candidate (chosen by the search), baseline (the zoo), named (--layer)
-    candidate: int  # whose graph is trained and under whose id the runs are stored
+    # Whose graph is trained and under whose id the runs are stored; None for a formula
+    # named with --layer that becomes a candidate when the transfer runs (``record_plan``).
+    candidate: int | None
     graph: str
 
 
 @dataclass
 class TransferPlan:
     """What ``transfer`` trains: the layers, the settings they share (compared on a rerun),
-    the seeds, and whether the zoo was trained on the search's protocol."""
+    the seeds, and whether any zoo layer was trained on the search's protocol."""
 
     search: SearchSettings
     space: SearchSpace
@@ -75,8 +83,9 @@ class TransferPlan:
     checkpoint_minutes: float = 3.0
 
     @property
-    def key(self) -> str:
-        return settings_key(self.settings)
+    def key_comparable(self) -> str:
+        """The key of the settings that change what a run measures (stored with each run)."""
+        return settings_key(_comparable(self.settings))
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -99,16 +108,14 @@ def _settings(space: SearchSpace, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _named_layer(store: Any, name: str, spec: str, zoo: dict[str, TransferLayer]
                  ) -> TransferLayer:  # fmt: skip
-    """``--layer``: a zoo name (trained on the protocol), a candidate id, or a formula that
-    a candidate of the search computes (the same function)."""
+    """``--layer``: a zoo name (trained on the protocol), a candidate id, or a formula: the
+    candidate of the search that computes the same function, else a new ``named`` one."""
     from evonorm_search import baselines
 
     if spec in zoo:
         return dataclasses.replace(zoo[spec], kind="named")
     if spec in baselines.names():
-        raise StoreError(f"--layer {spec}: the zoo's {spec} has no candidate on the protocol "
-                         f"of search {name!r}: `evonorm-search baselines evaluate` trains "
-                         "it")  # fmt: skip
+        _zoo_refusal(name, spec, "--layer")
     if spec.lstrip("#").isdigit():
         c = store.candidate(int(spec.lstrip("#")))
         return TransferLayer(f"#{c['id']}", "named", c["id"], c["graph"])
@@ -117,23 +124,37 @@ def _named_layer(store: Any, name: str, spec: str, zoo: dict[str, TransferLayer]
     from evonorm_search.hashing import functional_hash
 
     try:
-        wanted = functional_hash(LayerGraph.parse(spec))
+        graph = LayerGraph.parse(spec)
+        wanted = functional_hash(graph)
     except GraphError as e:
         raise StoreError(f"--layer {spec!r} is no zoo name, candidate id or formula: {e}") from None
-    for c in store.history(name):
+    for c in store.history(name, named=True):
         if c["functional_hash"] == wanted and c["graph"] is not None:
             return TransferLayer(f"#{c['id']}", "named", c["id"], c["graph"])
-    raise StoreError(f"--layer {spec!r}: no candidate of search {name!r} computes this function")
+    return TransferLayer(graph.formula(), "named", None, graph.to_json())
+
+
+def _zoo_refusal(name: str, spec: str, option: str) -> None:
+    from evonorm_search import baselines
+
+    if spec not in baselines.names():
+        raise StoreError(f"{option} {spec!r} is not a layer of the zoo (known: "
+                         f"{', '.join(baselines.names())})")  # fmt: skip
+    raise StoreError(f"{option} {spec}: the zoo's {spec} was not trained on the protocol of "
+                     f"search {name!r}: `evonorm-search baselines evaluate` trains it")  # fmt: skip
 
 
 def plan_transfer(store: Any, name: str, *, top: int = 2, layers: tuple[str, ...] = (),
-                  seeds: int | None = None, comparator: str | None = None,
+                  zoo_layers: tuple[str, ...] | None = None, seeds: int | None = None,
+                  comparator: str | None = None,
                   checkpoint_minutes: float | None = None,
                   **overrides: Any) -> TransferPlan:  # fmt: skip
     """The layers and settings of ``transfer`` for the search ``name`` (a read-only store is
-    enough); ``overrides`` replace the space's ``[transfer]`` values (steps, networks,
-    learning_rate, learning_rates, eval_every, batch_size).  Refuses (StoreError), before
-    anything trains, a layer transferred before with other settings."""
+    enough); ``zoo_layers`` are the references (default: every zoo layer trained on the
+    search's protocol); ``overrides`` replace the space's ``[transfer]`` values (steps,
+    networks, learning_rate, learning_rates, eval_every, batch_size).  Refuses
+    (StoreError), before anything trains, settings other than those of the search's or a
+    layer's earlier transfer."""
     from evonorm_search.store.queries import retune_subject
 
     found = store.search(name)
@@ -174,30 +195,42 @@ def plan_transfer(store: Any, name: str, *, top: int = 2, layers: tuple[str, ...
         if subject is None:
             continue
         graph = row["graph"] if subject == row["id"] else store.candidate(subject)["graph"]
-        zoo[row["name"]] = TransferLayer(row["name"], "baseline", subject, graph)
-        if row["scores"]:  # trained on the protocol: a reference
-            chosen.append(zoo[row["name"]])
-    plan.baselines = any(layer.kind == "baseline" for layer in chosen)
+        if row["scores"]:  # trained on the protocol: a possible reference
+            zoo[row["name"]] = TransferLayer(row["name"], "baseline", subject, graph)
+    for spec in zoo if zoo_layers is None else zoo_layers:
+        if spec not in zoo:
+            _zoo_refusal(name, spec, "--zoo")
+        chosen.append(zoo[spec])
+    plan.baselines = bool(zoo)
     chosen += [_named_layer(store, name, spec, zoo) for spec in layers]
-    seen: set[int] = set()
+    seen: set[int | str] = set()
     for layer in chosen:
-        if layer.candidate not in seen:
-            seen.add(layer.candidate)
+        ident = layer.candidate if layer.candidate is not None else layer.graph
+        if ident not in seen:
+            seen.add(ident)
             plan.layers.append(layer)
     if not plan.layers:
         raise StoreError(f"nothing to transfer for search {name!r}")
-    if comparator is not None and comparator not in {layer.label for layer in plan.layers}:
+    before = (found["config"] or {}).get(TRANSFER_KEY)
+    labels = [layer.label for layer in plan.layers] + [
+        entry["label"] for entry in (before or {}).get("layers", [])]  # fmt: skip
+    if comparator is not None and comparator not in labels:
         raise StoreError(f"--comparator {comparator!r} is not one of the layers transferred "
-                         f"({', '.join(layer.label for layer in plan.layers)})")  # fmt: skip
+                         f"({', '.join(dict.fromkeys(labels))})")  # fmt: skip
     plan.settings["comparator"] = comparator
+    if before is not None and before["key"] != plan.key_comparable:
+        raise StoreError(f"search {name!r} was transferred already with other settings "
+                         f"({_changes(before['settings'], plan.settings)}): use those "
+                         "settings, or another --db")  # fmt: skip
     for layer in plan.layers:
+        if layer.candidate is None:
+            continue
         done = (store.candidate(layer.candidate)["measured"] or {}).get(TRANSFER_KEY)
-        if done is not None and done.get("key") != settings_key(_comparable(plan.settings)):
+        if done is not None and done.get("key") != plan.key_comparable:
             raise StoreError(
                 f"{layer.label} (candidate {layer.candidate}) was transferred already with other "
-                f"settings ({_settings_text(done['settings'])}; asked: "
-                f"{_settings_text(plan.settings)}); a layer keeps one transfer: use those "
-                "settings, or another --db"
+                f"settings ({_changes(done['settings'], plan.settings)}); a layer keeps one "
+                "transfer: use those settings, or another --db"
             )
     return plan
 
@@ -207,13 +240,11 @@ def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k != "comparator"}
 
 
-def _settings_text(s: dict[str, Any]) -> str:
-    rates = ",".join(f"{lr:g}" for lr in s.get("learning_rates") or [])
-    return (f"--networks {','.join(s.get('networks') or [])} --steps {s.get('steps')} "
-            f"--learning-rate {s.get('learning_rate'):g}"
-            + (f" --learning-rates {rates}" if rates else "")
-            + f" --eval-every {s.get('eval_every')}"
-            + f" --batch-size {s.get('batch_size')}")  # fmt: skip
+def _changes(before: dict[str, Any], asked: dict[str, Any]) -> str:
+    """The settings that differ, as ``steps 30, asked 31``."""
+    keys = sorted((set(before) | set(asked)) - {"comparator"})
+    return "; ".join(f"{k.replace('_', ' ')} {before.get(k)}, asked {asked.get(k)}"
+                     for k in keys if before.get(k) != asked.get(k))  # fmt: skip
 
 
 # -- on a worker ---------------------------------------------------------------------------
@@ -265,6 +296,9 @@ def transfer_trial(request: dict[str, Any], report_progress: Any) -> dict[str, A
     figures = {split: dict(zip(("accuracy", "loss"), evaluate(run.model, data, split),
                                strict=True))
                for split in ("transfer_val", "transfer_test")}  # fmt: skip
+    # The same with each batch's own statistics: a large gap blames the running estimates.
+    figures["transfer_val_batch_statistics"] = dict(zip(("accuracy", "loss"), evaluate(
+        run.model, data, "transfer_val", batch_statistics=True), strict=True))  # fmt: skip
     if data.test_images is not None:
         figures["test"] = dict(zip(("accuracy", "loss"), evaluate(run.model, data, "test"),
                                    strict=True))  # fmt: skip
@@ -330,7 +364,7 @@ class _Transfer:
 
     def __init__(self, store: Any, plan: TransferPlan, on_event: Any) -> None:
         self.store, self.plan, self.on_event = store, plan, on_event
-        self.key = settings_key(_comparable(plan.settings))
+        self.key = plan.key_comparable
         self.started: set[tuple[int, str, str, int, float]] = set()
         self.retries: dict[tuple[int, str, str, int, float], int] = {}
         self.failed: set[tuple[int, str, str, int, float]] = set()
@@ -430,6 +464,7 @@ class _Transfer:
         figures = {"key": self.key, "phase": r["phase"], "learning_rate": r["learning_rate"],
                    "curve": report.get("curve"), "split": "transfer_val",
                    "transfer_test": splits.get("transfer_test"), "test": splits.get("test"),
+                   "transfer_val_batch_statistics": splits.get("transfer_val_batch_statistics"),
                    "resumed_at": report.get("resumed_at")}  # fmt: skip
         layer_record = {"key": self.key, "settings": _comparable(self.plan.settings),
                         "search": self.plan.search.name}  # fmt: skip
@@ -454,12 +489,45 @@ def run_transfer(store: Any, plan: TransferPlan, *, workers: int = 1,
                  on_event: Any = None) -> int:  # fmt: skip
     """Train ``plan``'s missing runs on Ray Tune, recording each as it ends and its
     checkpoints as they come; returns how many runs are left (none unless interrupted or
-    failed)."""
+    failed).  First the formulas named with ``--layer`` become candidates and the plan
+    joins the search's transfer."""
+    record_plan(store, plan)
     source = _Transfer(store, plan, on_event or (lambda line: None))
     if source.missing():
         run_units(source, name="transfer", workers=workers, gpus_per_trial=gpus_per_trial,
                   address=address, max_failures=0)  # fmt: skip
     return source.missing()
+
+
+def record_plan(store: Any, plan: TransferPlan) -> None:
+    """Store each formula named with ``--layer`` that no candidate computes as a ``named``
+    candidate of the search (labelled by its id from now on), and add the plan's layers,
+    settings and comparator to the search's transfer (``stored_transfer`` reads it)."""
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.hashing import functional_hash
+    from evonorm_search.store.queries import NAMED
+
+    name = plan.search.name
+    for k, layer in enumerate(plan.layers):
+        if layer.candidate is None:
+            graph = LayerGraph.from_json(layer.graph)
+            cid = store.add_candidate(name, graph=layer.graph, formula=graph.formula(),
+                                      status=NAMED, mutation="named with transfer --layer",
+                                      structural_hash=graph.structural_hash(),
+                                      functional_hash=functional_hash(graph),
+                                      node_count=len(graph.pruned().nodes))  # fmt: skip
+            plan.layers[k] = dataclasses.replace(layer, label=f"#{cid}", candidate=cid)
+    config = dict(store.search(name)["config"] or {})
+    before = config.get(TRANSFER_KEY) or {"layers": [], "comparator": None}
+    known = {entry["candidate"] for entry in before["layers"]}
+    layers = before["layers"] + [
+        {"candidate": layer.candidate, "label": layer.label, "kind": layer.kind}
+        for layer in plan.layers if layer.candidate not in known
+    ]  # fmt: skip
+    config[TRANSFER_KEY] = {"key": plan.key_comparable, "settings": _comparable(plan.settings),
+                            "comparator": plan.settings["comparator"] or before["comparator"],
+                            "layers": layers}  # fmt: skip
+    store.set_search_config(name, config)
 
 
 # -- results -------------------------------------------------------------------------------
@@ -472,7 +540,7 @@ def transfer_results(store: Any, plan: TransferPlan, *, alpha: float = 0.05) -> 
     mean transfer-validation accuracy, fixed before transfer-test is read) and each other
     layer's paired difference to it on transfer-test, Holm-corrected over that network's
     comparisons."""
-    key = settings_key(_comparable(plan.settings))
+    key = plan.key_comparable
     layers = []
     for layer in plan.layers:
         record = store.candidate(layer.candidate)
@@ -494,40 +562,25 @@ def transfer_results(store: Any, plan: TransferPlan, *, alpha: float = 0.05) -> 
 
 
 def stored_transfer(store: Any, name: str) -> dict[str, Any] | None:
-    """The transfer of the search ``name`` as stored (for ``report``): its candidates and
-    the zoo layers on its protocol that were transferred, under the settings most of them
-    share, on every seed stored; None when nothing was transferred."""
-    from evonorm_search.store.queries import retune_subject
-
-    subjects = [(f"#{cid}", "candidate", cid) for cid in store.candidates_with_stage(name, STAGE)]
-    for row in store.baseline_layers(name):
-        if retune_subject(row) is not None:
-            subjects.append((row["name"], "baseline", retune_subject(row)))
-    groups: dict[str, list[tuple[TransferLayer, dict[str, Any]]]] = {}
-    for label, kind, cid in subjects:
-        record = store.candidate(cid)
-        done = (record["measured"] or {}).get(TRANSFER_KEY)
-        if done is not None:
-            layer = TransferLayer(label, kind, cid, record["graph"])
-            groups.setdefault(done["key"], []).append((layer, done))
-    # Only a transfer of this search (the zoo may have been transferred for another search
-    # on the same protocol): one of its own candidates, or a layer it named.
-    groups = {key: members for key, members in groups.items()
-              if any(layer.kind == "candidate" or done.get("search") == name
-                     for layer, done in members)}  # fmt: skip
-    if not groups:
-        return None
+    """The transfer of the search ``name`` as stored (``transfer --format json``, ``report``
+    and the dashboard): every layer transferred for it, in the order they joined, under its
+    settings and comparator, on every seed stored; None when nothing was transferred."""
     found = store.search(name)
+    done = (found["config"] or {}).get(TRANSFER_KEY)
+    if done is None:
+        return None
     search = SearchSettings.from_config({"name": name, "space": found["space"],
                                          **(found["config"] or {})})  # fmt: skip
-    key, members = max(groups.items(), key=lambda item: len(item[1]))
-    settings = {**members[0][1]["settings"], "comparator": None}
-    seeds = sorted({e["seed"] for layer, _ in members
+    layers = [TransferLayer(entry["label"], entry["kind"], entry["candidate"],
+                            store.candidate(entry["candidate"])["graph"])
+              for entry in done["layers"]]  # fmt: skip
+    seeds = sorted({e["seed"] for layer in layers
                     for e in store.candidate(layer.candidate)["evaluations"]
-                    if e["stage"] == STAGE and (e["figures"] or {}).get("key") == key
+                    if e["stage"] == STAGE and (e["figures"] or {}).get("key") == done["key"]
                     and e["figures"].get("phase") == "final"})  # fmt: skip
-    plan = TransferPlan(search, settings_space(search), settings, seeds,
-                        [layer for layer, _ in members])  # fmt: skip
+    plan = TransferPlan(search, settings_space(search),
+                        {**done["settings"], "comparator": done["comparator"]}, seeds,
+                        layers)  # fmt: skip
     return transfer_results(store, plan)
 
 
@@ -543,7 +596,7 @@ def _network_figures(runs: dict[int, dict[str, Any]], rate: float | None) -> dic
     figures: dict[str, Any] = {"learning_rate": rate, "seeds": sorted(runs),
                                "diverged": sorted(s for s, e in runs.items()
                                                   if e["status"] != "completed")}  # fmt: skip
-    for split in ("transfer_val", "transfer_test", "test"):
+    for split in ("transfer_val", "transfer_test", "test", "transfer_val_batch_statistics"):
         values = {seed: _split_accuracy(e, split) for seed, e in runs.items()}
         values = {seed: v for seed, v in values.items() if v is not None}
         figures[split] = {"by_seed": values,

@@ -36,8 +36,11 @@ SEARCH_STATUSES = ("running", "completed", "exhausted", "stopped", "failed")
 # queued: passed screening, waits for compile + training; running: in a trial; trained:
 # has its fitness; rejected: a funnel stage refused it (stage, reason); duplicate: a
 # structural or functional duplicate (stage says which; no training, no budget);
-# failed: its trial crashed (reason holds the error).
-CANDIDATE_STATUSES = ("queued", "running", "trained", "rejected", "duplicate", "failed")
+# failed: its trial crashed (reason holds the error); named: a formula a user named for
+# evaluation beyond the proxy (`transfer --layer FORMULA`), never screened nor trained on
+# the proxy: not part of the search's funnel.
+CANDIDATE_STATUSES = ("queued", "running", "trained", "rejected", "duplicate", "failed",
+                      "named")  # fmt: skip
 
 
 def utcnow() -> datetime:

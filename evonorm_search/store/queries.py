@@ -144,10 +144,15 @@ def candidate_dict(c: Candidate, search_name: str | None = None) -> dict[str, An
     }  # fmt: skip
 
 
+# A layer named for transfer (`transfer --layer FORMULA`) is stored as a candidate of the
+# search that is no part of its funnel: its counts, rates and history leave it out.
+NAMED = "named"
+
+
 def _counts(session: Session, search_id: int) -> dict[tuple[str, str | None], int]:
     rows = session.execute(
         sa.select(Candidate.status, Candidate.stage, sa.func.count())
-        .where(Candidate.search_id == search_id)
+        .where(Candidate.search_id == search_id, Candidate.status != NAMED)
         .group_by(Candidate.status, Candidate.stage)
     )
     return {(status, stage): n for status, stage, n in rows}
@@ -258,11 +263,11 @@ def searches(session: Session) -> list[dict[str, Any]]:
 
 
 def funnel(session: Session, name: str) -> list[dict[str, Any]]:
-    """Counts of candidates by (status, stage, reason), largest first."""
+    """Counts of the funnel's candidates by (status, stage, reason), largest first."""
     s = get_search(session, name)
     rows = session.execute(
         sa.select(Candidate.status, Candidate.stage, Candidate.reason, sa.func.count())
-        .where(Candidate.search_id == s.id)
+        .where(Candidate.search_id == s.id, Candidate.status != NAMED)
         .group_by(Candidate.status, Candidate.stage, Candidate.reason)
     )
     table = [{"status": st, "stage": stage, "reason": reason, "count": n}

@@ -474,28 +474,20 @@ class Store:
                 for cid, formula, scores, mean, cost, nodes, on_front in rows
             ]  # fmt: skip
 
-    def candidates_with_stage(self, name: str, stage: str) -> list[int]:
-        """The ids of the search ``name``'s candidates with evaluations of ``stage``."""
+    def history(self, name: str, *, named: bool = False) -> list[dict[str, Any]]:
+        """Every candidate of a search's funnel in birth order, as a resumed search replays
+        them: id, graph JSON (None where it never parsed), status, stage, parent, mutation,
+        functional hash and scores; with ``named`` also the layers named for transfer."""
         with self._read() as session:
             search_id = queries.get_search(session, name).id
-            return list(session.scalars(
-                sa.select(Evaluation.candidate_id).distinct()
-                .join(Candidate, Candidate.id == Evaluation.candidate_id)
-                .where(Candidate.search_id == search_id, Evaluation.stage == stage)
-                .order_by(Evaluation.candidate_id)
-            ))  # fmt: skip
-
-    def history(self, name: str) -> list[dict[str, Any]]:
-        """Every candidate of a search in birth order, as a resumed search replays them:
-        id, graph JSON (None where it never parsed), status, stage, parent, mutation,
-        functional hash and scores."""
-        with self._read() as session:
-            search_id = queries.get_search(session, name).id
+            where = [Candidate.search_id == search_id]
+            if not named:
+                where.append(Candidate.status != queries.NAMED)
             rows = session.execute(
                 sa.select(Candidate.id, Candidate.graph, Candidate.formula, Candidate.status,
                           Candidate.stage, Candidate.parent_id, Candidate.mutation,
                           Candidate.functional_hash, Candidate.scores)
-                .where(Candidate.search_id == search_id)
+                .where(*where)
                 .order_by(Candidate.birth)
             )  # fmt: skip
             return [
@@ -511,7 +503,8 @@ class Store:
             search_id = queries.get_search(session, name).id
             return set(session.scalars(
                 sa.select(Candidate.structural_hash).where(
-                    Candidate.search_id == search_id, Candidate.structural_hash.is_not(None))
+                    Candidate.search_id == search_id, Candidate.status != queries.NAMED,
+                    Candidate.structural_hash.is_not(None))
             ))  # fmt: skip
 
     def fec_get(self, functional_hash: str, proxy_key: str) -> CachedFitness | None:
