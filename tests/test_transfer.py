@@ -434,6 +434,20 @@ def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
     assert results["layers"][3]["networks"]["resnet20"]["transfer_val"]["interval"] is None
 
 
+def test_a_baseline_search_transfers_its_own_zoo(transferred):
+    """`transfer` on the search that `baselines evaluate` made: its own layers are the zoo."""
+    from evonorm_search.search.transfer import plan_transfer
+    from evonorm_search.store import Store
+
+    url, zoo, _ = transferred
+    with Store(url, readonly=True) as store:
+        same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10}
+        plan = plan_transfer(store, "baselines-s0", top=0, zoo_layers=("bn_relu",), seeds=2,
+                             **same)  # fmt: skip
+    assert [(layer.label, layer.kind, layer.candidate) for layer in plan.layers] == [
+        ("bn_relu", "baseline", zoo)]  # fmt: skip
+
+
 def test_the_commands_json_is_the_dashboards_transfer(transferred):
     """`transfer NAME --format json` prints the search's transfer as stored, the API's
     answer; a comparator named once stays the search's."""

@@ -361,13 +361,12 @@ def baseline_layers(
     per zoo layer (``name``, in the zoo's order) with its fate, scores and ``objectives``
     (as ``pareto``'s).  A layer that was an FEC hit has its twin's scores (``twin``: the
     twin's id).  Where several baseline searches match (other seeds), the one with the
-    search's seed wins, then the oldest."""
+    search's seed wins, then the oldest: a baseline search's own layers are its zoo."""
     s = get_search(session, name)
     chosen = validate_objectives(objectives or s.objectives, s.architectures)
     sources = session.execute(
         sa.select(Search.id, Search.name, Search.seed)
-        .where(Search.strategy == BASELINE_STRATEGY, Search.proxy_key == s.proxy_key,
-               Search.id != s.id)
+        .where(Search.strategy == BASELINE_STRATEGY, Search.proxy_key == s.proxy_key)
     ).all()  # fmt: skip
     rows: dict[str, dict[str, Any]] = {}
     for search_id, search_name, seed in sorted(sources, key=lambda r: (r.seed != s.seed, r.id)):
