@@ -49,8 +49,9 @@ from evonorm_search.space import SearchSpace, TrainingBudget
 from evonorm_search.stats import compare_paired, mean_interval
 
 __all__ = ["STAGE", "TRANSFER_KEY", "TransferLayer", "TransferPlan", "comparison_table",
-           "plan_transfer", "run_transfer", "stored_transfer", "transfer_results",
-           "transfer_table"]  # fmt: skip
+           "plan_transfer", "record_plan", "run_transfer", "stored_transfer",
+           "transfer_results", "transfer_settings", "transfer_table",
+           "transfer_trial"]  # fmt: skip
 
 STAGE = "transfer"
 TRANSFER_KEY = "transfer"  # the layer's settings and chosen rates, in its ``measured``
@@ -92,7 +93,7 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _settings(space: SearchSpace, overrides: dict[str, Any]) -> dict[str, Any]:
+def transfer_settings(space: SearchSpace, overrides: dict[str, Any]) -> dict[str, Any]:
     """Everything a transfer run depends on but its seed."""
     from evonorm_search.proxy.data import TRANSFER_SLICE
 
@@ -162,7 +163,7 @@ def plan_transfer(store: Any, name: str, *, top: int = 2, layers: tuple[str, ...
                                          **(found["config"] or {})})  # fmt: skip
     space = settings_space(search)
     try:
-        settings = _settings(space, overrides)
+        settings = transfer_settings(space, overrides)
         space = dataclasses.replace(space, transfer=dataclasses.replace(
             space.transfer, networks=tuple(settings["networks"])))  # fmt: skip
     except TypeError as e:
