@@ -783,8 +783,9 @@ def _writable_store(db_url: str | None) -> Any:
 @click.option("--tournament", type=click.IntRange(min=1), default=None,
               help="Evolution's tournament size (default: the space's).")  # fmt: skip
 @click.option("--initial", type=click.Choice(["random", "baselines"]), default="random",
-              show_default=True, help="Evolution's initial population: random graphs, or the "
-              "zoo's layers first; then mutants of trained ones and random graphs.")  # fmt: skip
+              show_default=True, help="The first proposals: random graphs, or the zoo's "
+              "layers first (evolution and random); evolution then fills its population with "
+              "mutants of trained ones and random graphs.")  # fmt: skip
 @click.option("--initial-mutants", type=click.FloatRange(0.0, 1.0), default=None,
               metavar="SHARE", help="Share of mutants of trained candidates among the initial "
               "population's proposals once one is trained (default: the space's).")  # fmt: skip

@@ -93,6 +93,23 @@ def test_evolution_seeds_its_population_with_the_zoo():
     assert all(p.mutation == "initial: random" for p in proposals[len(zoo) :])
 
 
+def test_random_search_can_start_from_the_zoo_as_evolution_does():
+    """`--strategy random --initial baselines`: the zoo's layers first, in the zoo's order,
+    then random graphs; restored mid-zoo, it proposes only the zoo layers not yet seen."""
+    zoo = [n for n in baselines.names() if not SPACE.violations(baselines.get(n))]
+    search = make_strategy("random", SPACE, ARCHS, seed=0, initial="baselines")
+    proposals = [search.ask() for _ in range(len(zoo) + 3)]
+    assert [p.graph for p in proposals[: len(zoo)]] == [baselines.get(n) for n in zoo]
+    assert [p.mutation for p in proposals[len(zoo) :]] == ["random"] * 3
+    plain = make_strategy("random", SPACE, ARCHS, seed=0)
+    assert plain.ask().mutation == "random"
+    resumed = make_strategy("random", SPACE, ARCHS, seed=0, initial="baselines")
+    resumed.restore([Told(k, p.graph, None, initial=True) for k, p in enumerate(proposals[:2])])
+    assert resumed.ask().graph == baselines.get(zoo[2])
+    with pytest.raises(ValueError, match="'random' or 'baselines'"):
+        make_strategy("random", SPACE, ARCHS, seed=0, initial="zoo")
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_restore_continues_as_if_never_stopped(name):
     """A strategy restored from the history proposes what the uninterrupted one would

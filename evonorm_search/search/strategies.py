@@ -17,7 +17,8 @@ proposal the same way, whichever strategy proposed it.
   ``initial="baselines"``), then mutants of a uniformly drawn trained candidate (a share
   ``initial_mutants`` of the proposals, once one is trained) and random graphs: random
   graphs alone rarely train (about 1 in 40 passes the quality check).
-- ``random``: an independent random graph per proposal.
+- ``random``: an independent random graph per proposal (after the zoo's layers, with
+  ``initial="baselines"``: the same start as evolution's, for a fair comparison).
 - ``tpe`` and ``nsga2``: Optuna's samplers over a fixed-length encoding of the genome (a
   size, then per node position its op and its inputs as categorical choices), through
   Optuna's ask/tell interface.  Genomes that decode to no valid layer are told as failed
@@ -117,17 +118,41 @@ def zoo_layers(space: SearchSpace) -> list[tuple[str, LayerGraph]]:
             if not space.violations(baselines.get(n))]  # fmt: skip
 
 
+def _zoo_first(space: SearchSpace, initial: str) -> deque[tuple[str, LayerGraph]]:
+    """The layers a strategy proposes before its own: with ``initial="baselines"`` the
+    zoo's layers of the space, in the zoo's order."""
+    if initial not in ("random", "baselines"):
+        raise ValueError(f"initial population must be 'random' or 'baselines', got {initial!r}")
+    return deque(zoo_layers(space) if initial == "baselines" else ())
+
+
+def _not_proposed(seeds: deque[tuple[str, LayerGraph]], history: list[Told]
+                  ) -> deque[tuple[str, LayerGraph]]:  # fmt: skip
+    """The zoo's layers a resumed search has still to propose: by structure, not by count
+    (a re-queued candidate is restored again once trained)."""
+    seen = {past.graph.structural_hash() for past in history}
+    return deque((n, g) for n, g in seeds if g.structural_hash() not in seen)
+
+
 class RandomSearch(Strategy):
     name = "random"
 
+    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int, *,
+                 initial: str = "random") -> None:  # fmt: skip
+        super().__init__(space, architectures, seed)
+        self._seeds = _zoo_first(space, initial)
+
     def ask(self) -> Proposal:
+        if self._seeds:  # the same start as evolution's, for a comparison at equal cost
+            name, graph = self._seeds.popleft()
+            return self._proposal(graph, mutation=f"initial: baseline {name}")
         return self._proposal(random_graph(self.space, self.rng), mutation="random")
 
     def tell(self, proposal, candidate, scores) -> None:
         pass  # every proposal is independent of the others
 
     def restore(self, history) -> None:
-        pass
+        self._seeds = _not_proposed(self._seeds, list(history))
 
 
 @dataclass(frozen=True)
@@ -153,15 +178,13 @@ class Evolution(Strategy):
         if self.size < 2 or self.tournament < 1:
             raise ValueError(f"population must be >= 2 and tournament >= 1, got {self.size} "
                              f"and {self.tournament}")  # fmt: skip
-        if initial not in ("random", "baselines"):
-            raise ValueError(f"initial population must be 'random' or 'baselines', got {initial!r}")
         self.initial_mutants = s.initial_mutants if initial_mutants is None else initial_mutants
         if not 0 <= self.initial_mutants <= 1:
             raise ValueError(f"initial_mutants must be in [0, 1], got {self.initial_mutants}")
         # Evolution needs a few trained members to select from, not a full population.
         self.start_after = min(start_after or s.start_after or 2 * self.tournament, self.size)
         self.population: deque[_Member] = deque(maxlen=self.size)
-        self._seeds = deque(zoo_layers(space) if initial == "baselines" else ())
+        self._seeds = _zoo_first(space, initial)
 
     @property
     def evolving(self) -> bool:
@@ -198,9 +221,7 @@ class Evolution(Strategy):
 
     def restore(self, history) -> None:
         history = list(history)
-        # By structure, not by count: a re-queued candidate is restored again once trained.
-        seen = {past.graph.structural_hash() for past in history}
-        self._seeds = deque((n, g) for n, g in self._seeds if g.structural_hash() not in seen)
+        self._seeds = _not_proposed(self._seeds, history)
         for past in history:
             if past.scores is not None:
                 vector = tuple(self._vector(past.scores))
@@ -386,8 +407,8 @@ def make_strategy(name: str, space: SearchSpace, architectures: Sequence[str], s
     evaluation's, which is kept out of STRATEGIES, the user's choices).  ``options``:
     ``population`` (evolution's population, NSGA-II's generation, TPE's random start-up
     trials: how many candidates are sampled before a strategy learns from results), and
-    evolution's ``tournament`` and ``initial``; a strategy ignores the options it has no use
-    for."""
+    evolution's ``tournament``, ``initial`` (evolution's and random search's) and the
+    rest of evolution's; a strategy ignores the options it has no use for."""
     if name == Zoo.name:
         return Zoo(space, architectures, seed)
     if name not in STRATEGIES:
@@ -396,5 +417,5 @@ def make_strategy(name: str, space: SearchSpace, architectures: Sequence[str], s
         chosen = {k: v for k, v in options.items() if k in _EVOLUTION_OPTIONS}
         return Evolution(space, architectures, seed, **chosen)
     if name == "random":
-        return RandomSearch(space, architectures, seed)
+        return RandomSearch(space, architectures, seed, initial=options.get("initial") or "random")
     return STRATEGIES[name](space, architectures, seed, population=options.get("population"))
