@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import multiprocessing
-import os
+import operator
 import statistics
 import time
 from pathlib import Path
+
+import study  # benchmarks/: the script's own folder
 
 # The measurements are kept in the repository: they took hours, and the space file's
 # thresholds and the README's figures come from them.
@@ -46,6 +46,11 @@ OUT = Path(__file__).resolve().parent / "data" / "learning_signal"
 SPACE = "evonorm_b"
 SEED = 20261202
 MUTANT_SHARE = 0.85
+INDEX = operator.itemgetter("index")
+
+
+def _describe(row: dict) -> str:
+    return f"(#{row['index']}: {row.get('quality', 'full')})"
 
 
 def calibration_set(index: int) -> bool:
@@ -90,25 +95,6 @@ def candidates(count: int) -> list[dict]:
         out.append({"index": i, "kind": kind, "graph": graph.to_json(),
                     "formula": graph.formula()})  # fmt: skip
     return out
-
-
-def _done(path: Path, *, repair: bool = False) -> dict[int, dict]:
-    """The rows written so far, by index, without a last line cut short by a kill (or being
-    written).  ``repair`` (only for the file's one writer, before it appends) drops that
-    line from the file, so that the next row starts on a line of its own."""
-    if not path.is_file():
-        return {}
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        if repair:
-            path.write_text(text)
-    rows = {}
-    for line in text.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["index"]] = row
-    return rows
 
 
 _DATA = None
@@ -166,24 +152,6 @@ def train_full(job: tuple[dict, str]) -> dict:
     return {"index": candidate["index"], "scores": scores if ok else None,
             "fitness": statistics.mean(scores.values()) if ok else None,
             "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
-
-
-def _run(function, jobs: list, path: Path, processes: int, hours: float | None) -> None:
-    deadline = None if hours is None else time.monotonic() + hours * 3600
-    print(f"{len(jobs)} to do, {processes} processes; appending to {path}", flush=True)
-    start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool, path.open("a") as out:
-        for n, row in enumerate(pool.imap_unordered(function, jobs), 1):
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-            rate = (time.perf_counter() - start) / n
-            print(f"  {n}/{len(jobs)} (#{row['index']}: {row.get('quality', 'full')}) "
-                  f"{rate:.1f} s each", flush=True)  # fmt: skip
-            if deadline is not None and time.monotonic() > deadline:
-                print("time is up: rerun to continue", flush=True)
-                pool.terminate()
-                return
 
 
 # -- calibration -----------------------------------------------------------------------
@@ -322,24 +290,23 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=None, help="stop after this long")
     parser.add_argument("--sample", type=int, default=40, help="full: a seeded sample")
     parser.add_argument("--write", action="store_true", help="calibrate: into the space file")
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
-    parser.add_argument("--data-dir", default=str(data))
+    parser.add_argument("--data-dir", default=study.CIFAR10)
     args = parser.parse_args()
     from evonorm_search.search.driver import check_data
 
     check_data("cifar10", args.data_dir)
     OUT.mkdir(parents=True, exist_ok=True)
     measured_path, full_path = OUT / "measured.jsonl", OUT / "full.jsonl"
-    measured = _done(measured_path, repair=args.part == "collect")
+    measured = study.done(measured_path, INDEX, repair=args.part == "collect")
     if args.part == "collect":
         todo = [c for c in candidates(args.count) if c["index"] not in measured]
-        _run(measure, [(c, args.data_dir) for c in todo], measured_path, args.processes,
-             args.hours)  # fmt: skip
+        study.run(measure, [(c, args.data_dir) for c in todo], measured_path,
+                        args.processes, args.hours, _describe)  # fmt: skip
         return
     rows = [measured[i] for i in sorted(measured)]
     calibration = [r for r in rows if calibration_set(r["index"])]
     thresholds = choose_thresholds(calibration)
-    full = _done(full_path, repair=args.part == "full")
+    full = study.done(full_path, INDEX, repair=args.part == "full")
     if args.part == "full":
         import numpy as np
 
@@ -352,8 +319,8 @@ def main() -> None:
         order = rng.permutation(len(passing))
         needed = {passing[k]["index"] for k in order[: args.sample]} | false
         todo = [r for r in passing if r["index"] in needed and r["index"] not in full]
-        _run(train_full, [(r, args.data_dir) for r in todo], full_path, args.processes,
-             args.hours)  # fmt: skip
+        study.run(train_full, [(r, args.data_dir) for r in todo], full_path,
+                        args.processes, args.hours, _describe)  # fmt: skip
         return
     print(f"thresholds from the calibration set ({len(calibration)} candidates):")
     for k, v in thresholds.items():

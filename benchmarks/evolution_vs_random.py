@@ -1,0 +1,251 @@
+"""Evolution against random search at equal worker time, from the same start (issue 23,
+item 3; docs/real-search.md).
+
+    python benchmarks/evolution_vs_random.py search [--seeds 0,1,2] [--worker-hours 1]
+        [--workers 2] [--data-dir DIR]
+    python benchmarks/evolution_vs_random.py reevaluate [--processes 2] [--data-dir DIR]
+    python benchmarks/evolution_vs_random.py report [--plot docs/real-search/strategies.png]
+
+``search``: per seed, an evolution and a random search on the default protocol (``evonorm_b``
+on CIFAR-10, the tiny preset), both from the zoo (``--initial baselines``), bounded by worker
+time only (``--worker-hours``, counted by the store: an interrupted run resumes to the same
+budget), each in a database of its own under ``runs/strategies/`` (not committed).  When a run
+ends, its timeline is appended to ``benchmarks/data/real_search/strategies.jsonl`` (committed):
+the search's figures and, per trained candidate, its formula, graph, mutation, proxy scores
+and the worker time at which it finished (wall time since the search began x workers; every
+run here is one sitting).
+
+``reevaluate``: at each mark (a quarter, a half, three quarters and all of the worker-time
+budget) the best layer found by then, by its proxy score, is trained again on the proxy with
+two new seeds (the search's seed + 1 and + 2, as ``evonorm-search reevaluate`` does, through
+its trial), appended to ``strategies_reevaluated.jsonl``: what each strategy would hand on
+to transfer if stopped there, scored on seeds that chose nothing.
+
+``report``: per strategy and mark, the re-evaluated accuracy (mean over the two new seeds and
+the three networks) of the best layer found by then, its mean with a 95% t-interval over
+search seeds; the paired difference evolution minus random per search seed; trained layers
+per worker-hour; and the plot of both against worker-hours.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import study  # benchmarks/: the script's own folder
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "real_search"
+RUNS = DATA / "strategies.jsonl"
+REEVALUATED = DATA / "strategies_reevaluated.jsonl"
+DATABASES = HERE.parent / "runs" / "strategies"
+STRATEGIES = ("evolution", "random")
+MARKS = (0.25, 0.5, 0.75, 1.0)
+NEW_SEEDS = (1, 2)  # added to the search's seed
+
+
+def _run_key(row: dict) -> tuple[str, int]:
+    return row["strategy"], row["seed"]
+
+
+def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -> None:
+    """Each missing run to its worker-time budget, then its timeline to the data file."""
+    import ray
+
+    from evonorm_search.search.driver import SearchSettings, run_search
+    from evonorm_search.store import Store
+
+    done = study.done(RUNS, _run_key, repair=True)
+    DATABASES.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for strategy in STRATEGIES:
+            if (strategy, seed) in done:
+                continue
+            name = f"{strategy}-s{seed}"
+            settings = SearchSettings(name=name, space="evonorm_b", dataset="cifar10",
+                                      data_dir=data_dir, strategy=strategy, initial="baselines",
+                                      seed=seed, budget=10_000, max_candidates=10**9,
+                                      workers=workers, worker_hours=worker_hours)  # fmt: skip
+            url = f"sqlite:///{DATABASES / name}.db"
+            print(f"{name}: {worker_hours} worker-hours on {workers} workers, {url}", flush=True)
+            with Store(url) as store:
+                existing = {s["name"] for s in store.searches()}
+                if not ray.is_initialized():
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)  # fmt: skip
+                status = run_search(store, settings, resume=name in existing)
+                if status != "exhausted":  # stopped: a rerun resumes it
+                    sys.exit(f"{name} ended {status}: run the command again to continue")
+                row = _timeline(store, name, strategy, seed, worker_hours, workers)
+            with RUNS.open("a") as out:
+                out.write(json.dumps(row, sort_keys=True) + "\n")
+            print(f"{name}: {row['trained']} trained, {row['screened']} screened", flush=True)
+
+
+def _timeline(store, name: str, strategy: str, seed: int, worker_hours: float,
+              workers: int) -> dict:  # fmt: skip
+    search, status = store.search(name), store.status(name)
+    began = datetime.fromisoformat(search["created_at"])
+    trained = []
+    for c in store.history(name):
+        if c["status"] != "trained":
+            continue
+        record = store.candidate(c["id"])
+        finished = datetime.fromisoformat(record["updated_at"]) - began
+        trained.append({"id": c["id"], "formula": record["formula"], "graph": record["graph"],
+                        "mutation": c["mutation"], "scores": record["scores"],
+                        "mean_score": record["mean_score"],
+                        "worker_s": round(finished.total_seconds() * workers, 1)})  # fmt: skip
+    return {"strategy": strategy, "seed": seed, "worker_hours_budget": worker_hours,
+            "workers": workers, "worker_s": status["worker_seconds"],
+            "wall_s": status["elapsed_s"], "trained": status["trained"],
+            "screened": status["screened"], "worker_by_fate": status["worker_by_fate"],
+            "code_version": search["code_version"], "candidates": trained}  # fmt: skip
+
+
+def best_by_mark(run: dict) -> dict[float, dict | None]:
+    """The best trained layer by proxy score found by each mark of the budget."""
+    budget = run["worker_hours_budget"] * 3600
+    out = {}
+    for mark in MARKS:
+        found = [c for c in run["candidates"] if c["worker_s"] <= mark * budget]
+        out[mark] = max(found, key=lambda c: (c["mean_score"], -c["id"])) if found else None
+    return out
+
+
+def _unit_key(row: dict) -> tuple[str, int, int, int]:
+    return row["strategy"], row["search_seed"], row["id"], row["seed"]
+
+
+def reevaluate_unit(job: tuple[dict, str]) -> dict:
+    import torch
+
+    from evonorm_search.search.reevaluate import reevaluate_trial
+
+    torch.set_num_threads(1)
+    unit, data_dir = job
+    report = reevaluate_trial({"graph": unit["graph"], "seed": unit["seed"],
+                               "space": "evonorm_b", "dataset": "cifar10", "preset": None,
+                               "data_dir": data_dir})  # fmt: skip
+    scores = {e["architecture"]: (e["accuracy"] or 0.0) if e["status"] == "completed" else 0.0
+              for e in report["evaluations"]}  # fmt: skip
+    return {**{k: unit[k] for k in ("strategy", "search_seed", "id", "seed", "formula")},
+            "scores": scores, "evaluations": report["evaluations"],
+            "code_version": report["code_version"]}  # fmt: skip
+
+
+def reevaluate(processes: int, data_dir: str) -> None:
+    runs = study.done(RUNS, _run_key)
+    finished = study.done(REEVALUATED, _unit_key, repair=True)
+    jobs = []
+    for (strategy, seed), run in sorted(runs.items()):
+        layers = {c["id"]: c for c in best_by_mark(run).values() if c is not None}
+        for cid, c in sorted(layers.items()):
+            for extra in NEW_SEEDS:
+                unit = {"strategy": strategy, "search_seed": seed, "id": cid,
+                        "seed": seed + extra, "formula": c["formula"],
+                        "graph": c["graph"]}  # fmt: skip
+                if _unit_key(unit) not in finished:
+                    jobs.append((unit, data_dir))
+    study.run(reevaluate_unit, jobs, REEVALUATED, processes, None,
+                    lambda r: f"{r['strategy']}-s{r['search_seed']} #{r['id']} "
+                              f"seed {r['seed']}")  # fmt: skip
+
+
+def report(plot: Path | None) -> None:
+    from evonorm_search.stats import compare_paired, interval_text, mean_interval
+
+    runs = study.done(RUNS, _run_key)
+    units = study.done(REEVALUATED, _unit_key)
+    if not runs:
+        sys.exit("evolution_vs_random: no runs yet: `python benchmarks/evolution_vs_random.py "
+                 "search` first")  # fmt: skip
+    # (strategy, search seed) -> mark -> re-evaluated mean of the best layer by then
+    curves: dict[tuple[str, int], dict[float, float]] = {}
+    for key, run in sorted(runs.items()):
+        curves[key] = {}
+        for mark, c in best_by_mark(run).items():
+            seeds = [units.get((*key, c["id"], key[1] + extra)) for extra in NEW_SEEDS] if c else []
+            if c is not None and all(seeds):
+                curves[key][mark] = statistics.fmean(
+                    statistics.fmean(u["scores"].values()) for u in seeds)  # fmt: skip
+    print("| strategy | search seeds | trained per worker-hour | "
+          + " | ".join(f"at {m:g} of the budget" for m in MARKS) + " |")  # fmt: skip
+    print("|---|---|---|" + "---|" * len(MARKS))
+    for strategy in STRATEGIES:
+        mine = {seed: run for (s, seed), run in runs.items() if s == strategy}
+        rates = [run["trained"] / (run["worker_s"] / 3600) for run in mine.values()]
+        cells = []
+        for mark in MARKS:
+            values = [curves[strategy, seed][mark] for seed in mine
+                      if mark in curves[strategy, seed]]  # fmt: skip
+            cells.append(interval_text(mean_interval(values).to_dict()) if values else "-")
+        print(f"| {strategy} | {', '.join(map(str, sorted(mine)))} | "
+              f"{interval_text(mean_interval(rates).to_dict())} | " + " | ".join(cells)
+              + " |")  # fmt: skip
+    end = MARKS[-1]
+    by_seed = {s: {seed: curves[s, seed][end] for (t, seed) in curves if t == s
+                   and end in curves[s, seed]} for s in STRATEGIES}  # fmt: skip
+    if by_seed["random"] and by_seed["evolution"]:
+        [c] = compare_paired(by_seed["random"], {"evolution": by_seed["evolution"]})
+        d = c.to_dict()
+        print(f"\nevolution minus random at the end, paired over search seeds "
+              f"{', '.join(map(str, d['seeds']))}: {interval_text(d['difference'])}, "
+              f"p {'-' if d['p'] is None else format(d['p'], '.3g')}: "
+              f"{d['verdict']}")  # fmt: skip
+    if plot is not None:
+        _plot(runs, curves, plot)
+
+
+def _plot(runs: dict, curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"evolution": "tab:blue", "random": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (strategy, seed), run in sorted(runs.items()):
+        budget = run["worker_hours_budget"]
+        points = sorted(curves[strategy, seed].items())
+        if points:
+            ax.plot([m * budget for m, _ in points], [v for _, v in points], "o-",
+                    color=colors[strategy], alpha=0.8, lw=1.2,
+                    label=strategy if seed == min(s for t, s in runs if t == strategy)
+                    else None)  # fmt: skip
+    ax.set_xlabel("worker-hours")
+    ax.set_ylabel("re-evaluated proxy accuracy of the best layer so far")
+    ax.set_title("evolution against random search, from the zoo (one line per search seed)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    study.save(fig, path)
+
+
+def main() -> None:
+    parser, sub = study.commands(__doc__)
+    data = study.CIFAR10
+    s = sub.add_parser("search", help="the missing searches, each to its worker-time budget")
+    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--worker-hours", type=float, default=1.0)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--data-dir", default=data)
+    r = sub.add_parser("reevaluate", help="the best layer by each mark, on two new seeds")
+    r.add_argument("--processes", type=int, default=2)
+    r.add_argument("--data-dir", default=data)
+    p = sub.add_parser("report", help="the table and the plot")
+    p.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args()
+    if args.command == "search":
+        search([int(s) for s in args.seeds.split(",")], args.worker_hours, args.workers,
+               args.data_dir)  # fmt: skip
+    elif args.command == "reevaluate":
+        reevaluate(args.processes, args.data_dir)
+    else:
+        report(args.plot)
+
+
+if __name__ == "__main__":
+    main()
