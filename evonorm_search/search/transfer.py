@@ -506,7 +506,7 @@ def record_plan(store: Any, plan: TransferPlan) -> None:
     settings and comparator to the search's transfer (``stored_transfer`` reads it)."""
     from evonorm_search.graph import LayerGraph
     from evonorm_search.hashing import functional_hash
-    from evonorm_search.store.queries import NAMED
+    from evonorm_search.store.models import NAMED
 
     name = plan.search.name
     for k, layer in enumerate(plan.layers):

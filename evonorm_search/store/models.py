@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["CANDIDATE_STATUSES", "SEARCH_STATUSES", "Base", "Candidate", "Checkpoint",
+__all__ = ["CANDIDATE_STATUSES", "NAMED", "SEARCH_STATUSES", "Base", "Candidate", "Checkpoint",
            "Evaluation", "FECEntry", "Search"]  # fmt: skip
 
 # running: the driver works on it; completed: budget reached; exhausted: a cap on screened
@@ -39,8 +39,8 @@ SEARCH_STATUSES = ("running", "completed", "exhausted", "stopped", "failed")
 # failed: its trial crashed (reason holds the error); named: a formula a user named for
 # evaluation beyond the proxy (`transfer --layer FORMULA`), never screened nor trained on
 # the proxy: not part of the search's funnel.
-CANDIDATE_STATUSES = ("queued", "running", "trained", "rejected", "duplicate", "failed",
-                      "named")  # fmt: skip
+NAMED = "named"
+CANDIDATE_STATUSES = ("queued", "running", "trained", "rejected", "duplicate", "failed", NAMED)
 
 
 def utcnow() -> datetime:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from evonorm_search import baselines
 from evonorm_search.errors import NotFoundError, StoreError
 from evonorm_search.pareto import non_dominated
-from evonorm_search.store.models import Candidate, Evaluation, FECEntry, Search
+from evonorm_search.store.models import NAMED, Candidate, Evaluation, FECEntry, Search
 from evonorm_search.worker_time import fate_of, trial_seconds
 
 __all__ = [
@@ -144,9 +144,8 @@ def candidate_dict(c: Candidate, search_name: str | None = None) -> dict[str, An
     }  # fmt: skip
 
 
-# A layer named for transfer (`transfer --layer FORMULA`) is stored as a candidate of the
-# search that is no part of its funnel: its counts, rates and history leave it out.
-NAMED = "named"
+# A layer named for transfer (`transfer --layer FORMULA`, status NAMED) is a candidate of
+# the search that is no part of its funnel: its counts, rates and history leave it out.
 
 
 def _counts(session: Session, search_id: int) -> dict[tuple[str, str | None], int]:

@@ -36,6 +36,7 @@ from evonorm_search.store.engine import (
 )
 from evonorm_search.store.models import (
     CANDIDATE_STATUSES,
+    NAMED,
     SEARCH_STATUSES,
     Candidate,
     Checkpoint,
@@ -482,7 +483,7 @@ class Store:
             search_id = queries.get_search(session, name).id
             where = [Candidate.search_id == search_id]
             if not named:
-                where.append(Candidate.status != queries.NAMED)
+                where.append(Candidate.status != NAMED)
             rows = session.execute(
                 sa.select(Candidate.id, Candidate.graph, Candidate.formula, Candidate.status,
                           Candidate.stage, Candidate.parent_id, Candidate.mutation,
@@ -503,7 +504,7 @@ class Store:
             search_id = queries.get_search(session, name).id
             return set(session.scalars(
                 sa.select(Candidate.structural_hash).where(
-                    Candidate.search_id == search_id, Candidate.status != queries.NAMED,
+                    Candidate.search_id == search_id, Candidate.status != NAMED,
                     Candidate.structural_hash.is_not(None))
             ))  # fmt: skip
 
