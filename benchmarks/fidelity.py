@@ -18,14 +18,17 @@ what is done, so the study continues over several sittings; the files are commit
 - ``proxy.jsonl``, per layer and seed (1, 2): the default protocol as a search's trial runs
   it (CIFAR-10, the tiny preset, its steps on resnet, mobilenet and efficientnet, the
   learning-signal stage's figures from the first steps on resnet), every network trained to
-  the end whatever its quality (a network that diverged scores 0); and the same at twice the
-  steps (``long``).  Seconds per part.
+  the end whatever its quality (a network that diverged scores 0); the same at twice the
+  steps (``long``); and the same at three times the learning rate (``high_rate``: item 1 of
+  the study found the default's one low rate flattering layers that cannot take a higher
+  one; added before any unit was measured).  Seconds per part.
 - ``transfer.jsonl``, per layer and seed (1, 2): the transfer protocol's run (ResNet-20 at
   full resolution, the space's ``[transfer]`` steps, batch and learning rate, no sweep):
   transfer-validation accuracy (0 when it diverged), its curve, seconds.
 
 **Report**: per proxy setting (``default``: the mean over the three networks, as a search
-ranks; ``resnet``: the default runs' resnet alone, a third of the cost; ``long``; ``signal``:
+ranks; ``resnet``: the default runs' resnet alone, a third of the cost; ``long``;
+``high_rate``; ``signal``:
 the learning-signal stage's loss drop after its first steps, nearly free) the layers' mean
 over seeds against their mean transfer-validation accuracy: Spearman's and Kendall's rank
 correlations with 95% bootstrap intervals over layers; each protocol's noise ceiling (the
@@ -37,6 +40,7 @@ chooses a protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import statistics
@@ -53,8 +57,13 @@ SPACE = "evonorm_b"
 SEED = 20261203
 DRAWN = 10
 SEEDS = (1, 2)
+SETTINGS = ("default", "resnet", "long", "high_rate", "signal", "transfer")
 ZOO = ("bn_relu", "gn_relu", "ln_relu", "evonorm_b0", "evonorm_s0", "layernorm", "rmsnorm")
 BOOTSTRAP = 10_000
+# Item 1 found the proxy's one low rate (0.05) flattering layers that cannot take a higher
+# one: a third setting trains at three times the rate (0.15 at batch 64, the linear-scaling
+# equivalent of BN-ReLU's best transfer rate, 0.3 at batch 128).
+HIGH_RATE = 3
 
 
 @functools.cache
@@ -122,9 +131,14 @@ def proxy_unit(job: tuple[dict, int, str]) -> dict:
     layer, seed, data_dir = job
     space, graph = _space(), LayerGraph.from_json(layer["graph"])
     result = {"layer": layer["layer"], "seed": seed}
-    for name, steps in (("default", space.training.steps), ("long", 2 * space.training.steps)):
+    t = space.training
+    high = dataclasses.replace(space, training=dataclasses.replace(
+        t, learning_rate=HIGH_RATE * t.learning_rate))  # fmt: skip
+    for name, steps, protocol in (("default", t.steps, space), ("long", 2 * t.steps, space),
+                                  ("high_rate", t.steps, high)):  # fmt: skip
         start = time.perf_counter()
-        training = CandidateTraining(graph, _data(data_dir), space=space, seed=seed, steps=steps)
+        training = CandidateTraining(graph, _data(data_dir), space=protocol, seed=seed,
+                                     steps=steps)  # fmt: skip
         if name == "default":
             result["signal"] = training.signal().figures()
         runs = training.finish()
@@ -178,7 +192,7 @@ def _run(function, kind: str, processes: int, hours: float | None, data_dir: str
 def _scores(proxy: dict, transfer: dict, names: list[str]) -> dict[str, dict[str, dict]]:
     """Per setting, per layer, per seed: the score (higher ranks first)."""
     settings: dict[str, dict[str, dict]] = {
-        s: {} for s in ("default", "resnet", "long", "signal", "transfer")}  # fmt: skip
+        s: {} for s in SETTINGS}  # fmt: skip
     for name in names:
         for seed in SEEDS:
             p, t = proxy.get((name, seed)), transfer.get((name, seed))
@@ -186,8 +200,9 @@ def _scores(proxy: dict, transfer: dict, names: list[str]) -> dict[str, dict[str
                 settings["default"].setdefault(name, {})[seed] = statistics.fmean(
                     p["default"]["scores"].values())  # fmt: skip
                 settings["resnet"].setdefault(name, {})[seed] = p["default"]["scores"]["resnet"]
-                settings["long"].setdefault(name, {})[seed] = statistics.fmean(
-                    p["long"]["scores"].values())  # fmt: skip
+                for setting in ("long", "high_rate"):
+                    settings[setting].setdefault(name, {})[seed] = statistics.fmean(
+                        p[setting]["scores"].values())  # fmt: skip
                 drop = p["signal"]["loss_drop"]
                 settings["signal"].setdefault(name, {})[seed] = (
                     drop if drop is not None else float("-inf"))  # fmt: skip
@@ -235,14 +250,15 @@ def report(plot: Path | None) -> None:
     def mean(setting: str, name: str) -> float:
         return statistics.fmean(scores[setting][name].values())
 
-    print("\n| layer | kind | default | resnet | long | signal (loss drop) | "
+    print("\n| layer | kind | default | resnet | long | high rate | signal (loss drop) | "
           "transfer-validation | formula |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for layer in study:
         n = layer["layer"]
         if n in complete:
             print(f"| {n} | {layer['kind']} | {mean('default', n):.4f} | {mean('resnet', n):.4f} "
-                  f"| {mean('long', n):.4f} | {mean('signal', n):.3f} | "
+                  f"| {mean('long', n):.4f} | {mean('high_rate', n):.4f} | "
+                  f"{mean('signal', n):.3f} | "
                   f"{mean('transfer', n):.4f} | `{layer['formula']}` |")  # fmt: skip
 
     truth = [mean("transfer", n) for n in complete]
@@ -251,7 +267,7 @@ def report(plot: Path | None) -> None:
     print("\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] | noise ceiling "
           "(seed 1 vs 2, Spearman) | regret of its top 3 | CPU s per layer and seed |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for setting in ("default", "resnet", "long", "signal", "transfer"):
+    for setting in SETTINGS:
         ranked = [mean(setting, n) for n in complete]
         ceiling = _correlations([scores[setting][n][SEEDS[0]] for n in complete],
                                 [scores[setting][n][SEEDS[1]] for n in complete])  # fmt: skip
@@ -280,6 +296,7 @@ def _seconds(proxy: dict, transfer: dict, names: list[str]) -> dict[str, float]:
         "default": statistics.fmean(sum(u["default"]["seconds"].values()) for u in units),
         "resnet": statistics.fmean(u["default"]["seconds"]["resnet"] for u in units),
         "long": statistics.fmean(sum(u["long"]["seconds"].values()) for u in units),
+        "high_rate": statistics.fmean(sum(u["high_rate"]["seconds"].values()) for u in units),
         "signal": statistics.fmean(u["signal"]["seconds"] for u in units),
         "transfer": statistics.fmean(transfer[n, s]["seconds"] for n in names for s in SEEDS),
     }
