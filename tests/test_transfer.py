@@ -257,6 +257,7 @@ def test_transfer_end_to_end_with_a_sigkill(tmp_path):
     out = cli("transfer", "s", "--top", "1", "--layer", "relu", "--db", url, "--format", "json")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "(resumes at step" in out.stderr
+    assert "Failed to fetch metrics" not in out.stderr  # Tune's noise about its result files
     runs = rows(url, "SELECT candidate_id, architecture, seed, accuracy, figures, code_version "
                      "FROM evaluations WHERE stage = 'transfer' ORDER BY id")  # fmt: skip
     layers = {r[0] for r in runs}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,6 +110,18 @@ def run_units(source: UnitSource, *, name: str, workers: int = 1,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Checkpoints travel in results: Tune's own result files would write them again.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    return _tune(_trainable, _UnitDriver(source), name=name, scratch_prefix=f"evonorm-{name}-",
-                 workers=workers, resources={"cpu": 1, "gpu": gpus_per_trial}, cpus=workers,
-                 max_failures=max_failures, address=address)  # fmt: skip
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    analysis.addFilter(_without_result_files)
+    try:
+        return _tune(_trainable, _UnitDriver(source), name=name,
+                     scratch_prefix=f"evonorm-{name}-", workers=workers,
+                     resources={"cpu": 1, "gpu": gpus_per_trial}, cpus=workers,
+                     max_failures=max_failures, address=address)  # fmt: skip
+    finally:
+        analysis.removeFilter(_without_result_files)
+
+
+def _without_result_files(record: logging.LogRecord) -> bool:
+    """Tune's complaint, at the end, that it cannot read the result files turned off above
+    (a line per unit): units report through the driver, so it is noise."""
+    return not record.getMessage().startswith("Failed to fetch metrics")
