@@ -1210,10 +1210,10 @@ def transfer(name: str, top: int, layers: tuple[str, ...], zoo_layers: str | Non
     of --zoo) and every --layer are trained on the space's [transfer] networks (ResNet-20
     at full resolution for images) with seeds 1..S, scored on transfer-validation (and on
     transfer-test for the final table), slices of the training data that no training
-    reads. Each finished run
-    is stored at once, a run's state every few minutes: a rerun continues. Other settings
-    than the search's or a layer's earlier transfer are refused. It prints the search's
-    transfer as stored (every layer transferred for it so far), as the dashboard shows it.
+    reads. Each finished run is stored at once, a run's state every few minutes: a rerun
+    continues. Other settings than the search's or a layer's earlier transfer are refused.
+    It prints the search's transfer as stored (every layer transferred for it so far), as
+    the dashboard shows it.
     """
     from evonorm_search.search.driver import check_data
     from evonorm_search.search.transfer import plan_transfer, run_transfer, stored_transfer
