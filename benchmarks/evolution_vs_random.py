@@ -74,8 +74,8 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
             with Store(url) as store:
                 existing = {s["name"] for s in store.searches()}
                 if not ray.is_initialized():
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                             configure_logging=False)  # fmt: skip
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False,
+                             log_to_driver=False, configure_logging=False)  # fmt: skip
                 status = run_search(store, settings, resume=name in existing)
                 if status != "exhausted":  # stopped: a rerun resumes it
                     sys.exit(f"{name} ended {status}: run the command again to continue")

@@ -79,8 +79,8 @@ def run_all(store: Store, searches: list[SearchSettings], timings: dict[str, flo
     if not todo:
         return
     start = time.perf_counter()
-    ray.init(num_cpus=max(s.workers for s in todo), include_dashboard=False,
-             log_to_driver=False, configure_logging=False)  # fmt: skip
+    ray.init(address="local", num_cpus=max(s.workers for s in todo),
+             include_dashboard=False, log_to_driver=False, configure_logging=False)  # fmt: skip
     print(f"ray.init: {time.perf_counter() - start:.1f} s (once per search from the CLI)")
     for settings in todo:
         start = time.perf_counter()
@@ -240,8 +240,8 @@ def run_yield(settings: SearchSettings, args: argparse.Namespace) -> Path:
         if existing.get(settings.name) == "exhausted":
             return database
         if not ray.is_initialized():
-            ray.init(num_cpus=settings.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)  # fmt: skip
+            ray.init(address="local", num_cpus=settings.workers, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)  # fmt: skip
         run_search(store, settings, resume=settings.name in existing)
     return database
 

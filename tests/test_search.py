@@ -238,7 +238,8 @@ def free_port() -> int:
 def test_a_search_on_a_two_node_cluster_trains_on_both_nodes(tiny, tmp_path):
     """A real two-node Ray cluster on this machine, one CPU per node: two concurrent
     one-CPU trials can only run one per node.  Token authentication on (Ray's default for
-    local clusters since 2.59), with a token of the test's own."""
+    local clusters since 2.59), with a token of the test's own.  While that cluster runs, a
+    search without ``--address`` starts a private Ray of its own instead of joining it."""
     import secrets
     import shutil
 
@@ -257,11 +258,19 @@ def test_a_search_on_a_two_node_cluster_trains_on_both_nodes(tiny, tmp_path):
                   "--no-verify", "--workers", "2", "--address", f"127.0.0.1:{port}",
                   "--db", url, env=env)  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
+        out = cli("run", "--name", "private", "--space", str(space), "--budget", "2",
+                  "--no-verify", "--workers", "2", "--db", url, env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=180)
     assert status(url, "cluster")["trained"] == 4
-    nodes = rows(url, "SELECT node, COUNT(*) FROM evaluations GROUP BY node")
+    assert status(url, "private")["trained"] == 2
+    query = "SELECT node, COUNT(*) FROM evaluations JOIN candidates ON candidate_id = candidates.id"
+    query += " JOIN searches ON search_id = searches.id WHERE searches.name = '{}' GROUP BY node"
+    nodes = rows(url, query.format("cluster"))
     assert len(nodes) == 2, nodes
+    # On one node: its own (joining the cluster would have failed, or used both nodes).
+    assert len(rows(url, query.format("private"))) == 1
 
 
 @pytest.mark.slow

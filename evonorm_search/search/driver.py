@@ -411,7 +411,11 @@ def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str
     """Run ``driver``'s trials (``finished``, ``suggest`` and ``complete``, through
     ``_searcher``) on Ray Tune, at most ``workers`` at once, each a ``trainable`` with
     ``resources``; Ray is started here unless it runs already (``cpus`` on a local one,
-    else the cluster at ``address``).  Returns whether the run was interrupted (Ctrl-C)."""
+    else the cluster at ``address``).  Returns whether the run was interrupted (Ctrl-C).
+
+    Without ``address`` the local instance is private ("local"): a bare ``ray.init()``
+    would join whatever cluster ``ray start`` left on the machine (or ``RAY_ADDRESS``
+    names), which nobody asked for and which refuses ``num_cpus``."""
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -421,8 +425,8 @@ def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str
 
         # Not from the user's directory: Ray would put it on every worker's sys.path.
         with started_from_neutral_directory():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False,
+            ray.init(address=address or "local", include_dashboard=False,
+                     log_to_driver=False, configure_logging=False,
                      **({} if address else {"num_cpus": cpus}))  # fmt: skip
     scratch = tempfile.mkdtemp(prefix=scratch_prefix)  # Tune's own experiment files
     tuner = tune.Tuner(
