@@ -47,7 +47,7 @@ MARKS = (0.25, 0.5, 0.75, 1.0)
 NEW_SEEDS = (1, 2)  # added to the search's seed
 
 
-def _run_key(row: dict) -> tuple[str, int]:
+def run_key(row: dict) -> tuple[str, int]:
     return row["strategy"], row["seed"]
 
 
@@ -58,7 +58,7 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
     from evonorm_search.search.driver import SearchSettings, run_search
     from evonorm_search.store import Store
 
-    done = study.done(RUNS, _run_key, repair=True)
+    done = study.done(RUNS, run_key, repair=True)
     DATABASES.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for strategy in STRATEGIES:
@@ -116,7 +116,7 @@ def best_by_mark(run: dict) -> dict[float, dict | None]:
     return out
 
 
-def _unit_key(row: dict) -> tuple[str, int, int, int]:
+def unit_key(row: dict) -> tuple[str, int, int, int]:
     return row["strategy"], row["search_seed"], row["id"], row["seed"]
 
 
@@ -138,8 +138,8 @@ def reevaluate_unit(job: tuple[dict, str]) -> dict:
 
 
 def reevaluate(processes: int, data_dir: str) -> None:
-    runs = study.done(RUNS, _run_key)
-    finished = study.done(REEVALUATED, _unit_key, repair=True)
+    runs = study.done(RUNS, run_key)
+    finished = study.done(REEVALUATED, unit_key, repair=True)
     jobs = []
     for (strategy, seed), run in sorted(runs.items()):
         layers = {c["id"]: c for c in best_by_mark(run).values() if c is not None}
@@ -148,7 +148,7 @@ def reevaluate(processes: int, data_dir: str) -> None:
                 unit = {"strategy": strategy, "search_seed": seed, "id": cid,
                         "seed": seed + extra, "formula": c["formula"],
                         "graph": c["graph"]}  # fmt: skip
-                if _unit_key(unit) not in finished:
+                if unit_key(unit) not in finished:
                     jobs.append((unit, data_dir))
     study.run(reevaluate_unit, jobs, REEVALUATED, processes, None,
                     lambda r: f"{r['strategy']}-s{r['search_seed']} #{r['id']} "
@@ -158,8 +158,8 @@ def reevaluate(processes: int, data_dir: str) -> None:
 def report(plot: Path | None) -> None:
     from evonorm_search.stats import compare_paired, interval_text, mean_interval
 
-    runs = study.done(RUNS, _run_key)
-    units = study.done(REEVALUATED, _unit_key)
+    runs = study.done(RUNS, run_key)
+    units = study.done(REEVALUATED, unit_key)
     if not runs:
         sys.exit("evolution_vs_random: no runs yet: `python benchmarks/evolution_vs_random.py "
                  "search` first")  # fmt: skip

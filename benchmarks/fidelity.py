@@ -24,7 +24,8 @@ what is done, so the study continues over several sittings; the files are commit
   one; added before any unit was measured).  Seconds per part.
 - ``transfer.jsonl``, per layer and seed (1, 2): the transfer protocol's run (ResNet-20 at
   full resolution, the space's ``[transfer]`` steps, batch and learning rate, no sweep):
-  transfer-validation accuracy (0 when it diverged), its curve, seconds.
+  transfer-validation accuracy (0 when it diverged), its curve, seconds; and every split's
+  figures, which the report does not read (item 4 reuses identical runs).
 
 **Report**: per proxy setting (``default``: the mean over the three networks, as a search
 ranks; ``resnet``: the default runs' resnet alone, a third of the cost; ``long``;
@@ -153,27 +154,16 @@ def proxy_unit(job: tuple[dict, int, str]) -> dict:
 
 
 def transfer_unit(job: tuple[dict, int, str]) -> dict:
-    """One layer and seed on the transfer protocol, at the space's rate (no sweep)."""
-    import torch
+    """One layer and seed on the transfer protocol, at the space's rate (no sweep).  Every
+    split's figures are kept, transfer-test included: never read here (this study chooses a
+    protocol), they let item 4 reuse an identical run."""
+    from evonorm_search.search.transfer import transfer_settings
 
-    from evonorm_search.search.transfer import transfer_settings, transfer_trial
-
-    torch.set_num_threads(1)
     layer, seed, data_dir = job
     settings = transfer_settings(_space(), {})
-    start = time.perf_counter()
-    report = transfer_trial({
-        "candidate": 0, "graph": layer["graph"], "phase": "final", "network": "resnet20",
-        "seed": seed, "learning_rate": settings["learning_rate"], "space": SPACE,
-        "dataset": "cifar10", "data_dir": data_dir, "preset": None, "settings": settings,
-        "key": "fidelity", "checkpoint_minutes": 1e9, "checkpoint": None},
-        lambda progress: None)  # fmt: skip
-    val = (report.get("splits") or {}).get("transfer_val") or {}
-    return {"layer": layer["layer"], "seed": seed, "status": report["status"],
-            "transfer_val": val.get("accuracy") if report["status"] == "completed" else 0.0,
-            "curve": report.get("curve"), "steps": report["steps"],
-            "seconds": report["seconds"], "wall_s": round(time.perf_counter() - start, 3),
-            "settings": settings, "code_version": report.get("code_version")}  # fmt: skip
+    return {"layer": layer["layer"], "seed": seed,
+            **study.transfer_run(layer["graph"], seed, settings["learning_rate"], settings,
+                                 data_dir, SPACE)}  # fmt: skip
 
 
 def _run(function, kind: str, processes: int, hours: float | None, data_dir: str) -> None:

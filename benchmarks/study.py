@@ -50,9 +50,10 @@ def done(path: Path, key: Callable[[dict], Hashable], *, repair: bool = False) -
 
 
 def run(function: Callable[[Any], dict], jobs: list, path: Path, processes: int,
-        hours: float | None, describe: Callable[[dict], str]) -> None:  # fmt: skip
+        hours: float | None, describe: Callable[[dict], str]) -> bool:  # fmt: skip
     """``function`` over ``jobs`` in ``processes`` spawned processes, each result appended
-    to ``path`` (flushed and synced) as it comes; stops after ``hours``."""
+    to ``path`` (flushed and synced) as it comes; stops after ``hours`` (the first unit to
+    finish after them ends the run, the others are lost).  Returns whether every job ran."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = None if hours is None else time.monotonic() + hours * 3600
     print(f"{len(jobs)} to do, {processes} processes; appending to {path}", flush=True)
@@ -67,4 +68,32 @@ def run(function: Callable[[Any], dict], jobs: list, path: Path, processes: int,
             if deadline is not None and time.monotonic() > deadline:
                 print("time is up: rerun to continue", flush=True)
                 pool.terminate()
-                return
+                return n == len(jobs)
+    return True
+
+
+def transfer_run(graph: str, seed: int, learning_rate: float, settings: dict, data_dir: str,
+                 space: str = "evonorm_b") -> dict:  # fmt: skip
+    """One transfer run as ``evonorm-search transfer`` trains it (its worker's function, on
+    one thread, without checkpoints): ``graph`` on the settings' first network at
+    ``learning_rate`` and ``seed``.  Accuracy 0 on every split where it diverged."""
+    import torch
+
+    from evonorm_search.search.transfer import transfer_trial
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    report = transfer_trial({
+        "candidate": 0, "graph": graph, "phase": "final", "network": settings["networks"][0],
+        "seed": seed, "learning_rate": learning_rate, "space": space,
+        "dataset": settings["dataset"], "data_dir": data_dir, "preset": None,
+        "settings": settings, "key": "benchmark", "checkpoint_minutes": 1e9,
+        "checkpoint": None}, lambda progress: None)  # fmt: skip
+    splits = report.get("splits") or {}
+    completed = report["status"] == "completed"
+    return {"status": report["status"], "learning_rate": learning_rate,
+            "transfer_val": splits["transfer_val"]["accuracy"] if completed else 0.0,
+            "curve": report.get("curve"), "steps": report["steps"],
+            "seconds": report["seconds"], "wall_s": round(time.perf_counter() - start, 3),
+            "splits": splits or None, "settings": settings,
+            "code_version": report.get("code_version")}  # fmt: skip
