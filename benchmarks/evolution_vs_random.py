@@ -13,7 +13,8 @@ budget), each in a database of its own under ``runs/strategies/`` (not committed
 ends, its timeline is appended to ``benchmarks/data/real_search/strategies.jsonl`` (committed):
 the search's figures and, per trained candidate, its formula, graph, mutation, proxy scores
 and the worker time at which it finished (wall time since the search began x workers; every
-run here is one sitting).
+run here is one sitting); and the search's ``evonorm-search report``, as Markdown with its
+figures, to ``docs/real-search/searches/NAME.md``.
 
 ``reevaluate``: at each mark (a quarter, a half, three quarters and all of the worker-time
 budget) the best layer found by then, by its proxy score, is trained again on the proxy with
@@ -42,6 +43,7 @@ DATA = HERE / "data" / "real_search"
 RUNS = DATA / "strategies.jsonl"
 REEVALUATED = DATA / "strategies_reevaluated.jsonl"
 DATABASES = HERE.parent / "runs" / "strategies"
+REPORTS = HERE.parent / "docs" / "real-search" / "searches"
 STRATEGIES = ("evolution", "random")
 MARKS = (0.25, 0.5, 0.75, 1.0)
 NEW_SEEDS = (1, 2)  # added to the search's seed
@@ -55,11 +57,13 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
     """Each missing run to its worker-time budget, then its timeline to the data file."""
     import ray
 
+    from evonorm_search.report import write_report
     from evonorm_search.search.driver import SearchSettings, run_search
     from evonorm_search.store import Store
 
     done = study.done(RUNS, run_key, repair=True)
     DATABASES.mkdir(parents=True, exist_ok=True)
+    REPORTS.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for strategy in STRATEGIES:
             if (strategy, seed) in done:
@@ -80,6 +84,8 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
                 if status != "exhausted":  # stopped: a rerun resumes it
                     sys.exit(f"{name} ended {status}: run the command again to continue")
                 row = _timeline(store, name, strategy, seed, worker_hours, workers)
+                # The database is not kept: its report is (item 5).
+                write_report(store, name, REPORTS / f"{name}.md", top=5)
             with RUNS.open("a") as out:
                 out.write(json.dumps(row, sort_keys=True) + "\n")
             print(f"{name}: {row['trained']} trained, {row['screened']} screened", flush=True)
