@@ -226,8 +226,8 @@ def _correlations(x: list[float], y: list[float], seed: int = 0) -> dict[str, ob
 
 def report(plot: Path | None) -> None:
     proxy, transfer = _done(OUT / "proxy.jsonl"), _done(OUT / "transfer.jsonl")
-    study = layers()
-    names = [layer["layer"] for layer in study]
+    chosen = layers()
+    names = [layer["layer"] for layer in chosen]
     scores = _scores(proxy, transfer, names)
     complete = [n for n in names if all(len(scores[s].get(n, {})) == len(SEEDS)
                                          for s in scores)]  # fmt: skip
@@ -243,7 +243,7 @@ def report(plot: Path | None) -> None:
     print("\n| layer | kind | default | resnet | long | high rate | signal (loss drop) | "
           "transfer-validation | formula |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
-    for layer in study:
+    for layer in chosen:
         n = layer["layer"]
         if n in complete:
             print(f"| {n} | {layer['kind']} | {mean('default', n):.4f} | {mean('resnet', n):.4f} "
@@ -257,6 +257,7 @@ def report(plot: Path | None) -> None:
     print("\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] | noise ceiling "
           "(seed 1 vs 2, Spearman) | regret of its top 3 | CPU s per layer and seed |")  # fmt: skip
     print("|---|---|---|---|---|---|")
+    spearman: dict[str, tuple[float, float, float]] = {}
     for setting in SETTINGS:
         ranked = [mean(setting, n) for n in complete]
         ceiling = _correlations([scores[setting][n][SEEDS[0]] for n in complete],
@@ -266,13 +267,31 @@ def report(plot: Path | None) -> None:
             regret = "-"
         else:
             c = _correlations(ranked, truth)
+            spearman[setting] = c["spearman"]
             row = [_rho(c["spearman"]), _rho(c["kendall"])]
             top3 = sorted(range(len(complete)), key=lambda k: -ranked[k])[:3]
             regret = f"{best - max(truth[k] for k in top3):.4f}"
         print(f"| {setting} | {row[0]} | {row[1]} | {_rho(ceiling['spearman'])} | "
               f"{regret} | {cost[setting]:.0f} |")  # fmt: skip
+    print(_decision(spearman, cost, complete == names))
     if plot is not None:
-        _plot(study, complete, scores, plot)
+        _plot(chosen, complete, scores, plot)
+
+
+def _decision(spearman: dict[str, tuple[float, float, float]], cost: dict[str, float],
+              every_layer: bool) -> str:  # fmt: skip
+    """The plan's rule, applied as written: the space files change only to a setting whose
+    Spearman lies above the upper end of the default's 95% interval, the cheapest such."""
+    bound = spearman["default"][2]
+    above = [s for s, rho in spearman.items() if s != "default" and rho[0] > bound]
+    if not every_layer:
+        return "\nrule: not applied until every layer is measured on every setting and seed"
+    if not above:
+        return (f"\nrule: no setting's Spearman lies above {bound:.2f}, the upper end of the "
+                "default's interval: the space files keep the default")  # fmt: skip
+    cheapest = min(above, key=cost.__getitem__)
+    return (f"\nrule: {', '.join(above)} lie above {bound:.2f}, the upper end of the default's "
+            f"interval; the cheapest is {cheapest}: the space files default to it")  # fmt: skip
 
 
 def _rho(value: tuple[float, float, float]) -> str:
@@ -292,13 +311,13 @@ def _seconds(proxy: dict, transfer: dict, names: list[str]) -> dict[str, float]:
     }
 
 
-def _plot(study: list[dict], names: list[str], scores: dict, path: Path) -> None:
+def _plot(chosen: list[dict], names: list[str], scores: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = {layer["layer"]: layer["kind"] for layer in study}
+    kinds = {layer["layer"]: layer["kind"] for layer in chosen}
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
     for ax, setting in zip(axes, ("default", "long", "signal"), strict=True):
         for n in names:
