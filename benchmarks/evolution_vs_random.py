@@ -8,13 +8,14 @@ item 3; docs/real-search.md).
 
 ``search``: per seed, an evolution and a random search on the default protocol (``evonorm_b``
 on CIFAR-10, the tiny preset), both from the zoo (``--initial baselines``), bounded by worker
-time only (``--worker-hours``, counted by the store: an interrupted run resumes to the same
-budget), each in a database of its own under ``runs/strategies/`` (not committed).  When a run
-ends, its timeline is appended to ``benchmarks/data/real_search/strategies.jsonl`` (committed):
-the search's figures and, per trained candidate, its formula, graph, mutation, proxy scores
-and the worker time at which it finished (wall time since the search began x workers; every
-run here is one sitting); and the search's ``evonorm-search report``, as Markdown with its
-figures, to ``docs/real-search/searches/NAME.md``.
+time only (``--worker-hours``, counted by the store), each in a database of its own under
+``runs/strategies/`` (not committed).  A run is one unit (about half an hour of wall time on
+2 workers): one cut off by the end of a sitting starts over, since its timeline reads wall
+clocks that do not see the gap.  When a run ends, its timeline is appended to
+``benchmarks/data/real_search/strategies.jsonl`` (committed): the search's figures and, per
+trained candidate, its formula, graph, mutation, proxy scores and the worker time at which it
+finished (wall time since the search began x workers); and the search's ``evonorm-search
+report``, as Markdown with its figures, to ``docs/real-search/searches/NAME.md``.
 
 ``reevaluate``: at each mark (a quarter, a half, three quarters and all of the worker-time
 budget) the best layer found by then, by its proxy score, is trained again on the proxy with
@@ -73,16 +74,23 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
                                       data_dir=data_dir, strategy=strategy, initial="baselines",
                                       seed=seed, budget=10_000, max_candidates=10**9,
                                       workers=workers, worker_hours=worker_hours)  # fmt: skip
-            url = f"sqlite:///{DATABASES / name}.db"
+            database = DATABASES / f"{name}.db"
+            if database.exists():
+                # A run cut off by an earlier sitting: the store counts its worker time, but
+                # not when in it each candidate finished (the timeline reads wall clocks, and
+                # the gap between sittings is not stored), so it starts over.
+                print(f"{name}: an unfinished run from an earlier process: starting it over",
+                      flush=True)  # fmt: skip
+                database.unlink()
+            url = f"sqlite:///{database}"
             print(f"{name}: {worker_hours} worker-hours on {workers} workers, {url}", flush=True)
             with Store(url) as store:
-                existing = {s["name"] for s in store.searches()}
                 if not ray.is_initialized():
                     ray.init(address="local", num_cpus=workers, include_dashboard=False,
                              log_to_driver=False, configure_logging=False)  # fmt: skip
-                status = run_search(store, settings, resume=name in existing)
-                if status != "exhausted":  # stopped: a rerun resumes it
-                    sys.exit(f"{name} ended {status}: run the command again to continue")
+                status = run_search(store, settings)
+                if status != "exhausted":
+                    sys.exit(f"{name} ended {status}: run the command again to start it over")
                 row = _timeline(store, name, strategy, seed, worker_hours, workers)
                 # The database is not kept: its report is (item 5).
                 write_report(store, name, REPORTS / f"{name}.md", top=5)
@@ -113,11 +121,14 @@ def _timeline(store, name: str, strategy: str, seed: int, worker_hours: float,
 
 
 def best_by_mark(run: dict) -> dict[float, dict | None]:
-    """The best trained layer by proxy score found by each mark of the budget."""
+    """The best trained layer by proxy score found by each mark of the budget; at the last,
+    the search's own best (the trials in flight when the budget ran out finish and count,
+    for both strategies alike)."""
     budget = run["worker_hours_budget"] * 3600
     out = {}
     for mark in MARKS:
-        found = [c for c in run["candidates"] if c["worker_s"] <= mark * budget]
+        limit = float("inf") if mark == MARKS[-1] else mark * budget
+        found = [c for c in run["candidates"] if c["worker_s"] <= limit]
         out[mark] = max(found, key=lambda c: (c["mean_score"], -c["id"])) if found else None
     return out
 
@@ -130,14 +141,18 @@ def reevaluate_unit(job: tuple[dict, str]) -> dict:
     import torch
 
     from evonorm_search.search.reevaluate import reevaluate_trial
+    from evonorm_search.search.trial import effective_space
 
     torch.set_num_threads(1)
     unit, data_dir = job
     report = reevaluate_trial({"graph": unit["graph"], "seed": unit["seed"],
                                "space": "evonorm_b", "dataset": "cifar10", "preset": None,
                                "data_dir": data_dir})  # fmt: skip
-    scores = {e["architecture"]: (e["accuracy"] or 0.0) if e["status"] == "completed" else 0.0
-              for e in report["evaluations"]}  # fmt: skip
+    # Every proxy architecture scores, as in the search: one not trained because an earlier
+    # one failed counts 0, like the failed one (else a mean over fewer networks flatters it).
+    scores = dict.fromkeys(effective_space("evonorm_b", "cifar10", None).proxy.architectures, 0.0)
+    scores.update({e["architecture"]: e["accuracy"] or 0.0 for e in report["evaluations"]
+                   if e["status"] == "completed"})  # fmt: skip
     return {**{k: unit[k] for k in ("strategy", "search_seed", "id", "seed", "formula")},
             "scores": scores, "evaluations": report["evaluations"],
             "code_version": report["code_version"]}  # fmt: skip
@@ -183,6 +198,8 @@ def report(plot: Path | None) -> None:
     print("|---|---|---|" + "---|" * len(MARKS))
     for strategy in STRATEGIES:
         mine = {seed: run for (s, seed), run in runs.items() if s == strategy}
+        if not mine:
+            continue
         rates = [run["trained"] / (run["worker_s"] / 3600) for run in mine.values()]
         cells = []
         for mark in MARKS:
@@ -226,7 +243,8 @@ def _plot(runs: dict, curves: dict, path: Path) -> None:
     ax.set_ylabel("re-evaluated proxy accuracy of the best layer so far")
     ax.set_title("evolution against random search, from the zoo (one line per search seed)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     study.save(fig, path)
 
 
