@@ -31,8 +31,9 @@ there rather than trained again; the report counts them.
 with 95% t-intervals over seeds 1-5 (or 1-3); the paired differences on transfer-test of each
 discovered layer to the comparator, Holm-corrected over the discovered layers; the verdict
 of the comparison fixed in advance (the best discovered layer against the comparator, seeds
-1-5); the learning curves.  A run that diverged counts as chance accuracy (0.1) in every
-figure and is named in the table.
+1-5); the learning curves; with ``--plot``, each discovered layer's graph drawn beside the
+plot.  A run that diverged counts as chance accuracy (0.1) in every figure and is named in
+the table.
 """
 
 from __future__ import annotations
@@ -354,6 +355,20 @@ def report(plot: Path | None) -> None:
           + ("" if done else " (seeds 4-5 not all in yet)"))  # fmt: skip
     if plot is not None:
         _plot(layers, final, plot)
+        _drawings(layers, plot.parent)
+
+
+def _drawings(layers: list[dict], folder: Path) -> None:
+    """Each discovered layer's graph, drawn beside the plot (the docs show them)."""
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.plots import draw_graph
+
+    for layer in layers:
+        if layer["kind"] == "discovered":
+            path = folder / f"verdict-{layer['layer'].replace('#', '-')}.png"
+            draw_graph(LayerGraph.from_json(layer["graph"]), path,
+                       title=f"{layer['layer']}: {layer['formula']}")  # fmt: skip
+            print(f"drawing: {path}")
 
 
 def _plot(layers: list[dict], final: dict[str, dict[int, dict]], path: Path) -> None:
