@@ -274,8 +274,25 @@ def report(plot: Path | None) -> None:
         print(f"| {setting} | {row[0]} | {row[1]} | {_rho(ceiling['spearman'])} | "
               f"{regret} | {cost[setting]:.0f} |")  # fmt: skip
     print(_decision(spearman, cost, complete == names))
+    _trained_only(scores, complete, mean)
     if plot is not None:
         _plot(chosen, complete, scores, plot)
+
+
+def _trained_only(scores: dict, complete: list[str], mean) -> None:
+    """Exploratory, not in the plan: the correlations over the layers that trained on
+    transfer, so that the few which diverge there (and near the bottom of every proxy) do
+    not carry the whole correlation."""
+    trained = [n for n in complete if all(v > 0 for v in scores["transfer"][n].values())]
+    if len(trained) < 4:
+        return
+    truth = [mean("transfer", n) for n in trained]
+    print(f"\nexploratory (not in the plan): over the {len(trained)} layers that trained on "
+          "transfer (no seed diverged)")  # fmt: skip
+    print("\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] |\n|---|---|---|")
+    for setting in SETTINGS[:-1]:
+        c = _correlations([mean(setting, n) for n in trained], truth)
+        print(f"| {setting} | {_rho(c['spearman'])} | {_rho(c['kendall'])} |")
 
 
 def _decision(spearman: dict[str, tuple[float, float, float]], cost: dict[str, float],
@@ -311,17 +328,29 @@ def _seconds(proxy: dict, transfer: dict, names: list[str]) -> dict[str, float]:
     }
 
 
+LABELS = {"default": "proxy (default): mean validation accuracy",
+          "resnet": "proxy: its resnet run alone",
+          "long": "proxy at twice the steps",
+          "high_rate": "proxy at three times the rate",
+          "signal": "learning signal: loss drop"}  # fmt: skip
+
+
 def _plot(chosen: list[dict], names: list[str], scores: dict, path: Path) -> None:
+    """One panel per proxy setting (each layer's mean over seeds against its transfer mean,
+    bars spanning the two seeds) and one of transfer's seed 1 against seed 2: its noise."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     kinds = {layer["layer"]: layer["kind"] for layer in chosen}
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
-    for ax, setting in zip(axes, ("default", "long", "signal"), strict=True):
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.6))
+    for ax, setting in zip(axes.flat, LABELS, strict=False):
         for n in names:
-            xs, ys = list(scores[setting][n].values()), list(scores["transfer"][n].values())
+            xs = [v for v in scores[setting][n].values() if v != float("-inf")]
+            ys = list(scores["transfer"][n].values())
+            if not xs:  # a learning-signal stage that never ran: no loss drop to place
+                continue
             x, y = statistics.fmean(xs), statistics.fmean(ys)
             zoo = kinds[n] == "zoo"
             ax.errorbar(x, y, xerr=[[x - min(xs)], [max(xs) - x]],
@@ -329,11 +358,18 @@ def _plot(chosen: list[dict], names: list[str], scores: dict, path: Path) -> Non
                         color="tab:blue" if zoo else "tab:orange", ms=5, lw=0.8)  # fmt: skip
             if zoo:
                 ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel({"default": "proxy: mean validation accuracy",
-                       "long": "proxy at twice the steps",
-                       "signal": "learning signal: loss drop"}[setting])  # fmt: skip
+        ax.set_xlabel(LABELS[setting])
+        ax.set_ylabel("ResNet-20 transfer-validation")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("ResNet-20 transfer-validation accuracy")
+    ax = axes.flat[-1]
+    for n in names:
+        one, two = (scores["transfer"][n][seed] for seed in SEEDS)
+        ax.plot(one, two, "o" if kinds[n] == "zoo" else "s", ms=5,
+                color="tab:blue" if kinds[n] == "zoo" else "tab:orange")  # fmt: skip
+    ax.plot([0, 0.8], [0, 0.8], color="grey", lw=0.6)
+    ax.set_xlabel(f"transfer-validation, seed {SEEDS[0]}")
+    ax.set_ylabel(f"transfer-validation, seed {SEEDS[1]}")
+    ax.grid(alpha=0.3)
     fig.suptitle("fidelity: each layer's mean over 2 seeds (bars: the two seeds); "
                  "circles: zoo, squares: drawn")  # fmt: skip
     study.save(fig, path)
