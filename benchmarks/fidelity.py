@@ -35,8 +35,9 @@ over seeds against their mean transfer-validation accuracy: Spearman's and Kenda
 correlations with 95% bootstrap intervals over layers; each protocol's noise ceiling (the
 rank correlation of its seed 1 with its seed 2 over the layers); the regret of taking the
 proxy's top 3 (the best transfer-validation accuracy of all layers minus that of the proxy's
-top 3); and the CPU seconds per layer and seed.  Transfer-test is not read here: this study
-chooses a protocol.
+top 3); and the CPU seconds per layer and seed.  Then, exploratory and labelled so (not in
+the plan), the same correlations over the layers that trained on transfer on every seed.
+Transfer-test is not read here: this study chooses a protocol.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def _trained_only(scores: dict, complete: list[str], mean) -> None:
     print(f"\nexploratory (not in the plan): over the {len(trained)} layers that trained on "
           "transfer (no seed diverged)")  # fmt: skip
     print("\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] |\n|---|---|---|")
-    for setting in SETTINGS[:-1]:
+    for setting in LABELS:  # the proxy settings
         c = _correlations([mean(setting, n) for n in trained], truth)
         print(f"| {setting} | {_rho(c['spearman'])} | {_rho(c['kendall'])} |")
 
