@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import study  # benchmarks/: the script's own folder
@@ -99,18 +99,38 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
             print(f"{name}: {row['trained']} trained, {row['screened']} screened", flush=True)
 
 
+def _utc(moment: datetime) -> datetime:
+    """A naive UTC datetime (SQLite returns naive ones, PostgreSQL aware ones)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _finished(store, ids: list[int]) -> dict[int, datetime]:
+    """When each candidate's last proxy evaluation was stored: when it finished training.
+    (Not the candidate's ``updated_at``, which later writes move, such as the Pareto
+    front's ``on_front``.)"""
+    from sqlalchemy import func, select
+
+    from evonorm_search.store.models import Evaluation
+
+    query = (select(Evaluation.candidate_id, func.max(Evaluation.created_at))
+             .where(Evaluation.candidate_id.in_(ids), Evaluation.stage == "proxy")
+             .group_by(Evaluation.candidate_id))  # fmt: skip
+    with store.engine.connect() as connection:
+        return {cid: _utc(moment) for cid, moment in connection.execute(query)}
+
+
 def _timeline(store, name: str, strategy: str, seed: int, worker_hours: float,
               workers: int) -> dict:  # fmt: skip
     search, status = store.search(name), store.status(name)
-    began = datetime.fromisoformat(search["created_at"])
+    began = _utc(datetime.fromisoformat(search["created_at"]))
+    ids = [c["id"] for c in store.history(name) if c["status"] == "trained"]
+    finish = _finished(store, ids)
     trained = []
-    for c in store.history(name):
-        if c["status"] != "trained":
-            continue
-        record = store.candidate(c["id"])
-        finished = datetime.fromisoformat(record["updated_at"]) - began
-        trained.append({"id": c["id"], "formula": record["formula"], "graph": record["graph"],
-                        "mutation": c["mutation"], "scores": record["scores"],
+    for cid in ids:
+        record = store.candidate(cid)
+        finished = finish[cid] - began
+        trained.append({"id": cid, "formula": record["formula"], "graph": record["graph"],
+                        "mutation": record["mutation"], "scores": record["scores"],
                         "mean_score": record["mean_score"],
                         "worker_s": round(finished.total_seconds() * workers, 1)})  # fmt: skip
     return {"strategy": strategy, "seed": seed, "worker_hours_budget": worker_hours,
