@@ -213,6 +213,24 @@ def report(plot: Path | None) -> None:
             if c is not None and all(seeds):
                 curves[key][mark] = statistics.fmean(
                     statistics.fmean(u["scores"].values()) for u in seeds)  # fmt: skip
+    print(
+        "| run | wall min | worker-hours | screened | trained | share of worker time "
+        "training | best at the end: proxy | re-evaluated | origin | formula |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key, run in sorted(runs.items()):
+        best = best_by_mark(run)[MARKS[-1]]
+        origin = "-" if best is None else ("zoo" if (best["mutation"] or "").startswith(
+            "initial: baseline") else "found")  # fmt: skip
+        again = curves[key].get(MARKS[-1])
+        print(f"| {key[0]}-s{key[1]} | {run['wall_s'] / 60:.1f} | {run['worker_s'] / 3600:.2f} "
+              f"| {run['screened']} | {run['trained']} | "
+              f"{run['worker_by_fate'].get('trained', 0) / run['worker_s']:.0%} | "
+              + ("- | - | - | -" if best is None else
+                 f"#{best['id']} {best['mean_score']:.4f} | "
+                 f"{'-' if again is None else format(again, '.4f')} | {origin} | "
+                 f"`{best['formula']}`") + " |")  # fmt: skip
+    print()
     print("| strategy | search seeds | trained per worker-hour | "
           + " | ".join(f"at {m:g} of the budget" for m in MARKS) + " |")  # fmt: skip
     print("|---|---|---|" + "---|" * len(MARKS))
