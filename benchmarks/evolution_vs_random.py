@@ -274,6 +274,7 @@ def _plot(runs: dict, curves: dict, path: Path) -> None:
     from evonorm_search.stats import mean_interval
 
     colors = {"evolution": "tab:blue", "random": "tab:orange"}
+    styles = ("-", "--", ":", "-.")  # by search seed
     fig, (found, again) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for (strategy, seed), run in sorted(runs.items()):
         best, xs, ys = float("-inf"), [], []
@@ -286,12 +287,13 @@ def _plot(runs: dict, curves: dict, path: Path) -> None:
             xs.append(max(run["worker_s"] / 3600, xs[-1]))
             ys.append(ys[-1])
             found.step(xs, ys, where="post", color=colors[strategy], lw=1, alpha=0.8,
-                       label=f"{strategy}, seed {seed}")  # fmt: skip
+                       ls=styles[seed % len(styles)], label=f"{strategy}, seed {seed}")  # fmt: skip
         budget = run["worker_hours_budget"]
         points = sorted(curves[strategy, seed].items())
         if points:
-            again.plot([m * budget for m, _ in points], [v for _, v in points], "-",
-                       color=colors[strategy], alpha=0.35, lw=0.8)  # fmt: skip
+            again.plot([m * budget for m, _ in points], [v for _, v in points],
+                       ls=styles[seed % len(styles)], color=colors[strategy], alpha=0.35,
+                       lw=0.8)  # fmt: skip
     for offset, strategy in zip((-0.01, 0.01), STRATEGIES, strict=True):
         mine = [(runs[key]["worker_hours_budget"], curves[key]) for key in sorted(runs)
                 if key[0] == strategy]  # fmt: skip
