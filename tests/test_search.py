@@ -83,6 +83,14 @@ def rows(url: str, query: str) -> list[tuple]:
         return connection.execute(query).fetchall()
 
 
+def trained_so_far(url: str) -> int:
+    """Trained candidates in the database, 0 before the search has created it."""
+    try:
+        return rows(url, "SELECT COUNT(*) FROM candidates WHERE status = 'trained'")[0][0]
+    except sqlite3.Error:  # no file or no table yet
+        return 0
+
+
 def tiny_database(directory: Path, searches: dict[str, int]) -> str:
     """A database in ``directory`` where the real pipeline trained the baselines and ran
     ``searches`` (name: budget) on the tiny space (kernels compiled, not verified)."""
@@ -152,14 +160,19 @@ def test_resume_after_sigkill_trains_exactly_the_budget(tiny):
     """SIGKILL the whole process group at random moments (screening, compiling, training
     alike), then resume: exactly the budget trained, nothing trained twice."""
     space, url = tiny
-    budget = 20  # about 35 s of searching here: the kills land before its end
+    budget = 20  # about 35 s of searching here; a fast machine needs less (see the kill below)
     rng = np.random.default_rng(int(time.time()))
     args = ["--space", str(space), "--budget", str(budget), "--no-verify", "--db", url]
     command = [sys.executable, "-m", "evonorm_search", "run", "--name", "killed", *args]
     for attempt in range(2):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        time.sleep(float(rng.uniform(5, 15)))
+        # A random moment, but never after a random share of the budget is trained: a fast
+        # machine trains all 20 inside 15 s, and a kill after the end tests nothing.
+        deadline = time.monotonic() + float(rng.uniform(5, 15))
+        enough = int(rng.integers(1, budget))
+        while time.monotonic() < deadline and trained_so_far(url) < enough:
+            time.sleep(0.2)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         if attempt == 0:
