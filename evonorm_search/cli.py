@@ -1178,7 +1178,8 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
     "--learning-rates",
     default=None,
     metavar="R1,R2,..",
-    help="A sweep per layer at seed 0, chosen on transfer-validation.",
+    help="A sweep per layer at seed 0, chosen on transfer-validation (default: the space's "
+    "[transfer]; none: no sweep, every layer at --learning-rate).",
 )
 @click.option(
     "--eval-every",
@@ -1224,6 +1225,8 @@ def transfer(name: str, top: int, layers: tuple[str, ...], zoo_layers: str | Non
     def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
         if text is None:
             return None
+        if text.strip().lower() == "none":
+            return ()
         try:
             values = tuple(float(v) for v in text.split(",") if v.strip())
         except ValueError:

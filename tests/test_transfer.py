@@ -354,7 +354,7 @@ def transferred(tmp_path):
 
 # `transfer s` with the fixture's settings (nothing left to train).
 SAME = ["--steps", "30", "--batch-size", "32", "--learning-rate", "0.05", "--eval-every",
-        "10", "--seeds", "2"]  # fmt: skip
+        "10", "--learning-rates", "none", "--seeds", "2"]  # fmt: skip
 
 
 def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred, tmp_path):
@@ -407,7 +407,8 @@ def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
     from evonorm_search.store import Store
 
     url, zoo, ids = transferred
-    same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10}
+    same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10,
+            "learning_rates": ()}
     with Store(url) as store:
         before = (store.status("s"), store.funnel("s"), store.history("s"),
                   store.structural_hashes("s"))  # fmt: skip
@@ -442,7 +443,8 @@ def test_a_baseline_search_transfers_its_own_zoo(transferred):
 
     url, zoo, _ = transferred
     with Store(url, readonly=True) as store:
-        same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10}
+        same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10,
+                "learning_rates": ()}
         plan = plan_transfer(store, "baselines-s0", top=0, zoo_layers=("bn_relu",), seeds=2,
                              **same)  # fmt: skip
     assert [(layer.label, layer.kind, layer.candidate) for layer in plan.layers] == [
@@ -492,6 +494,10 @@ def test_the_commands_json_is_the_dashboards_transfer(transferred):
         (
             ["s", "--top", "0", *SAME[2:], "--steps", "31"],
             "search 's' was transferred already with other settings (steps 30, asked 31)",
+        ),
+        (  # the space's default sweep is a change for a search transferred at one rate
+            ["s", "--top", "0", *SAME[:8], "--seeds", "2"],
+            "(learning rates [], asked [0.03, 0.1, 0.3])",
         ),
         (["s", "--top", "0", "--seeds", "0"], "0 is not in the range x>=1"),
         (["s", "--top", "0", "--zoo", "bn_relu,nope"], "--zoo 'nope' is not a layer of the zoo"),
