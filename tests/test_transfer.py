@@ -355,6 +355,8 @@ def transferred(tmp_path):
 # `transfer s` with the fixture's settings (nothing left to train).
 SAME = ["--steps", "30", "--batch-size", "32", "--learning-rate", "0.05", "--eval-every",
         "10", "--learning-rates", "none", "--seeds", "2"]  # fmt: skip
+SAME_SETTINGS = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10,
+                 "learning_rates": ()}  # fmt: skip
 
 
 def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred, tmp_path):
@@ -407,12 +409,12 @@ def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
     from evonorm_search.store import Store
 
     url, zoo, ids = transferred
-    same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10,
-            "learning_rates": ()}
     with Store(url) as store:
         before = (store.status("s"), store.funnel("s"), store.history("s"),
                   store.structural_hashes("s"))  # fmt: skip
-        plan = plan_transfer(store, "s", top=0, layers=("v1 * x * v1 + x",), seeds=2, **same)
+        plan = plan_transfer(
+            store, "s", top=0, layers=("v1 * x * v1 + x",), seeds=2, **SAME_SETTINGS
+        )
         [zoo_layer, formula] = plan.layers
         assert (zoo_layer.label, zoo_layer.candidate) == ("bn_relu", zoo)
         assert formula.candidate is None and formula.kind == "named"
@@ -422,7 +424,7 @@ def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
         assert record["status"] == "named" and plan.layers[1].label == f"#{named}"
         assert record["formula"] == formula.label
         again = plan_transfer(store, "s", top=0, layers=("x + x * (v1 * v1)",), zoo_layers=(),
-                              seeds=2, **same)  # fmt: skip
+                              seeds=2, **SAME_SETTINGS)  # fmt: skip
         assert [layer.candidate for layer in again.layers] == [named]  # the same function
         after = (store.status("s"), store.funnel("s"), store.history("s"),
                  store.structural_hashes("s"))  # fmt: skip
@@ -443,10 +445,8 @@ def test_a_baseline_search_transfers_its_own_zoo(transferred):
 
     url, zoo, _ = transferred
     with Store(url, readonly=True) as store:
-        same = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10,
-                "learning_rates": ()}
         plan = plan_transfer(store, "baselines-s0", top=0, zoo_layers=("bn_relu",), seeds=2,
-                             **same)  # fmt: skip
+                             **SAME_SETTINGS)  # fmt: skip
     assert [(layer.label, layer.kind, layer.candidate) for layer in plan.layers] == [
         ("bn_relu", "baseline", zoo)]  # fmt: skip
 
