@@ -4,6 +4,7 @@
     python benchmarks/kernels.py verify  [--random 20]  # the kernels against the eager layer
     python benchmarks/kernels.py cpu     [--repeats 20] # eager and inductor training steps
     python benchmarks/kernels.py gpu                    # the fused layer on a CUDA device
+    python benchmarks/kernels.py profile                # where a GPU step's time goes
     python benchmarks/kernels.py all     [--random 20]  # aot, verify, cpu (and gpu if any)
 
 ``aot`` compiles each image baseline, three graphs with nested statistics and random graphs
@@ -15,7 +16,10 @@ elements moved per element of x by a training step's forward and backward (at le
 times forward + backward of eager and inductor layers against the native layers in the
 same process.  ``gpu`` (CUDA only) times the fused layer against the eager layer,
 ``torch.compile`` of it and the native layers, with achieved bandwidth against a plain
-copy, peak memory and compile latency.  With ``$OUT`` set, each part also writes its
+copy, peak memory and compile latency.  ``profile`` (CUDA only) splits a training step of
+the zoo's layers, fused and eager, into the host's time to enqueue it, the GPU time of its
+kernels (torch.profiler) and the step replayed as a CUDA graph (no host in the way).  With
+``$OUT`` set, each part also writes its
 figures to ``$OUT/kernels_<part>.json``.
 """
 
@@ -488,9 +492,94 @@ def gpu_part() -> list[dict[str, Any]]:
     return records
 
 
+PROFILE_LAYERS = ("gn_relu", "evonorm_s0", "bn_relu", "evonorm_b0")
+PROFILE_STEPS = 10
+
+
+def profile_step(label: str, graph: LayerGraph, backend: str, shape: tuple[int, ...],
+                 dtype: torch.dtype) -> dict[str, Any]:  # fmt: skip
+    """One layer's training step (forward + backward) timed three ways: wall and host
+    enqueue time over 50 steps, the GPU time of its kernels, and a CUDA graph's replay."""
+    from torch.profiler import ProfilerActivity, profile
+    from triton.testing import do_bench
+
+    torch.manual_seed(0)
+    layer = GraphNormAct(graph, shape[1], groups=GROUPS, backend=backend).cuda()
+    x = torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True)
+    dy = torch.randn_like(x)
+    inputs = [x, *layer.parameters()]
+
+    def step() -> None:
+        torch.autograd.grad(layer(x), inputs, dy, allow_unused=True)
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(50):
+        step()
+    enqueue_ms = (time.perf_counter() - start) / 50 * 1e3
+    torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - start) / 50 * 1e3
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        for _ in range(PROFILE_STEPS):
+            step()
+        torch.cuda.synchronize()
+    kernels = [e for e in profiler.key_averages()
+               if str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0]  # fmt: skip
+    side = torch.cuda.Stream()  # warm-up on a side stream, as CUDA graph capture asks
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    cuda_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(cuda_graph):
+        step()
+    return {"layer": label, "backend": backend,
+            "shape": list(shape), "dtype": str(dtype).removeprefix("torch."),
+            "wall_ms": wall_ms, "enqueue_ms": enqueue_ms,
+            "kernel_ms": sum(e.self_device_time_total for e in kernels) / PROFILE_STEPS / 1e3,
+            "launches": sum(e.count for e in kernels) / PROFILE_STEPS,
+            "graph_ms": do_bench(cuda_graph.replay, return_mode="median"),
+            "kernels": sorted(([e.key, e.self_device_time_total / PROFILE_STEPS / 1e3,
+                                e.count / PROFILE_STEPS] for e in kernels),
+                              key=lambda k: -k[1])}  # fmt: skip
+
+
+def profile_part() -> list[dict[str, Any]]:
+    if not torch.cuda.is_available():
+        print("\n== profile: skipped: no CUDA device (torch.cuda.is_available() is False) ==")
+        return []
+    shape, dtype = GPU_SHAPES[0], torch.bfloat16
+    print(
+        f"\n== profile: {torch.cuda.get_device_name()}, a training step at "
+        f"{','.join(map(str, shape))} bf16: host enqueue, GPU kernels, CUDA graph replay =="
+    )
+    records = []
+    for name in PROFILE_LAYERS:
+        for backend in ("triton", "eager"):
+            records.append(profile_step(name, baselines.get(name), backend, shape, dtype))
+            save("profile", records)
+    print_table(["layer", "backend", "wall ms", "host enqueue ms", "kernel ms", "launches",
+                 "CUDA graph ms"],
+                [[r["layer"], r["backend"], f"{r['wall_ms']:.3f}", f"{r['enqueue_ms']:.3f}",
+                  f"{r['kernel_ms']:.3f}", f"{r['launches']:.0f}", f"{r['graph_ms']:.3f}"]
+                 for r in records])  # fmt: skip
+    print(
+        "wall: 50 steps with one synchronize; host enqueue: the same steps before it; kernel: "
+        "the GPU time of the step's kernels (torch.profiler); CUDA graph: the step replayed"
+    )
+    for r in records:
+        if r["backend"] == "triton":
+            top = "; ".join(f"{short(k, 30)} {ms:.3f}" for k, ms, _ in r["kernels"][:3])
+            print(f"{r['layer']} fused, longest kernels (ms): {top}")
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["aot", "verify", "cpu", "gpu", "all"])
+    parser.add_argument("part", choices=["aot", "verify", "cpu", "gpu", "profile", "all"])
     parser.add_argument("--random", type=int, default=20, help="random graphs (aot, verify)")
     parser.add_argument("--repeats", type=int, default=20, help="timed steps (cpu)")
     args = parser.parse_args()
@@ -499,6 +588,7 @@ def main() -> None:
         "verify": lambda: verify_part(args.random),
         "cpu": lambda: cpu_part(args.repeats),
         "gpu": gpu_part,
+        "profile": profile_part,
     }
     for name, part in parts.items():
         if args.part in (name, "all"):
