@@ -5,7 +5,7 @@
     python benchmarks/kernels.py cpu     [--repeats 20] # eager and inductor training steps
     python benchmarks/kernels.py gpu                    # the fused layer on a CUDA device
     python benchmarks/kernels.py profile                # where a GPU step's time goes
-    python benchmarks/kernels.py all     [--random 20]  # aot, verify, cpu (and gpu if any)
+    python benchmarks/kernels.py all     [--random 20]  # aot, verify, cpu (gpu, profile if any)
 
 ``aot`` compiles each image baseline, three graphs with nested statistics and random graphs
 that pass screening for sm_90a at (128, 64, 56, 56) bf16, each with an empty triton cache,
@@ -19,8 +19,7 @@ same process.  ``gpu`` (CUDA only) times the fused layer against the eager layer
 copy, peak memory and compile latency.  ``profile`` (CUDA only) splits a training step of
 the zoo's layers, fused and eager, into the host's time to enqueue it, the GPU time of its
 kernels (torch.profiler) and the step replayed as a CUDA graph (no host in the way).  With
-``$OUT`` set, each part also writes its
-figures to ``$OUT/kernels_<part>.json``.
+``$OUT`` set, each part also writes its figures to ``$OUT/kernels_<part>.json``.
 """
 
 from __future__ import annotations
