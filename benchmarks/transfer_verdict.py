@@ -383,8 +383,10 @@ def _plot(layers: list[dict], final: dict[str, dict[int, dict]], path: Path) -> 
     for k, layer in enumerate(layers):
         rows = [r for r in final[layer["layer"]].values() if r["status"] == "completed"]
         if not rows:  # every run diverged: no curve, and chance accuracy is off the chart
-            bars.annotate("all runs\ndiverged", (k, 0), xycoords=("data", "axes fraction"),
-                          xytext=(0, 6), textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
+            bars.annotate(
+                "all runs\ndiverged", (k, 0), xycoords=("data", "axes fraction"), xytext=(0, 6),
+                textcoords="offset points", ha="center", fontsize=8,
+            )  # fmt: skip
             continue
         steps = [step for step, _ in rows[0]["curve"]]
         mean = [statistics.fmean(r["curve"][i][1] for r in rows) for i in range(len(steps))]
