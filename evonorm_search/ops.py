@@ -251,6 +251,10 @@ _ELEMENTWISE_OPS = (
         "tl.abs({a})", ("{g} * _sign({a})",),
     ),
     ElementwiseOp(
+        "erf", 1, "2 / sqrt(pi) * integral of e^(-t^2) from 0 to a", "erf(0) = 0; odd; in (-1, 1)",
+        torch.erf, "tl.erf({a})", ("{g} * 1.1283791670955126 * tl.exp(-({a} * {a}))",),
+    ),
+    ElementwiseOp(
         "square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square,
         "({a} * {a})", ("{g} * 2.0 * {a}",),
     ),
