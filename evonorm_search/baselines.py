@@ -7,7 +7,9 @@ identity.  The tests prove each baseline equal to its PyTorch counterpart or pap
 ``dyt`` is Dynamic Tanh ("Transformers without Normalization", Zhu et al. 2025):
 ``gamma * tanh(alpha * x) + beta``.  Here ``alpha`` is ``v1``, one per channel and
 initialised to 1, where the paper has one scalar initialised to 0.5; ``gamma`` and
-``beta`` are the layer's ``weight`` and ``bias``.
+``beta`` are the layer's ``weight`` and ``bias``.  ``derf`` is Dynamic erf ("Stronger
+Normalization-Free Transformers", Chen et al. 2025): ``gamma * erf(alpha * x + s) + beta``,
+with ``alpha`` (``v1``) and ``s`` (``v0``) per channel where the paper has scalars.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ _ZOO = (
     ),
     Baseline(
         "dyt", "tanh(v1 * x)", "sequence", "Dynamic Tanh, alpha per channel (Zhu et al. 2025)"
+    ),
+    Baseline(
+        "derf",
+        "erf(v1 * x + v0)",
+        "sequence",
+        "Dynamic erf, alpha and shift per channel (Chen et al. 2025)",
     ),
 )
 _BY_NAME = {b.name: b for b in _ZOO}

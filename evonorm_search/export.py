@@ -2,19 +2,20 @@
 
 :func:`export_source` writes the Python source of an ``nn.Module`` computing a layer's
 canonical graph exactly as :class:`~evonorm_search.layer.GraphNormAct` runs it eagerly: the
-same parameters, running buffers and state-dict keys (so state dicts load both ways), the
-same float32/float64 compute and BatchNorm semantics.  The forward pass has one line per
-graph node, e.g. ``t5 = torch.sigmoid(t4)``; ``t<i>`` is the value of node ``i``.
+file carries the eager runtime (``eager.py``, verbatim), which GraphNormAct runs too, so
+the two share their parameters, running buffers, state-dict keys, compute dtypes and
+BatchNorm semantics by construction.  The forward pass has one line per graph node, e.g.
+``t5 = torch.sigmoid(t4)``; ``t<i>`` is the value of node ``i``.
 
 With ``kernels=True`` the file also carries the layer's generated Triton kernels, the
 launcher (``codegen/launch.py``, verbatim) and the custom ops around them, and runs the
 kernels on CUDA tensors where triton is installed: the compiler's speed without installing
 this project.
 
-The source is built only from the fixed templates below, keyed by op (and axis), over
-validated integer indices, and from the code generator's output: nothing a graph or a
-database holds reaches the code as text.  Provenance, which may hold any text, is escaped
-into the class docstring.
+The source is built only from the registry's forms, keyed by op (and axis), over validated
+integer indices, from the carried modules' own text and from the code generator's output:
+nothing a graph or a database holds reaches the code as text.  Provenance, which may hold
+any text, is escaped into the class docstring.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ import pprint
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
-from evonorm_search import __version__
+from evonorm_search import __version__, eager
 from evonorm_search.codegen import launch
 from evonorm_search.errors import GraphError
-from evonorm_search.graph import NUM_INITIAL, X_CLASS, LayerGraph, as_graph
+from evonorm_search.graph import NUM_INITIAL, LayerGraph, as_graph
 from evonorm_search.layer import GraphNormAct, running_buffer_name
-from evonorm_search.ops import AXES, OPS, STATISTICS
+from evonorm_search.ops import AXES, AXIS_KINDS, ELEMENTWISE, OPS, STATISTICS
 
 __all__ = [
     "TEMPLATES",
@@ -49,46 +50,21 @@ __all__ = [
 # The names of the initial nodes x, 0, v0, v1 in the generated forward pass.
 _INITIAL_NAMES = ("x", "zero", "v0", "v1")
 
-# Element-wise ops as torch expressions of their inputs {a} and {b}, computed as ops.py's
-# eager functions compute them (max's + 0.0 turns a -0 into +0).
-_ELEMENTWISE_TEMPLATES = {
-    "add": "{a} + {b}",
-    "mul": "{a} * {b}",
-    "div": "{a} / {b}",
-    "max": "torch.maximum({a}, {b}) + 0.0",
-    "neg": "-{a}",
-    "sigmoid": "torch.sigmoid({a})",
-    "tanh": "torch.tanh({a})",
-    "exp": "torch.exp({a})",
-    "log": "torch.sign({a}) * torch.log(torch.abs({a}))",
-    "abs": "torch.abs({a})",
-    "square": "torch.square({a})",
-    "sqrt": "torch.sign({a}) * torch.sqrt(torch.abs({a}))",
-}
-# The generated helper reducing each moment, and per axis how a statistic reduces its
-# input {a} (of x's full shape) with that helper; {buffer} names its running estimate.
-_MOMENT_HELPERS = {"mean": "_mean", "var": "_var", "meansq": "_meansq"}
-_AXIS_TEMPLATES = {
-    "batch": "self._batch_moment({moment}, {{a}}, self.{{buffer}}, unbiased={unbiased})",
-    "instance": "{moment}({{a}}, spatial)",
-    "group": "_per_group({moment}, {{a}}, self.groups)",
-    "layer": "{moment}({{a}}, [1, *spatial])",
-    "channel": "{moment}({{a}}, [1])",
-}
-
 
 def _statistic_template(op: str, axis: str) -> str:
+    """A call of the eager runtime's ``statistic`` with the registry's facts of ``op`` as
+    literals; ``{a}`` is its input, ``{buffer}`` a batch statistic's running estimate."""
     stat = STATISTICS[op]
-    moment = _AXIS_TEMPLATES[axis].format(
-        moment=_MOMENT_HELPERS[stat.moment], unbiased=stat.running_unbiased
-    )
-    return f"torch.sqrt({moment} + self.eps)" if stat.root else moment
+    batch = (f", unbiased={stat.running_unbiased}, running=self.{{buffer}}"
+             if AXIS_KINDS[axis].running else "")  # fmt: skip
+    return (f'statistic({{a}}, x.shape, "{axis}", "{stat.moment}", root={stat.root}{batch}, '
+            "**settings)")  # fmt: skip
 
 
 # Every op the exporter can write, keyed by (op, axis): the only source of generated code.
 TEMPLATES: Mapping[tuple[str, str | None], str] = MappingProxyType(
     {
-        **{(op, None): template for op, template in _ELEMENTWISE_TEMPLATES.items()},
+        **{(op.name, None): op.python for op in ELEMENTWISE.values()},
         **{(op, axis): _statistic_template(op, axis) for op in STATISTICS for axis in AXES},
     }
 )
@@ -99,22 +75,16 @@ _MODULE_HEADER = '''
 {summary}
 """
 
-{imports}import torch
-from torch import Tensor, nn
+{imports}
 
 # The canonical graph (evonorm-graph/1): GraphNormAct(GRAPH, C) is the same layer.
 GRAPH = {graph}
-{constants}{moment_type}
-
-def _per_channel(p: Tensor, like: Tensor) -> Tensor:
-    """A (C,) tensor in ``like``'s dtype, shaped to broadcast along its channel axis."""
-    return p.to(like.dtype).view(1, -1, *[1] * (like.dim() - 2))
-'''
+{constants}'''
 
 _TORCH_ONLY_SUMMARY = """\
 Generated by evonorm-search {version} from the layer's canonical graph.  It needs only
-torch, computes what evonorm_search.GraphNormAct computes, and its state dicts load into
-and out of GraphNormAct unchanged."""
+torch, computes what evonorm_search.GraphNormAct computes (it carries the same eager
+runtime), and its state dicts load into and out of GraphNormAct unchanged."""
 
 _KERNELS_SUMMARY = """\
 Generated by evonorm-search {version} from the layer's canonical graph.  It needs torch.
@@ -124,18 +94,11 @@ computation in PyTorch ops, and the layer says once, through warnings, which pat
 Its state dicts load into and out of evonorm_search.GraphNormAct and the torch-only export
 unchanged.
 
-In order: the eager path's helpers; the layer; the choice of path; the launcher (block
-sizes, the merge of partial statistics, the custom ops NAMESPACE::fused_forward and
+In order: the eager runtime; the layer; the choice of path; the launcher (block sizes, the
+merge of partial statistics, the custom ops NAMESPACE::fused_forward and
 NAMESPACE::fused_backward with their fake implementations and autograd formula); the
 layer's launch plan and its Triton kernels, defined on their first launch, so that
 importing this file never imports triton."""
-
-_KERNELS_IMPORTS = """\
-import math
-import warnings
-from typing import Any, Callable, NamedTuple
-
-"""
 
 _NAMESPACE_CONSTANT = """\
 # The namespace of this layer's custom ops, from its structural hash: exported layers
@@ -143,47 +106,8 @@ _NAMESPACE_CONSTANT = """\
 NAMESPACE = "{namespace}"
 """
 
-_MOMENT_TYPE = """
-# A function reducing a moment over some axes, kept.
-Moment = Callable[[Tensor, list[int]], Tensor]
-"""
-
-# Module-level helpers of the generated source, each written only where the graph uses it.
-_HELPERS = {
-    "_mean": '''
-        def _mean(t: Tensor, dims: list[int]) -> Tensor:
-            """The mean over ``dims``, kept; with no axis to reduce, ``t`` itself."""
-            return t.mean(dims, keepdim=True) if dims else t
-        ''',
-    "_var": '''
-        def _var(t: Tensor, dims: list[int]) -> Tensor:
-            """The biased variance over ``dims``, kept, by torch's two-pass reduction; with no
-            axis to reduce, 0 (NaN for inf and NaN); NaN without a warning for an empty t."""
-            if not dims:
-                return t - t
-            if t.numel() == 0:
-                return t.mean(dims, keepdim=True)
-            return t.var(dims, correction=0, keepdim=True)
-        ''',
-    "_meansq": '''
-        def _meansq(t: Tensor, dims: list[int]) -> Tensor:
-            """The mean of squares over ``dims``, kept; with no axis to reduce, t * t."""
-            return (t * t).mean(dims, keepdim=True) if dims else t * t
-        ''',
-    "_per_group": '''
-        def _per_group(moment: Moment, t: Tensor, groups: int) -> Tensor:
-            """``moment`` over each group of C / groups channels and the spatial axes,
-            broadcast back to the C channels."""
-            n, c, *spatial = t.shape
-            grouped = t.reshape(n, groups, c // groups, *spatial)
-            reduced = moment(grouped, list(range(2, grouped.dim())))
-            ones = [1] * len(spatial)
-            return reduced.expand(n, groups, c // groups, *ones).reshape(n, c, *ones)
-        ''',
-}
-
 _CLASS_HEADER = '''
-class {class_name}(nn.Module):
+class {class_name}(NormAct):
     """{formula}
 
     A normalization-activation layer for tensors shaped (N, C, *spatial): the formula above,
@@ -193,7 +117,7 @@ class {class_name}(nn.Module):
     is ``sqrt(mean(e * e) + eps)``.  Batch statistics follow BatchNorm: running estimates
     (an unbiased variance) updated with ``momentum`` in training, used in eval mode.
 {provenance}{compiled}
-    Args:
+    Args (NormAct's):
         num_channels: C, the size of axis 1 of the input.
         groups: groups of group statistics; falls back to the largest divisor of C not
             above it (the value in use is ``self.groups``).
@@ -203,94 +127,26 @@ class {class_name}(nn.Module):
 
     Parameters ``v0`` (init 0), ``v1`` (init 1), ``weight`` (1) and ``bias`` (0), all (C,).
     """
+
+    # The running estimate of each batch statistic: state-dict name, initial value.
+    RUNNING = {running}
 '''
 
-_INIT_METHOD = """
-    def __init__(self, num_channels: int, *, groups: int = 32, eps: float = 1e-5,
-                 momentum: float = 0.1, affine: bool = True,
-                 device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        if num_channels < 1:
-            raise ValueError(f"num_channels must be >= 1, got {{num_channels!r}}")
-        if groups < 1:
-            raise ValueError(f"groups must be >= 1, got {{groups!r}}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {{eps!r}}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {{momentum!r}}")
-        self.num_channels = num_channels
-        # the largest divisor of C not above groups
-        self.groups = max(g for g in range(1, min(groups, num_channels) + 1)
-                          if num_channels % g == 0)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
-        self.affine = affine
-        factory = {{"device": device, "dtype": dtype}}
-        self.v0 = nn.Parameter(torch.empty(num_channels, **factory))
-        self.v1 = nn.Parameter(torch.empty(num_channels, **factory))
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
-            self.bias = nn.Parameter(torch.empty(num_channels, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-{register}        self.reset_parameters()
-{probe}"""
-
 # With kernels: the questions forward asks of triton, answered before torch.compile traces it.
-_PROBE = """\
+_KERNELS_INIT = """
+    def __init__(self, num_channels: int, **settings: Any) -> None:
+        super().__init__(num_channels, **settings)
         if _triton_installed():  # asked now, torch.compile reads the answers as constants
             interpreting()
 """
 
-_RESET_PARAMETERS_METHOD = """
-    def reset_parameters(self) -> None:
-{reset_running}        with torch.no_grad():
-            self.v0.zero_()
-            self.v1.fill_(1.0)
-            if self.affine:
-                self.weight.fill_(1.0)
-                self.bias.zero_()
-"""
-
-_BATCH_MOMENT_METHOD = '''
-    def _batch_moment(self, moment: Moment, e: Tensor, running: Tensor, unbiased: bool) -> Tensor:
-        """In training, the batch's moment, folded into ``running`` with ``momentum`` as
-        BatchNorm does (a variance times n / (n - 1)); in eval mode, ``running``."""
-        if not self.training:
-            return _per_channel(running, e)
-        n = e.numel() // e.shape[1]  # values per channel
-        if n == 1:
-            raise ValueError(
-                "expected more than 1 value per channel when training batch statistics, "
-                f"got input of shape {tuple(e.shape)}"
-            )
-        batch = moment(e, [0, *range(2, e.dim())])
-        if n > 1:  # an empty batch leaves the estimate alone
-            with torch.no_grad():
-                estimate = batch.detach().reshape(-1)
-                if unbiased:
-                    estimate = estimate * (n / (n - 1))
-                running.mul_(1 - self.momentum).add_(
-                    estimate.to(running.dtype), alpha=self.momentum
-                )
-        return batch
-'''
-
-_EXTRA_REPR_METHOD = """
-    def extra_repr(self) -> str:
-        return (f"{self.num_channels}, groups={self.groups}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}")
-"""
-
-# Names the generated module defines or reads at module level (with kernels, also those of
-# the launcher's text): a class must not shadow them.
+# Names the generated module defines or reads at module level (those of the carried
+# modules' text included): a class must not shadow them.
 _RESERVED = (
     frozenset(dir(builtins))
-    | {"torch", "nn", "Tensor", "Callable", "Moment", "GRAPH", "NAMESPACE", "warnings", "triton",
-       "tl"}
-    | {name for name in vars(launch) if not name.startswith("_")}
+    | {"torch", "nn", "Tensor", "Any", "Callable", "NamedTuple", "Mapping", "GRAPH",
+       "NAMESPACE", "warnings", "math", "numbers", "operator", "triton", "tl"}
+    | {name for module in (eager, launch) for name in vars(module) if not name.startswith("_")}
 )  # fmt: skip
 
 
@@ -314,54 +170,49 @@ def export_source(
     compiled: Mapping[str, Any] | None = None,
 ) -> str:
     """The source of a module that defines ``class_name`` computing ``graph``'s canonical
-    form as ``GraphNormAct`` does, with its state-dict keys; it imports only torch.
+    form as ``GraphNormAct`` does, with its state-dict keys; it imports only torch (and the
+    standard library).
 
     ``graph`` is a LayerGraph, a formula or graph JSON; it must be a valid layer.
     ``provenance`` (e.g. search, candidate, scores) is listed in the class docstring.
-    ``kernels``: also carry the layer's Triton kernels, run on CUDA tensors (the module
-    then imports math, warnings and typing too, and triton on its first launch); the
-    docstring gives their figures for sm_90a: ``compiled`` (what the store keeps of a
-    candidate's compile stage) where it describes these kernels for sm_90a, else those of
-    an ahead-of-time compilation run here (about a second).  A graph the code generator
-    cannot compile raises :class:`GraphError`.
+    ``kernels``: also carry the layer's Triton kernels, run on CUDA tensors (triton is
+    imported on their first launch); the docstring gives their figures for sm_90a:
+    ``compiled`` (what the store keeps of a candidate's compile stage) where it describes
+    these kernels for sm_90a, else those of an ahead-of-time compilation run here (about a
+    second).  A graph the code generator cannot compile raises :class:`GraphError`.
     """
     check_class_name(class_name)
     graph = as_graph(graph)
     _check_exportable(graph)
     program = graph.validate().canonical()
     source = _layer_source(program) if kernels else None
-    axes = {node.axis for node in program.nodes}
-    moments = {STATISTICS[node.op].moment for node in program.nodes if node.axis}
-    helpers = [_MOMENT_HELPERS[m] for m in _MOMENT_HELPERS if m in moments]
-    helpers += ["_per_group"] if "group" in axes else []
-    methods = [
-        *_init_methods(program, kernels=kernels),
-        _BATCH_MOMENT_METHOD if "batch" in axes else "",
-        "    def forward(self, x: Tensor) -> Tensor:\n"
-        + "".join(f"        {line}\n" for line in _forward_lines(program, kernels=kernels)),
-        _EXTRA_REPR_METHOD,
-    ]
+    running = {running_buffer_name(program, i): STATISTICS[node.op].running_init
+               for i, node in enumerate(program.nodes, start=NUM_INITIAL)
+               if node.axis == "batch"}  # fmt: skip
     header = _CLASS_HEADER.format(
         class_name=class_name,
         formula=_doc_text(program.formula()),
         provenance=_provenance_text(provenance or {}),
         compiled=_compiled_text(_sm90_figures(program, source, compiled)) if source else "",
+        running=repr(running),
     )
-    callables = bool(axes & {"batch", "group"})  # helpers that take a moment function
+    forward = "    def forward(self, x: Tensor) -> Tensor:\n" + "".join(
+        f"        {line}\n" for line in _forward_lines(program, kernels=kernels)
+    )
+    carried = (eager, launch) if kernels else (eager,)
+    init = _KERNELS_INIT if kernels else ""
     summary = _KERNELS_SUMMARY if kernels else _TORCH_ONLY_SUMMARY
-    imports = "from typing import Callable\n\n" if callables else ""
     namespace = f"evonorm_{program.structural_hash()}"
     parts = [
         _MODULE_HEADER.format(
             class_name=class_name,
             summary=summary.format(version=_doc_text(__version__)),
-            imports=_KERNELS_IMPORTS if kernels else imports,
+            imports=_imports(carried, ["warnings"] if kernels else []),
             graph=repr(program.to_json()),
             constants=_NAMESPACE_CONSTANT.format(namespace=namespace) if kernels else "",
-            moment_type=_MOMENT_TYPE if callables else "",
         ),
-        *[textwrap.dedent(_HELPERS[name]) for name in helpers],
-        "\n\n".join(part.strip("\n") for part in (header, *methods) if part),
+        _carried_text(eager),
+        "\n\n".join(part.strip("\n") for part in (header, init, forward) if part),
         *(_kernel_sections(source, class_name) if source else ()),
     ]
     return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
@@ -382,40 +233,11 @@ def _check_exportable(graph: LayerGraph) -> None:
                              f"earlier nodes, got {str(node.inputs)[:60]}")  # fmt: skip
 
 
-def _init_methods(program: LayerGraph, *, kernels: bool = False) -> list[str]:
-    """``__init__`` and the reset methods, with a buffer per batch statistic."""
-    buffers = {running_buffer_name(program, i): STATISTICS[node.op].running_init
-               for i, node in enumerate(program.nodes, start=NUM_INITIAL)
-               if node.axis == "batch"}  # fmt: skip
-    register = "".join(
-        f'        self.register_buffer("{name}", torch.empty(num_channels, **factory))\n'
-        for name in buffers
-    )
-    init = _INIT_METHOD.format(register=register, probe=_PROBE if kernels else "")
-    if not buffers:
-        return [init, _RESET_PARAMETERS_METHOD.format(reset_running="")]
-    fills = "".join(f"        self.{name}.fill_({float(value)!r})\n"
-                    for name, value in buffers.items())  # fmt: skip
-    return [
-        init,
-        f"    def reset_running_stats(self) -> None:\n{fills}",
-        _RESET_PARAMETERS_METHOD.format(reset_running="        self.reset_running_stats()\n"),
-    ]
-
-
 def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
-    """The body of ``forward``: checks, (with ``kernels``) the kernel path, then the eager
-    one: the cast, the initial nodes the graph reads, one line per node, the affine."""
+    """The body of ``forward``: the checks, (with ``kernels``) the kernel path, then the
+    eager one: the cast, the initial nodes the graph reads, one line per node, the affine."""
     read = {j for node in program.nodes for j in node.inputs}
-    lines = [
-        "if not x.is_floating_point():",
-        '    raise TypeError(f"expected a floating-point input, got {x.dtype}")',
-        "if x.dim() < 2 or x.shape[1] != self.num_channels:",
-        "    raise ValueError(",
-        '        f"expected input of shape (N, {self.num_channels}, *spatial), "',
-        '        f"got {tuple(x.shape)}"',
-        "    )",
-    ]
+    lines = ["self.check_input(x)"]
     if kernels:
         running = ", ".join(f"self.{running_buffer_name(program, i)}"
                             for i, node in enumerate(program.nodes, start=NUM_INITIAL)
@@ -429,32 +251,19 @@ def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
             "        momentum=self.momentum,",
             "    )",
         ]
-    lines += [
-        "dtype = x.dtype",
-        "# float32 for 16- and 32-bit inputs, float64 for float64 ones",
-        "x = x.to(torch.float64 if dtype == torch.float64 else torch.float32)",
-    ]
+    lines += ["dtype = x.dtype", "x = self.compute(x)  # float32, or float64 for float64 inputs"]
     if 1 in read:
         lines.append("zero = x.new_zeros(())")
-    lines += [f"{_INITIAL_NAMES[i]} = _per_channel(self.{_INITIAL_NAMES[i]}, x)"
+    lines += [f"{_INITIAL_NAMES[i]} = per_channel(self.{_INITIAL_NAMES[i]}, x)"
               for i in (2, 3) if i in read]  # fmt: skip
-    if any(node.axis in ("instance", "layer") for node in program.nodes):
-        lines.append("spatial = list(range(2, x.dim()))")
-    classes = program.shape_classes
+    if any(node.axis for node in program.nodes):
+        lines.append("settings = self.settings()  # groups, eps, training, momentum")
     for index, node in enumerate(program.nodes, start=NUM_INITIAL):
         names = [_value_name(j) for j in node.inputs]
-        if node.axis is not None and classes[node.inputs[0]] != X_CLASS:
-            names[0] += ".expand(x.shape)"  # a statistic reduces over x's full shape
         buffer = running_buffer_name(program, index) if node.axis == "batch" else ""
         code = TEMPLATES[node.op, node.axis].format(a=names[0], b=names[-1], buffer=buffer)
         lines.append(f"{_value_name(index)} = {code}")
-    out = _value_name(program.output)
-    return [
-        *lines,
-        "if not self.affine:",
-        f"    return {out}.to(dtype)",
-        f"return ({out} * _per_channel(self.weight, x) + _per_channel(self.bias, x)).to(dtype)",
-    ]
+    return [*lines, f"return self.affine_out({_value_name(program.output)}, dtype)"]
 
 
 # -- the kernels an export with kernels=True carries ---------------------------------------
@@ -499,11 +308,6 @@ def _runs_kernels(x: Tensor) -> bool:
         _TOLD.add(path)
         warnings.warn(f"{class_name} runs {{path}}", stacklevel=2)
     return fused
-"""
-
-_LAUNCHER_RULE = """
-# -- The launcher: evonorm_search/codegen/launch.py, verbatim below its docstring -----------
-#
 """
 
 _KERNELS_SECTION = """
@@ -605,7 +409,7 @@ def _kernel_sections(source: Any, class_name: str) -> list[str]:
     helpers, kernels = _kernel_functions(source.text)
     return [
         _PATH_SECTION.format(class_name=class_name),
-        _LAUNCHER_RULE + _launcher_text(),
+        _carried_text(launch),
         _KERNELS_SECTION.format(
             plan=pprint.pformat(source.launch, width=88, sort_dicts=False),
             globals=", ".join(["triton", "tl", *helpers]),
@@ -615,15 +419,43 @@ def _kernel_sections(source: Any, class_name: str) -> list[str]:
     ]
 
 
-def _launcher_text() -> str:
-    """launch.py's code below its imports, its docstring (the plan's structure) first as
-    comments."""
-    text = Path(launch.__file__).read_text()
-    tree = ast.parse(text)
+def _carried_text(module: ModuleType) -> str:
+    """A carried module's code below its imports, under a rule naming it, its docstring
+    first as comments."""
+    path = Path(module.__file__)
+    tree = ast.parse(path.read_text())
     last_import = max(node.end_lineno for node in tree.body
                       if isinstance(node, ast.Import | ast.ImportFrom))  # fmt: skip
+    name = f"evonorm_search/{path.relative_to(Path(eager.__file__).parent).as_posix()}"
+    rule = f"# -- {name}, verbatim below its docstring "
     notes = [f"# {line}".rstrip() for line in ast.get_docstring(tree).splitlines()]
-    return "\n".join([*notes, "", *text.splitlines()[last_import:]]).strip("\n")
+    code = path.read_text().splitlines()[last_import:]
+    return "\n".join([rule.ljust(92, "-"), "#", *notes, "", *code]).strip("\n")
+
+
+def _imports(modules: tuple[ModuleType, ...], extra: list[str]) -> str:
+    """The import statements of the carried ``modules`` (their imports of evonorm_search
+    left out: the text they import is carried too) and ``extra`` ones, merged, sorted."""
+    plain, names = set(extra), {}
+    for module in modules:
+        for node in ast.parse(Path(module.__file__).read_text()).body:
+            if isinstance(node, ast.Import):
+                plain |= {alias.name for alias in node.names}
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.module != "__future__"
+                and not (node.module or "").startswith("evonorm_search")
+            ):
+                names.setdefault(node.module, set()).update(a.name for a in node.names)
+
+    def is_torch(module: str) -> bool:
+        return module.split(".")[0] == "torch"
+
+    lines = [f"import {name}" for name in sorted(plain - {"torch"})]
+    froms = [(m, f"from {m} import {', '.join(sorted(n))}") for m, n in sorted(names.items())]
+    lines += [line for m, line in froms if not is_torch(m)]
+    lines += ["", "import torch", *[line for m, line in froms if is_torch(m)]]
+    return "\n".join(lines)
 
 
 def _kernel_functions(text: str) -> tuple[dict[str, str], dict[str, str]]:

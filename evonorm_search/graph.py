@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from evonorm_search.errors import GraphError
-from evonorm_search.ops import AXES, ELEMENTWISE, OPS, PREC_ATOM, STATISTICS
+from evonorm_search.ops import AXES, AXIS_KINDS, ELEMENTWISE, OPS, PREC_ATOM, STATISTICS
 
 if TYPE_CHECKING:
     import networkx
@@ -74,11 +74,7 @@ _INITIAL_CLASSES = (
     *[ShapeClass(False, "full", False)] * 2,
 )
 STATISTIC_CLASSES: Mapping[str, ShapeClass] = {
-    "batch": ShapeClass(False, "full", False),
-    "instance": ShapeClass(True, "full", False),
-    "group": ShapeClass(True, "group", False),
-    "layer": ShapeClass(True, "none", False),
-    "channel": ShapeClass(True, "none", True),
+    name: ShapeClass(*kind.shape) for name, kind in AXIS_KINDS.items()
 }
 
 

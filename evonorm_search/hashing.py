@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from evonorm_search import eager
 from evonorm_search.graph import NUM_INITIAL, LayerGraph, Node
-from evonorm_search.ops import ELEMENTWISE, STATISTICS, StatisticOp, reduce_moment
+from evonorm_search.ops import ELEMENTWISE, STATISTICS, StatisticOp
 
 if TYPE_CHECKING:
     from evonorm_search.space import SearchSpace
@@ -218,7 +219,7 @@ def _evaluate_node(
     stat = STATISTICS[node.op]
 
     def moment(e: Tensor) -> Tensor:
-        return reduce_moment(_full(e, p), node.axis, GROUPS, stat.moment, 1)
+        return eager.reduce_moment(_full(e, p), node.axis, GROUPS, stat.moment, 1)
 
     m = moment(inputs[0])
     value = stat.finish(m, EPS)
@@ -231,7 +232,7 @@ def _running_estimate(stat: StatisticOp, moment: Tensor, p: _Probe) -> Tensor:
     """A batch statistic's running estimate after training on the batches in turn, per
     lane, from its training-mode moments (lanes, 1, C, 1)."""
     n = N * S
-    estimate = moment * (n / (n - 1)) if stat.running_unbiased else moment
+    estimate = eager.running_estimate(moment, n, stat.running_unbiased)
     # (BATCHES,) @ (DRAWS, BATCHES, C) -> (DRAWS, C); then one estimate per lane.
     final = p.weights @ estimate.view(DRAWS, BATCHES, C)
     final = final + (1 - MOMENTUM) ** BATCHES * stat.running_init

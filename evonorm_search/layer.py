@@ -12,23 +12,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import numbers
-import operator
 import types
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from evonorm_search import eager
 from evonorm_search.graph import NUM_INITIAL, LayerGraph, as_graph
-from evonorm_search.ops import (
-    ELEMENTWISE,
-    STATISTICS,
-    effective_groups,
-    reduce_count,
-    reduce_moment,
-)
+from evonorm_search.ops import ELEMENTWISE, STATISTICS
 
 __all__ = ["BACKENDS", "GraphNormAct", "evaluate_graph", "running_buffer_name"]
 
@@ -68,26 +61,13 @@ def evaluate_graph(
             values.append(ELEMENTWISE[node.op].eager(*inputs))
             continue
         stat = STATISTICS[node.op]
-        buffer = running.get(index) if running is not None else None
-        if node.axis == "batch" and buffer is not None and not training:
-            values.append(stat.finish(buffer.to(x.dtype).view(channel_view), eps))
-            continue
         # A statistic's input is broadcast to x's full shape first, so n is always x's.
-        moment = reduce_moment(inputs[0].expand(x.shape), node.axis, groups, stat.moment)
-        if node.axis == "batch" and training:
-            n = reduce_count(x.shape, "batch", groups)
-            if n == 1:  # as BatchNorm; an empty batch passes and leaves the estimate alone
-                raise ValueError(
-                    "expected more than 1 value per channel when training batch "
-                    f"statistics, got input of shape {tuple(x.shape)}"
-                )
-            if buffer is not None and n > 1:
-                with torch.no_grad():
-                    estimate = moment.detach().reshape(-1)
-                    if stat.running_unbiased:
-                        estimate = estimate * (n / (n - 1))
-                    buffer.mul_(1 - momentum).add_(estimate.to(buffer.dtype), alpha=momentum)
-        values.append(stat.finish(moment, eps))
+        values.append(eager.statistic(
+            inputs[0], x.shape, node.axis, stat.moment, root=stat.root, groups=groups,
+            eps=eps, training=training, momentum=momentum,
+            running=running.get(index) if running is not None else None,
+            unbiased=stat.running_unbiased,
+        ))  # fmt: skip
     return values
 
 
@@ -100,18 +80,7 @@ def _triton_refusal(program: LayerGraph) -> str | None:
     return unsupported(program)
 
 
-def _positive_int(value: Any) -> int:
-    """``value`` as an int (numpy integers included, bools not) if it is >= 1."""
-    if not isinstance(value, bool):
-        try:
-            if operator.index(value) >= 1:
-                return operator.index(value)
-        except TypeError:
-            pass
-    raise ValueError(f"num_channels must be a positive int, got {value!r}")
-
-
-class GraphNormAct(nn.Module):
+class GraphNormAct(eager.NormAct):
     """A normalization-activation layer computed by a :class:`LayerGraph`.
 
     Args:
@@ -146,26 +115,26 @@ class GraphNormAct(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        num_channels = _positive_int(num_channels)
-        if not (isinstance(eps, numbers.Real) and eps > 0):
-            raise ValueError(f"eps must be a number > 0, got {eps!r}")
-        if not (isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0):
-            # (BatchNorm's momentum=None, a cumulative average, is not supported.)
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
-        self.graph = as_graph(graph).validate()
-        self.program = self.graph.canonical()  # what runs: pruned, merged, renumbered
-        self.formula = self.program.formula()
-        self._program_json = self.program.to_json()
-        self.num_channels = num_channels
-        self.groups = effective_groups(num_channels, groups)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
-        self.affine = affine
+        graph = as_graph(graph).validate()
+        program = graph.canonical()  # what runs: pruned, merged, renumbered
+        running_names = {index: running_buffer_name(program, index)
+                         for index, node in enumerate(program.nodes, start=NUM_INITIAL)
+                         if node.axis == "batch"}  # fmt: skip
+        super().__init__(
+            num_channels, groups=groups, eps=eps, momentum=momentum, affine=affine,
+            device=device, dtype=dtype,
+            running={name: STATISTICS[program.node(index).op].running_init
+                     for index, name in running_names.items()},
+        )  # fmt: skip
+        self.graph = graph
+        self.program = program
+        self.formula = program.formula()
+        self._program_json = program.to_json()
+        self._running_names = running_names
         self.backend = backend
-        self._triton_refusal = _triton_refusal(self.program) if backend != "eager" else None
+        self._triton_refusal = _triton_refusal(program) if backend != "eager" else None
         if backend == "triton" and self._triton_refusal:
             raise ValueError(f"backend='triton' cannot run {self.formula}: "
                              f"{self._triton_refusal}")  # fmt: skip
@@ -174,44 +143,8 @@ class GraphNormAct(nn.Module):
 
             interpreting()  # asked here, so that torch.compile reads the answer when tracing
 
-        factory = {"device": device, "dtype": dtype}
-        self.v0 = nn.Parameter(torch.empty(num_channels, **factory))
-        self.v1 = nn.Parameter(torch.empty(num_channels, **factory))
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
-            self.bias = nn.Parameter(torch.empty(num_channels, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        self._running_names: dict[int, str] = {}
-        for index, node in enumerate(self.program.nodes, start=NUM_INITIAL):
-            if node.axis == "batch":
-                name = running_buffer_name(self.program, index)
-                self.register_buffer(name, torch.empty(num_channels, **factory))
-                self._running_names[index] = name
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        for index, name in self._running_names.items():
-            init = STATISTICS[self.program.node(index).op].running_init
-            getattr(self, name).fill_(init)
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        with torch.no_grad():
-            self.v0.zero_()
-            self.v1.fill_(1.0)
-            if self.affine:
-                self.weight.fill_(1.0)
-                self.bias.zero_()
-
     def forward(self, x: Tensor) -> Tensor:
-        if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point input, got {x.dtype}")
-        if x.dim() < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(
-                f"expected input of shape (N, {self.num_channels}, *spatial), got {tuple(x.shape)}"
-            )
+        self.check_input(x)
         if self._runs_triton(x):
             from evonorm_search.codegen.op import fused_norm_act
 
@@ -240,23 +173,14 @@ class GraphNormAct(nn.Module):
         return True
 
     def _eager_forward(self, x: Tensor) -> Tensor:
-        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         running = {i: getattr(self, name) for i, name in self._running_names.items()}
+        compute = self.compute(x)
         y = evaluate_graph(
-            self.program,
-            x.to(compute),
-            self.v0.to(compute),
-            self.v1.to(compute),
-            groups=self.groups,
-            eps=self.eps,
-            training=self.training,
-            momentum=self.momentum,
+            self.program, compute, self.v0.to(compute.dtype), self.v1.to(compute.dtype),
+            groups=self.groups, eps=self.eps, training=self.training, momentum=self.momentum,
             running=running,
-        )[-1]
-        if self.affine:
-            view = (1, -1, *[1] * (x.dim() - 2))
-            y = y * self.weight.to(compute).view(view) + self.bias.to(compute).view(view)
-        return y.to(x.dtype)
+        )[-1]  # fmt: skip
+        return self.affine_out(y, x.dtype)
 
     def extra_repr(self) -> str:
         return (

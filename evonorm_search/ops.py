@@ -1,28 +1,22 @@
 """The op registry: the single table of every primitive a layer graph may use.
 
-Each entry says how many inputs the op takes, how eager PyTorch computes it, how it is
-printed in a formula and what it does at 0 and for negative inputs.  Everything else
-(graph validation, the formula parser and printer, the eager layer, the README's op table)
-reads this table, so adding an op means adding one entry here.
+Each element-wise entry says how many inputs the op takes, how eager PyTorch computes it
+(a function of ``eager.py``, or torch's own), how an exported file writes it, how it is
+printed in a formula, its Triton expression and derivative, and what it does at 0 and for
+negative inputs.  Each statistic names its moment, its finish and its running-estimate rule;
+each moment and axis kind says how the generated kernels reduce, merge and differentiate
+it.  Everything else (graph validation, the formula parser and printer, the eager layer, the
+functional hash's probe, the code generator and its launcher, export, the README's op
+tables) reads these tables, so adding an element-wise op means adding one entry here.
 
 Ops follow the EvoNorm paper (Liu et al. 2020, arXiv 2004.02967, Table 1).  ``log`` and
 ``sqrt`` are the paper's sign-preserving variants, so that every op is defined on all reals.
-Statistics reduce over one of five axis kinds of a tensor ``x`` shaped (N, C, *spatial):
-
-=========  ==============================  ===============================
-axis       reduces over                    result varies along
-=========  ==============================  ===============================
-batch      N and spatial, per channel      C
-instance   spatial, per sample and channel N, C
-group      spatial and C/G channels        N, the G groups of C
-layer      C and spatial, per sample       N
-channel    C, per sample and position      N, spatial
-=========  ==============================  ===============================
+Statistics reduce over one of five axis kinds of a tensor ``x`` shaped (N, C, *spatial);
+``AXIS_KINDS`` says over what, and along what the result varies.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -31,12 +25,19 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from evonorm_search import eager
+from evonorm_search.eager import effective_groups, reduce_count, reduce_moment
+
 __all__ = [
     "AXES",
+    "AXIS_KINDS",
     "ELEMENTWISE",
+    "MOMENTS",
     "OPS",
     "STATISTICS",
+    "AxisKind",
     "ElementwiseOp",
+    "MomentKind",
     "Op",
     "StatisticOp",
     "effective_groups",
@@ -44,12 +45,56 @@ __all__ = [
     "reduce_moment",
 ]
 
-AXES: tuple[str, ...] = ("batch", "instance", "group", "layer", "channel")
-
 Moment = Literal["mean", "var", "meansq"]
 
 # Printing precedence: a child is parenthesised when it binds more loosely than its parent.
 PREC_ADD, PREC_MUL, PREC_UNARY, PREC_ATOM = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class AxisKind:
+    """What a statistic over this axis kind reduces, and how the kernels find its groups.
+
+    The Triton forms are expressions over the kernels' names: ``off`` (an element's flat
+    offset in x viewed as (N, C, S)), ``N``, ``C``, ``S``, ``CG`` (channels per group) and,
+    in the single-kernel path's tile, ``n``, ``ch``, ``r`` and ``ROW_CHANNELS``.  The
+    eager reduction (which dimensions, how many rows) is ``eager.py``'s.
+    """
+
+    name: str
+    reduces: str  # what one statistic reduces over
+    varies: str  # the axes along which the result varies
+    known_as: str  # the normalization layer that reduces the same way
+    # The result's shape class: varies along N; along C ("none", "group" or "full"); along
+    # the spatial axes.
+    shape: tuple[bool, str, bool]
+    row: str  # Triton: the statistic (row) of the element at ``off``
+    length: str  # Triton: how many elements one row reduces
+    # Triton, single-kernel path (None: its rows never fit one program): the row a tile
+    # program holds, the sum of a tile value ``{v}`` over it, and how many elements that is.
+    tile_row: str | None = None
+    tile_sum: str = ""
+    tile_count: str = ""
+    running: bool = False  # keeps a running estimate, used in eval mode (as BatchNorm)
+
+
+@dataclass(frozen=True)
+class MomentKind:
+    """A moment a statistic reduces, with the kernels' rules for it (Triton expressions).
+
+    ``from_mean_var`` is the moment from a row's mean ``{mean}`` and biased variance
+    ``{var}`` (how merged partial results and the per-position Welford sums finish it);
+    ``adjoint`` is the contribution to an element's input adjoint from the moment's adjoint
+    ``{dm}``, the element's input ``{u}``, the row's mean ``{mean}`` and length ``{n}``.
+    The torch side of both is ``eager.moment_of`` and autograd.
+    """
+
+    name: str
+    summary: str
+    from_mean_var: str
+    adjoint: str
+    # The backward pass needs the mean the moment was taken around.
+    keeps_mean: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +111,8 @@ class Op:
 class ElementwiseOp(Op):
     """An element-wise op; inputs broadcast against each other."""
 
+    # A function of eager.py or torch's own: the eager layer, the float64 probe and
+    # exported files all call it (an export writes ``torch.<name>`` or eager.py's name).
     eager: Callable[..., Tensor]
     # The op as a Triton expression over float tensors ``{a}`` (and ``{b}``), with the
     # eager semantics (signed zeros, NaN propagation); helpers such as ``_sign`` live in
@@ -79,6 +126,22 @@ class ElementwiseOp(Op):
     # Printed as an infix/prefix operator when set ("+", "*", "/", "-"), else as `name(a, b)`.
     symbol: str | None = None
     precedence: int = PREC_ATOM
+
+    @property
+    def python(self) -> str:
+        """The op as a Python expression over ``{a}`` (and ``{b}``) for an exported file:
+        the operator where it has one (Python's operator on tensors is the eager torch
+        function), else a call of the eager function, ``torch.<name>`` or the eager runtime's
+        function (which the file carries)."""
+        if self.symbol is not None:
+            return f"{self.symbol}{{a}}" if self.arity == 1 else f"{{a}} {self.symbol} {{b}}"
+        args = ", ".join(("{a}", "{b}")[: self.arity])
+        name = self.eager.__name__
+        if getattr(eager, name, None) is self.eager:
+            return f"{name}({args})"
+        if getattr(torch, name, None) is self.eager:
+            return f"torch.{name}({args})"
+        raise ValueError(f"op {self.name!r}: its eager function is not torch's or eager.py's")
 
 
 @dataclass(frozen=True)
@@ -97,26 +160,44 @@ class StatisticOp(Op):
 
     def finish(self, moment: Tensor, eps: float) -> Tensor:
         """The statistic from its moment (used with batch moments and running estimates)."""
-        return torch.sqrt(moment + eps) if self.root else moment
+        return eager.finish(moment, self.root, eps)
 
     def eager(self, e: Tensor, axis: str, groups: int, eps: float) -> Tensor:
         """The statistic of a full-shape tensor ``e`` in training-mode semantics, keepdim."""
         return self.finish(reduce_moment(e, axis, groups, self.moment), eps)
 
 
-def _max(a: Tensor, b: Tensor) -> Tensor:
-    # + 0.0 turns a -0 into +0: torch.maximum returns either zero of a (-0, +0) pair
-    # depending on the argument order and on the code path (vectorised or not).
-    return torch.maximum(a, b) + 0.0
+_INSTANCE_SUM = "tl.sum({v}, axis=1)[:, None]"  # each channel's row, kept as a column
+_TILE_SUM = "tl.sum(tl.sum({v}, axis=1), axis=0)"  # the whole tile
 
+_AXIS_KINDS = (
+    AxisKind("batch", "N and spatial, per channel", "C", "BatchNorm", (False, "full", False),
+             row="(off // S) % C", length="(N * S)", running=True),
+    AxisKind("instance", "spatial, per sample and channel", "N, C", "InstanceNorm",
+             (True, "full", False), row="off // S", length="S",
+             tile_row="n * C + ch", tile_sum=_INSTANCE_SUM, tile_count="S"),
+    AxisKind("group", "spatial and the C/G channels of a group", "N, G", "GroupNorm",
+             (True, "group", False), row="off // (CG * S)", length="(CG * S)",
+             tile_row="n * (C // CG) + r", tile_sum=_TILE_SUM, tile_count="(ROW_CHANNELS * S)"),
+    AxisKind("layer", "C and spatial, per sample", "N", "LayerNorm over (C, H, W)",
+             (True, "none", False), row="off // (C * S)", length="(C * S)",
+             tile_row="n", tile_sum=_TILE_SUM, tile_count="(ROW_CHANNELS * S)"),
+    AxisKind("channel", "C, per sample and position", "N, spatial",
+             "a transformer's LayerNorm/RMSNorm", (True, "none", True),
+             row="(off // (C * S)) * S + off % S", length="C"),
+)  # fmt: skip
 
-def _signed_log(a: Tensor) -> Tensor:
-    return torch.sign(a) * torch.log(torch.abs(a))
+_MOMENTS = (
+    MomentKind("mean", "the mean", "{mean}", "{dm} / {n}"),
+    MomentKind("var", "the biased variance (two-pass)", "{var}",
+               "2.0 / {n} * {dm} * ({u} - {mean})", keeps_mean=True),
+    MomentKind("meansq", "the mean of squares", "{var} + {mean} * {mean}",
+               "2.0 * ({dm} / {n}) * {u}"),
+)  # fmt: skip
 
-
-def _signed_sqrt(a: Tensor) -> Tensor:
-    return torch.sign(a) * torch.sqrt(torch.abs(a))
-
+AXIS_KINDS: Mapping[str, AxisKind] = MappingProxyType({a.name: a for a in _AXIS_KINDS})
+AXES: tuple[str, ...] = tuple(AXIS_KINDS)
+MOMENTS: Mapping[str, MomentKind] = MappingProxyType({m.name: m for m in _MOMENTS})
 
 _ELEMENTWISE_OPS = (
     ElementwiseOp(
@@ -135,7 +216,7 @@ _ELEMENTWISE_OPS = (
         symbol="/", precedence=PREC_MUL,
     ),
     ElementwiseOp(
-        "max", 2, "max(a, b)", "NaN in either input gives NaN; max(-0, 0) = +0", _max,
+        "max", 2, "max(a, b)", "NaN in either input gives NaN; max(-0, 0) = +0", eager.maximum,
         "(tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL) + 0.0)",
         # ties split the gradient, as torch.maximum does
         ("tl.where({a} == {b}, {g} * 0.5, tl.where({a} < {b}, 0.0, {g}))",
@@ -161,7 +242,7 @@ _ELEMENTWISE_OPS = (
     ),
     ElementwiseOp(
         "log", 1, "sign(a) * ln(abs(a))",
-        "odd: log(-a) = -log(a); log(0) = 0 * -inf = NaN; log(+-1) = 0", _signed_log,
+        "odd: log(-a) = -log(a); log(0) = 0 * -inf = NaN; log(+-1) = 0", eager.signed_log,
         "(_sign({a}) * tl.log(tl.abs({a})))",
         ("_div({g} * _sign({a}), tl.abs({a})) * _sign({a})",),
     ),
@@ -170,13 +251,17 @@ _ELEMENTWISE_OPS = (
         "tl.abs({a})", ("{g} * _sign({a})",),
     ),
     ElementwiseOp(
+        "erf", 1, "2 / sqrt(pi) * integral of e^(-t^2) from 0 to a", "erf(0) = 0; odd; in (-1, 1)",
+        torch.erf, "tl.erf({a})", ("{g} * 1.1283791670955126 * tl.exp(-({a} * {a}))",),
+    ),
+    ElementwiseOp(
         "square", 1, "a * a", "even; inf above ~1.8e19 in float32", torch.square,
         "({a} * {a})", ("{g} * 2.0 * {a}",),
     ),
     ElementwiseOp(
         "sqrt", 1, "sign(a) * sqrt(abs(a))",
         "odd: sqrt(-a) = -sqrt(a); sqrt(0) = 0 with a NaN gradient (infinite slope)",
-        _signed_sqrt, "(_sign({a}) * tl.sqrt(tl.abs({a})))",
+        eager.signed_sqrt, "(_sign({a}) * tl.sqrt(tl.abs({a})))",
         ("_div({g} * _sign({a}), 2.0 * tl.sqrt(tl.abs({a}))) * _sign({a})",),
     ),
 )  # fmt: skip
@@ -202,63 +287,3 @@ ELEMENTWISE: Mapping[str, ElementwiseOp] = MappingProxyType(
 )
 STATISTICS: Mapping[str, StatisticOp] = MappingProxyType({op.name: op for op in _STATISTIC_OPS})
 OPS: Mapping[str, Op] = MappingProxyType({**ELEMENTWISE, **STATISTICS})
-
-
-def effective_groups(num_channels: int, groups: int) -> int:
-    """The largest divisor of ``num_channels`` not above ``groups`` (at least 1)."""
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
-    return max(g for g in range(1, min(groups, num_channels) + 1) if num_channels % g == 0)
-
-
-def _reduced_dims(axis: str, ndim: int, lanes: int = 0) -> tuple[int, ...]:
-    n, c = lanes, lanes + 1  # the N and C axes come after any leading lane axes
-    spatial = tuple(range(c + 1, ndim))
-    return {
-        "batch": (n, *spatial),
-        "instance": spatial,
-        "layer": (c, *spatial),
-        "channel": (c,),
-    }[axis]
-
-
-def reduce_count(
-    shape: torch.Size | tuple[int, ...], axis: str, groups: int, lanes: int = 0
-) -> int:
-    """How many elements each statistic over ``axis`` reduces (``n``) for an x of ``shape``
-    (after ``lanes`` leading axes)."""
-    if axis == "group":
-        return shape[lanes + 1] // groups * math.prod(shape[lanes + 2 :])
-    dims = _reduced_dims(axis, len(shape), lanes)
-    return math.prod([shape[d] for d in dims])  # a list, not a generator: no graph break
-
-
-def _moment(t: Tensor, dims: tuple[int, ...], moment: Moment) -> Tensor:
-    if not dims:  # nothing to reduce (instance statistics of a dense (N, C) tensor)
-        # The variance of one value: 0, or NaN for NaN and inf (as a reduction would give).
-        return {"mean": t, "var": t - t, "meansq": t * t}[moment]
-    if t.numel() == 0:  # an empty batch: NaN moments (the output is empty), no warnings
-        return t.mean(dims, keepdim=True)
-    if moment == "mean":
-        return t.mean(dims, keepdim=True)
-    if moment == "var":
-        return t.var(dims, correction=0, keepdim=True)
-    return (t * t).mean(dims, keepdim=True)
-
-
-def reduce_moment(e: Tensor, axis: str, groups: int, moment: Moment, lanes: int = 0) -> Tensor:
-    """``moment`` of ``e`` (already broadcast to x's full shape) over ``axis``, keepdim.
-
-    ``e`` is (N, C, *spatial) after ``lanes`` leading axes that are never reduced (the
-    functional hash evaluates independent probes side by side).  Group results are broadcast
-    back to the C channels, so that every result lines up with x's layout.  Variances use
-    torch's two-pass reduction, never E[x^2] - E[x]^2.
-    """
-    if axis == "group":
-        *outer, c = e.shape[: lanes + 2]
-        spatial = e.shape[lanes + 2 :]
-        grouped = e.reshape(*outer, groups, c // groups, *spatial)
-        r = _moment(grouped, tuple(range(lanes + 2, grouped.dim())), moment)
-        ones = [1] * len(spatial)
-        return r.expand(*outer, groups, c // groups, *ones).reshape(*outer, c, *ones)
-    return _moment(e, _reduced_dims(axis, e.dim(), lanes), moment)

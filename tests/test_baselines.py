@@ -21,6 +21,7 @@ REQUIRED = {
     "layernorm",
     "rmsnorm",
     "dyt",
+    "derf",
 }
 
 
@@ -195,6 +196,17 @@ def test_dyt_equals_dynamic_tanh():
             torch.testing.assert_close(
                 tokens_through(layer, tokens), gamma * torch.tanh(alpha * tokens) + beta, **TOL
             )
+
+
+def test_derf_equals_dynamic_erf():
+    n, length, c = 4, 9, 16
+    layer = GraphNormAct(baselines.get("derf"), c)
+    randomise(layer)
+    alpha, shift, gamma, beta = layer.v1, layer.v0, layer.weight, layer.bias  # per channel
+    with torch.no_grad():
+        for tokens in batches((n, length, c)):
+            expected = gamma * torch.erf(alpha * tokens + shift) + beta
+            torch.testing.assert_close(tokens_through(layer, tokens), expected, **TOL)
 
 
 def test_relu_is_relu():

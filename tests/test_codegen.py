@@ -20,7 +20,8 @@ from evonorm_search.space import load_space
 pytest.importorskip("triton", reason="the compiler needs triton")
 
 TESTS = Path(__file__).resolve().parent
-IMAGE_BASELINES = [n for n in baselines.names() if n not in ("layernorm", "rmsnorm", "dyt")]
+IMAGE_BASELINES = [n for n in baselines.names() if baselines.describe(n).tensor != "sequence"]
+SEQUENCE_BASELINES = [n for n in baselines.names() if baselines.describe(n).tensor == "sequence"]
 
 
 def random_graphs(count: int, seed: int = 0) -> list[LayerGraph]:
@@ -120,11 +121,8 @@ def test_statistics_merged_from_many_blocks_are_exact(tmp_path):
 # -- the launcher, standalone ------------------------------------------------------------
 
 
-def test_the_launcher_imports_only_math_typing_torch_and_triton():
-    """An exported layer carries launch.py's text verbatim: it may import nothing else."""
-    from evonorm_search.codegen import launch
-
-    tree = ast.parse(Path(launch.__file__).read_text())
+def _imports(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -133,7 +131,21 @@ def test_the_launcher_imports_only_math_typing_torch_and_triton():
             assert node.level == 0, ast.dump(node)
             imported.add(node.module)
         assert not (isinstance(node, ast.Name) and node.id in ("__import__", "importlib"))
-    assert imported <= {"math", "typing", "torch", "triton", "triton.language"}, imported
+    return imported
+
+
+@pytest.mark.parametrize("name", ["launch", "eager"])
+def test_carried_modules_import_only_the_standard_library_torch_and_triton(name):
+    """An exported layer carries the eager runtime's and the launcher's text verbatim: they may
+    import nothing else (the launcher, eager.py, whose text comes first)."""
+    from evonorm_search import eager
+    from evonorm_search.codegen import launch
+
+    module = {"launch": launch, "eager": eager}[name]
+    allowed = {"math", "numbers", "operator", "typing", "collections.abc", "torch",
+               "triton", "triton.language"}  # fmt: skip
+    allowed |= {"evonorm_search.eager"} if name == "launch" else set()
+    assert _imports(module) <= allowed, _imports(module)
 
 
 def plain(value) -> bool:
@@ -248,6 +260,15 @@ def test_baselines_compile_for_sm90a_without_spills(tmp_path, monkeypatch):
             assert names == {"fused_forward", "fused_backward"}, (name, names)
         names = {k.kernel for k in multipass}
         assert {"forward", "backward_train", "backward_eval"} <= names, (name, names)
+
+
+def test_sequence_baselines_compile_for_sm90a_without_spills(tmp_path, monkeypatch):
+    """Token tensors of a ViT-B/16 block: 64 sequences of 197 tokens with 768 features."""
+    reports = aot([baselines.get(n) for n in SEQUENCE_BASELINES], tmp_path, monkeypatch,
+                  shape=(64, 768, 197))  # fmt: skip
+    for name, report in zip(SEQUENCE_BASELINES, reports, strict=True):
+        assert report and all(k.spill_bytes == 0 for k in report), (name, report)
+        assert {k.direction for k in report} == {"forward", "backward"}, (name, report)
 
 
 @pytest.mark.slow

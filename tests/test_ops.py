@@ -1,12 +1,17 @@
+import ast
 import inspect
 import math
 
 import pytest
 import torch
 
+from evonorm_search import LayerGraph, Node, eager
+from evonorm_search.export import TEMPLATES
 from evonorm_search.ops import (
     AXES,
+    AXIS_KINDS,
     ELEMENTWISE,
+    MOMENTS,
     OPS,
     STATISTICS,
     effective_groups,
@@ -30,30 +35,97 @@ PAPER_OPS = {
 }
 
 
-def test_registry_has_exactly_the_papers_ops_and_statistics():
-    assert set(ELEMENTWISE) == PAPER_OPS
+def test_registry_has_the_papers_ops_and_statistics():
+    assert set(ELEMENTWISE) >= PAPER_OPS
     assert set(STATISTICS) == {"mean", "rms", "std"}
-    assert set(OPS) == PAPER_OPS | {"mean", "rms", "std"}
+    assert set(OPS) == set(ELEMENTWISE) | {"mean", "rms", "std"}
     assert AXES == ("batch", "instance", "group", "layer", "channel")
+
+
+# Inputs that reach every op's special cases: signed zeros, +-1, large values, inf, NaN.
+SPECIALS = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0, 100.0, -100.0, math.inf,
+                         -math.inf, math.nan], dtype=torch.float64)  # fmt: skip
+
+
+def _same(a, b):
+    """Equal values with equal signs of zero; NaN equals NaN."""
+    return bool(((a == b) & (torch.signbit(a) == torch.signbit(b)) | (a.isnan() & b.isnan())).all())
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_every_op_has_every_form(name):
+    """Eager (float32 and the float64 probe), Triton expression, derivative, export and
+    text: what the layer, the functional hash, the compiler, export and the printer read."""
     op = OPS[name]
     assert op.name == name
     assert op.arity in (1, 2)
     assert op.summary and op.numerics
-    if name in ELEMENTWISE:
-        assert callable(op.eager)
-        args = [torch.tensor([0.5, -2.0], dtype=torch.float64)] * op.arity
-        assert op.eager(*args).shape == (2,)
-        assert op.symbol in (None, "+", "-", "*", "/")
-        assert (op.symbol == "-") == (name == "neg")
-    else:
+    # text: the printer writes a node of the op, and the parser reads it back
+    node_inputs = {1: (0,), 2: (0, 3)}[op.arity]
+    graph = LayerGraph(
+        [Node(name, node_inputs, "batch" if name in STATISTICS else None), Node("add", (0, 4))]
+    )
+    assert LayerGraph.parse(graph.formula()).canonical() == graph.canonical()
+    if name in STATISTICS:
         assert op.arity == 1
-        assert op.moment in ("mean", "var", "meansq")
+        assert op.moment in MOMENTS
         assert op.buffer_kind in ("mean", "var", "ms")
         assert inspect.signature(op.eager).parameters.keys() == {"e", "axis", "groups", "eps"}
+        for axis in AXES:
+            assert (name, axis) in TEMPLATES
+        return
+    a, b = SPECIALS[:, None], SPECIALS[None, :]
+    args = (a, b)[: op.arity]
+    value = op.eager(*args)  # the float64 probe
+    assert value.dtype == torch.float64
+    assert op.eager(*[t.float() for t in args]).dtype == torch.float32
+    # export: the expression an exported file runs computes the eager value, bit for bit
+    namespace = {"torch": torch, **vars(eager), "a": a, "b": b}
+    exported = eval(TEMPLATES[name, None].format(a="a", b="b"), namespace)
+    assert _same(exported.expand_as(value), value)
+    # Triton: an expression, and one derivative rule per input, over the documented names
+    for text in (op.triton, *op.grad):
+        ast.parse(text.format(a="a", b="b", g="g", y="y"), mode="eval")
+    assert op.triton and len(op.grad) == op.arity
+    assert op.symbol in (None, "+", "-", "*", "/")
+    assert (op.symbol == "-") == (name == "neg")
+
+
+@pytest.mark.parametrize("axis", AXES)
+def test_every_axis_kind_has_every_form(axis):
+    kind = AXIS_KINDS[axis]
+    assert kind.reduces and kind.varies and kind.known_as
+    for text in (kind.row, kind.length):
+        ast.parse(text, mode="eval")
+    assert kind.running == (axis == "batch")
+    if kind.tile_row is not None:
+        for text in (kind.tile_row, kind.tile_sum.format(v="v"), kind.tile_count):
+            ast.parse(text, mode="eval")
+    # the shape class is where the eager reduction keeps its result varying
+    x = torch.randn(4, 6, 3, 5)
+    kept = reduce_moment(x, axis, 2, "mean")
+    assert (kept.shape[0] > 1, kept.shape[2] > 1) == (kind.shape[0], kind.shape[2])
+
+
+@pytest.mark.parametrize("moment", sorted(MOMENTS))
+def test_every_moment_kind_agrees_with_the_runtime(moment):
+    """A moment from its mean and variance, as the kernels finish it (their Triton text,
+    evaluated on tensors) and as the launcher does (eager.moment_of), is the moment."""
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    mean, var = x.mean(2), x.var(2, correction=0)
+    direct = eager.moment(x, [2], moment)[..., 0]
+    spec = MOMENTS[moment]
+    text = spec.from_mean_var.format(mean="mean", var="var")
+    triton_form = eval(text, {"mean": mean, "var": var})
+    assert torch.allclose(triton_form, direct)
+    assert torch.allclose(eager.moment_of(moment, mean, var), direct)
+    # the adjoint rule is autograd's
+    xg = x.clone().requires_grad_()
+    dm = torch.randn(3, 4, dtype=torch.float64)
+    (eager.moment(xg, [2], moment)[..., 0] * dm).sum().backward()
+    text = spec.adjoint.format(dm="dm[..., None]", n="5", u="x", mean="mean[..., None]")
+    rule = eval(text, {"dm": dm, "x": x, "mean": mean})
+    assert torch.allclose(rule.expand_as(x), xg.grad)
 
 
 def _ev(name, *values):

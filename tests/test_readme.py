@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from evonorm_search import baselines
 from evonorm_search.cli import cli
-from evonorm_search.ops import ELEMENTWISE, STATISTICS
+from evonorm_search.ops import AXIS_KINDS, ELEMENTWISE, STATISTICS
 from evonorm_search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +98,14 @@ def test_op_table_matches_the_registry():
     for name, op in {**ELEMENTWISE, **STATISTICS}.items():
         _, arity, _, computes, numerics = rows[name]
         assert (int(arity), computes, numerics) == (op.arity, op.summary, op.numerics), name
+
+
+def test_axis_table_matches_the_registry():
+    rows = table_rows("axis")
+    assert [row[0] for row in rows] == list(AXIS_KINDS)
+    for name, reduces, varies, known_as in rows:
+        kind = AXIS_KINDS[name]
+        assert (reduces, varies, known_as) == (kind.reduces, kind.varies, kind.known_as), name
 
 
 def test_baseline_table_matches_the_zoo():

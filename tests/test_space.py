@@ -40,6 +40,8 @@ def test_shipped_spaces():
         ("layernorm", "sequence", True),
         ("rmsnorm", "sequence", True),
         ("dyt", "sequence", True),
+        ("derf", "sequence", True),
+        ("derf", "evonorm_b", False),
         ("gn_relu", "sequence", False),
     ],
 )

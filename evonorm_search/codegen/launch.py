@@ -1,8 +1,9 @@
 """Launching a layer's generated kernels, and the ``torch.library`` custom ops around them.
 
-Standalone: this module imports only math, typing and torch (and triton when a launch or
-``interpreting`` needs it), nothing of evonorm_search, so that an exported layer can carry
-its text verbatim beside the generated kernels.  What it knows of a layer comes from two
+Standalone: this module imports only math, typing, torch and the eager runtime (and triton
+when a launch or ``interpreting`` needs it), nothing else of evonorm_search, so that an
+exported layer can carry its text verbatim, after eager.py's, beside the generated
+kernels.  What it knows of a layer comes from two
 arguments: ``module``, the loaded kernel module, and ``plan``, plain data (str, int, bool,
 None, lists and dicts with str keys, so ``repr`` writes it as a Python literal) that
 ``codegen.source.generate`` builds from the layer's schedules as ``LayerSource.launch``:
@@ -32,6 +33,8 @@ from typing import Any, Callable, NamedTuple  # noqa: UP035 (math, typing, torch
 
 import torch
 from torch import Tensor
+
+from evonorm_search.eager import moment_of, row_channels, statistic_rows, update_running
 
 MAX_BLOCK = 1024
 # The element-wise backward pass reduces per-channel gradients over N*S elements: with few
@@ -83,11 +86,6 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def statistic_rows(axis: str, n: int, c: int, s: int, groups: int) -> int:
-    """How many statistics (reduction groups) of ``axis`` an x of (n, c, s) has."""
-    return {"instance": n * c, "group": n * groups, "layer": n, "batch": c, "channel": n * s}[axis]
-
-
 def stage_block(s: int) -> tuple[int, int]:
     """(BLOCK, T): a stage pass covers S positions in T blocks of BLOCK lanes."""
     block = min(MAX_BLOCK, _pow2(s))
@@ -134,12 +132,12 @@ def on_chip_tile(plan: dict, shape: tuple[int, ...], groups: int,
     if plan["on_chip"] is None:
         return None
     c, s = shape[1], math.prod(shape[2:])
-    row_channels = {"instance": 1, "group": c // groups, "layer": c}[plan["on_chip"]]
-    cblock, sblock = _pow2(row_channels), _pow2(s)
+    channels = row_channels(plan["on_chip"], c, groups)
+    cblock, sblock = _pow2(channels), _pow2(s)
     limit = ON_CHIP_ELEMENTS // (2 if dtype == torch.float64 else 1)
     if cblock * sblock > limit:
         return None
-    return Tile(row_channels, cblock, sblock, min(16, max(4, cblock * sblock // 512)))
+    return Tile(channels, cblock, sblock, min(16, max(4, cblock * sblock // 512)))
 
 
 def _block_rows(values: Tensor, axis: str, groups: int) -> Tensor:
@@ -147,7 +145,7 @@ def _block_rows(values: Tensor, axis: str, groups: int) -> Tensor:
     n, c, t = values.shape
     if axis == "batch":
         return values.transpose(0, 1).reshape(c, n * t)
-    per = {"instance": 1, "group": c // groups, "layer": c}[axis]
+    per = row_channels(axis, c, groups)
     return values.reshape(n * c // per, per * t)
 
 
@@ -236,15 +234,12 @@ def forward(
                 continue  # stored by the kernel
             blocks = partials[inputs.index(stat["input"])]
             mean, var = _merge(*(_block_rows(blocks[q], stat["axis"], groups) for q in range(3)))
-            moment = {"mean": mean, "var": var, "meansq": var + mean * mean}[stat["moment"]]
-            moments[k].copy_(moment)
+            moments[k].copy_(moment_of(stat["moment"], mean, var))
             means[k].copy_(mean)
     if training:
         count = n * s  # the elements each batch statistic reduces
         for k, buffer in running.items():
-            unbiased = statistics[k]["unbiased"]
-            estimate = moments[k] * (count / (count - 1)) if unbiased else moments[k]
-            buffer.mul_(1 - momentum).add_(estimate.to(buffer.dtype), alpha=momentum)
+            update_running(buffer, moments[k], count, statistics[k]["unbiased"], momentum)
     total = x.numel()
     block = forward_block(total)
     module.forward[(math.ceil(total / block),)](

@@ -16,26 +16,15 @@ from string import Template
 from evonorm_search.codegen.schedule import ReductionPass, Schedule, schedule
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
-from evonorm_search.ops import ELEMENTWISE, STATISTICS
+from evonorm_search.ops import AXIS_KINDS, ELEMENTWISE, MOMENTS, STATISTICS
 from evonorm_search.resources import resource_dir
 
 __all__ = ["LayerSource", "generate", "on_chip_axis", "unsupported"]
 
-# Where an element at flat offset ``off`` of x (N, C, S) finds the statistic of its
-# reduction group, per axis kind.
-_ROW_OF_ELEMENT = {
-    "instance": "off // S",
-    "group": "off // (CG * S)",
-    "layer": "off // (C * S)",
-    "batch": "(off // S) % C",
-    "channel": "(off // (C * S)) * S + off % S",
-}
-_ROW_LENGTH = {"instance": "S", "group": "(CG * S)", "layer": "(C * S)", "batch": "(N * S)",
-               "channel": "C"}  # fmt: skip
 _FULL_SIZE_ACCESS = re.compile(r"tl\.(?:load|store)\((?:x|y|dy|dx)_ptr\b")
 # Axis kinds whose reduction groups one program can hold on chip: one stage of these (group
 # and layer not both) runs as a single kernel when the group fits (the launcher decides).
-ON_CHIP_AXES = ("instance", "group", "layer")
+ON_CHIP_AXES = tuple(name for name, kind in AXIS_KINDS.items() if kind.tile_row)
 
 
 @dataclass(frozen=True)
@@ -109,23 +98,11 @@ def _loaded(graph: LayerGraph):
     """Statistics loaded from their moment arrays (computed by an earlier pass)."""
 
     def lines(index: int) -> list[str]:
-        row = _ROW_OF_ELEMENT[graph.node(index).axis]
+        row = AXIS_KINDS[graph.node(index).axis].row
         moment = f"tl.load(m{index}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
         return [f"t{index} = {_finish(graph, index, moment)}"]
 
     return lines
-
-
-def _tile_reduce(axis: str, value: str) -> str:
-    """The sum of ``value`` over the reduction group of ``axis`` in a (CBLOCK, SBLOCK) tile
-    (instance: each channel's row, kept as a column; group and layer: the whole tile)."""
-    if axis == "instance":
-        return f"tl.sum({value}, axis=1)[:, None]"
-    return f"tl.sum(tl.sum({value}, axis=1), axis=0)"
-
-
-def _tile_count(axis: str) -> str:
-    return "S" if axis == "instance" else "(ROW_CHANNELS * S)"
 
 
 def _on_chip(graph: LayerGraph):
@@ -133,17 +110,15 @@ def _on_chip(graph: LayerGraph):
 
     def lines(index: int) -> list[str]:
         node = graph.node(index)
-        u, moment = node.inputs[0], STATISTICS[node.op].moment
-        count = _tile_count(node.axis)
-        out = [f"a{index} = {_tile_reduce(node.axis, f'tl.where(mask, t{u}, 0.0)')} / {count}"]
-        if moment == "var":  # two passes over the tile in registers
+        u, kind = node.inputs[0], AXIS_KINDS[node.axis]
+        moment = MOMENTS[STATISTICS[node.op].moment]
+        count = kind.tile_count
+        masked = f"tl.where(mask, t{u}, 0.0)"
+        out = [f"a{index} = {kind.tile_sum.format(v=masked)} / {count}"]
+        if "{var}" in moment.from_mean_var:  # two passes over the tile in registers
             out += [f"d = tl.where(mask, t{u} - a{index}, 0.0)",
-                    f"m{index} = {_tile_reduce(node.axis, 'd * d')} / {count}"]  # fmt: skip
-        elif moment == "meansq":
-            square = f"tl.where(mask, t{u} * t{u}, 0.0)"
-            out.append(f"m{index} = {_tile_reduce(node.axis, square)} / {count}")
-        else:
-            out.append(f"m{index} = a{index}")
+                    f"v{index} = {kind.tile_sum.format(v='d * d')} / {count}"]  # fmt: skip
+        out.append(f"m{index} = {moment.from_mean_var.format(mean=f'a{index}', var=f'v{index}')}")
         return [*out, f"t{index} = {_finish(graph, index, f'm{index}')}"]
 
     return lines
@@ -198,11 +173,10 @@ def _reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_params: s
     stores = []
     for k in channel:
         u = graph.node(k).inputs[0]
-        moment = STATISTICS[graph.node(k).op].moment
-        value = {"mean": f"cmean{u}", "var": f"cm2_{u} / C",
-                 "meansq": f"cm2_{u} / C + cmean{u} * cmean{u}"}[moment]  # fmt: skip
+        moment = MOMENTS[STATISTICS[graph.node(k).op].moment]
+        value = moment.from_mean_var.format(mean=f"cmean{u}", var=f"(cm2_{u} / C)")
         stores.append(f"tl.store(m{k}_ptr + n * S + s, {value}, mask=mask)")
-        if moment == "var":  # the backward pass needs the mean it was taken around
+        if moment.keeps_mean:  # the backward pass needs the mean it was taken around
             stores.append(f"tl.store(a{k}_ptr + n * S + s, cmean{u}, mask=mask)")
     return _template("reduce.py.tmpl").substitute(
         name=name, moment_params=moment_params, **_stage_label(plan, p),
@@ -342,23 +316,17 @@ def _sweep(plan: Schedule, targets: tuple[int, ...], *, on_chip: bool = False
             continue
         if i in targets or plan.from_running(i) or plan.stage_of[i] <= lowest:
             continue
-        stat = STATISTICS[node.op]
+        stat, kind = STATISTICS[node.op], AXIS_KINDS[node.axis]
         if on_chip:
-            total = _tile_reduce(node.axis, f"tl.where(mask, g{i}, 0.0)")
-            length, mean = _tile_count(node.axis), f"a{i}"
+            total = kind.tile_sum.format(v=f"tl.where(mask, g{i}, 0.0)")
+            length, mean = kind.tile_count, f"a{i}"
         else:
-            row = _ROW_OF_ELEMENT[node.axis]
-            total = f"tl.load(d{i}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
-            length = _ROW_LENGTH[node.axis]
-            mean = f"tl.load(a{i}_ptr + {row}, mask=mask, other=0.0).to(COMPUTE)"
+            total = f"tl.load(d{i}_ptr + {kind.row}, mask=mask, other=0.0).to(COMPUTE)"
+            length = kind.length
+            mean = f"tl.load(a{i}_ptr + {kind.row}, mask=mask, other=0.0).to(COMPUTE)"
         lines.append(f"dm{i} = {total}" + (f" / (2.0 * t{i})" if stat.root else ""))
         u = node.inputs[0]
-        if stat.moment == "mean":
-            term = f"dm{i} / {length}"
-        elif stat.moment == "var":
-            term = f"2.0 / {length} * dm{i} * (t{u} - {mean})"
-        else:
-            term = f"2.0 * (dm{i} / {length}) * t{u}"
+        term = MOMENTS[stat.moment].adjoint.format(dm=f"dm{i}", n=length, u=f"t{u}", mean=mean)
         contributions.setdefault(u, []).append(f"({term})")
     for j in (0, 2, 3):
         if j in contributions:
@@ -400,14 +368,13 @@ def _fused_kernels(plan: Schedule, row: str, moment_params: str) -> list[str]:
     graph = plan.graph
     everything = list(range(NUM_INITIAL, NUM_INITIAL + len(graph.nodes)))
     body = _body(graph, everything, _on_chip(graph))
-    target = {"instance": "n * C + ch", "group": "n * (C // CG) + r", "layer": "n"}
     stores = []
     for k in plan.statistics:
         axis = graph.node(k).axis
-        mask = ", mask=row_mask" if axis == "instance" else ""
-        stores.append(f"tl.store(m{k}_ptr + {target[axis]}, m{k}{mask})")
-        if STATISTICS[graph.node(k).op].moment == "var":
-            stores.append(f"tl.store(a{k}_ptr + {target[axis]}, a{k}{mask})")
+        row, mask = AXIS_KINDS[axis].tile_row, ", mask=row_mask" if axis == "instance" else ""
+        stores.append(f"tl.store(m{k}_ptr + {row}, m{k}{mask})")
+        if MOMENTS[STATISTICS[graph.node(k).op].moment].keeps_mean:
+            stores.append(f"tl.store(a{k}_ptr + {row}, a{k}{mask})")
     forward = _template("fused_forward.py.tmpl").substitute(
         name="fused_forward", moment_params=moment_params, row=row, body=_indent(body, 4),
         output=f"t{graph.output}", stores=_indent(stores, 4),
