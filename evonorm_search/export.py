@@ -36,7 +36,7 @@ from evonorm_search.codegen import launch
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import NUM_INITIAL, LayerGraph, as_graph
 from evonorm_search.layer import GraphNormAct, running_buffer_name
-from evonorm_search.ops import AXES, AXIS_KINDS, ELEMENTWISE, OPS, STATISTICS
+from evonorm_search.ops import AXES, AXIS_KINDS, ELEMENTWISE, OPS, STATISTICS, keeps_running
 
 __all__ = [
     "TEMPLATES",
@@ -188,7 +188,7 @@ def export_source(
     source = _layer_source(program) if kernels else None
     running = {running_buffer_name(program, i): STATISTICS[node.op].running_init
                for i, node in enumerate(program.nodes, start=NUM_INITIAL)
-               if node.axis == "batch"}  # fmt: skip
+               if keeps_running(node.axis)}  # fmt: skip
     header = _CLASS_HEADER.format(
         class_name=class_name,
         formula=_doc_text(program.formula()),
@@ -241,7 +241,7 @@ def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
     if kernels:
         running = ", ".join(f"self.{running_buffer_name(program, i)}"
                             for i, node in enumerate(program.nodes, start=NUM_INITIAL)
-                            if node.axis == "batch")  # fmt: skip
+                            if keeps_running(node.axis))  # fmt: skip
         lines += [
             "if _runs_kernels(x):",
             "    return _fused_norm_act(",
@@ -260,7 +260,7 @@ def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
         lines.append("settings = self.settings()  # groups, eps, training, momentum")
     for index, node in enumerate(program.nodes, start=NUM_INITIAL):
         names = [_value_name(j) for j in node.inputs]
-        buffer = running_buffer_name(program, index) if node.axis == "batch" else ""
+        buffer = running_buffer_name(program, index) if keeps_running(node.axis) else ""
         code = TEMPLATES[node.op, node.axis].format(a=names[0], b=names[-1], buffer=buffer)
         lines.append(f"{_value_name(index)} = {code}")
     return [*lines, f"return self.affine_out({_value_name(program.output)}, dtype)"]

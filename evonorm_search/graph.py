@@ -29,7 +29,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from evonorm_search.errors import GraphError
-from evonorm_search.ops import AXES, AXIS_KINDS, ELEMENTWISE, OPS, PREC_ATOM, STATISTICS
+from evonorm_search.ops import (
+    AXES,
+    AXIS_KINDS,
+    ELEMENTWISE,
+    OPS,
+    PREC_ATOM,
+    STATISTICS,
+    keeps_running,
+)
 
 if TYPE_CHECKING:
     import networkx
@@ -177,7 +185,7 @@ class LayerGraph:
     def uses_batch_statistics(self) -> bool:
         """True when some live node is a batch statistic (the layer then needs running buffers
         and behaves differently in eval mode)."""
-        return any(self.node(i).axis == "batch" for i in self.live if i >= NUM_INITIAL)
+        return any(keeps_running(self.node(i).axis) for i in self.live if i >= NUM_INITIAL)
 
     def layer_problem(self) -> str | None:
         """Why this graph is not a usable layer (its output must vary like x and depend on

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from evonorm_search import eager
 from evonorm_search.graph import NUM_INITIAL, LayerGraph, Node
-from evonorm_search.ops import ELEMENTWISE, STATISTICS, StatisticOp
+from evonorm_search.ops import ELEMENTWISE, STATISTICS, StatisticOp, keeps_running
 
 if TYPE_CHECKING:
     from evonorm_search.space import SearchSpace
@@ -223,7 +223,7 @@ def _evaluate_node(
 
     m = moment(inputs[0])
     value = stat.finish(m, EPS)
-    if node.axis == "batch":
+    if keeps_running(node.axis):
         return value, stat.finish(_running_estimate(stat, m, p), EPS)
     return value, value if same else stat.finish(moment(evaluation[order[0]]), EPS)
 

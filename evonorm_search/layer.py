@@ -21,7 +21,7 @@ from torch import Tensor
 
 from evonorm_search import eager
 from evonorm_search.graph import NUM_INITIAL, LayerGraph, as_graph
-from evonorm_search.ops import ELEMENTWISE, STATISTICS
+from evonorm_search.ops import ELEMENTWISE, STATISTICS, keeps_running
 
 __all__ = ["BACKENDS", "GraphNormAct", "evaluate_graph", "running_buffer_name"]
 
@@ -121,7 +121,7 @@ class GraphNormAct(eager.NormAct):
         program = graph.canonical()  # what runs: pruned, merged, renumbered
         running_names = {index: running_buffer_name(program, index)
                          for index, node in enumerate(program.nodes, start=NUM_INITIAL)
-                         if node.axis == "batch"}  # fmt: skip
+                         if keeps_running(node.axis)}  # fmt: skip
         super().__init__(
             num_channels, groups=groups, eps=eps, momentum=momentum, affine=affine,
             device=device, dtype=dtype,

@@ -41,6 +41,7 @@ __all__ = [
     "Op",
     "StatisticOp",
     "effective_groups",
+    "keeps_running",
     "reduce_count",
     "reduce_moment",
 ]
@@ -198,6 +199,12 @@ _MOMENTS = (
 AXIS_KINDS: Mapping[str, AxisKind] = MappingProxyType({a.name: a for a in _AXIS_KINDS})
 AXES: tuple[str, ...] = tuple(AXIS_KINDS)
 MOMENTS: Mapping[str, MomentKind] = MappingProxyType({m.name: m for m in _MOMENTS})
+
+
+def keeps_running(axis: str | None) -> bool:
+    """Whether a statistic over ``axis`` keeps a running estimate (read in eval mode)."""
+    return axis is not None and AXIS_KINDS[axis].running
+
 
 _ELEMENTWISE_OPS = (
     ElementwiseOp(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
-from evonorm_search.ops import AXES
+from evonorm_search.ops import AXES, keeps_running
 
 __all__ = ["ReductionPass", "Schedule", "schedule"]
 
@@ -74,7 +74,7 @@ def schedule(graph: LayerGraph, *, training: bool) -> Schedule:
         below = max(depth[j] for j in node.inputs)
         if node.axis is None:
             depth.append(below)
-        elif node.axis == "batch" and not training:
+        elif keeps_running(node.axis) and not training:
             stage_of[index] = -1  # the running estimate: known before any pass
             depth.append(0)
         else:

@@ -16,7 +16,7 @@ from string import Template
 from evonorm_search.codegen.schedule import ReductionPass, Schedule, schedule
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
-from evonorm_search.ops import AXIS_KINDS, ELEMENTWISE, MOMENTS, STATISTICS
+from evonorm_search.ops import AXIS_KINDS, ELEMENTWISE, MOMENTS, STATISTICS, keeps_running
 from evonorm_search.resources import resource_dir
 
 __all__ = ["LayerSource", "generate", "on_chip_axis", "unsupported"]
@@ -243,7 +243,7 @@ def generate(graph: LayerGraph) -> LayerSource:
         backward_reduce[mode] = tuple(kernels)
         parts.append(_backward_kernel(plan, f"backward_{mode}", moment_params, forward_body))
     # Without batch statistics the two modes are one computation.
-    batch = any(node.axis == "batch" for node in canonical.nodes)
+    batch = any(keeps_running(node.axis) for node in canonical.nodes)
     row = None if batch else on_chip_axis(plans["train"])
     if row:
         parts += _fused_kernels(plans["train"], row, moment_params)
