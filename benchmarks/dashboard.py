@@ -64,8 +64,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 ARCHITECTURES = ("resnet", "mobilenet", "efficientnet")
 POPULATION, TOURNAMENT = 32, 8
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LIMIT_S = 1.0  # the acceptance line: a page opens in under a second
 
 # Each page's "drawn" condition, as a JavaScript expression.
@@ -135,11 +141,19 @@ def sqlite_path(url: str) -> Path | None:
 
 
 # What stops a candidate that is not trained and is no structural duplicate, and how often.
-OTHER_FATES = {"functional": 0.18, "numeric": 0.30, "stability": 0.22, "compile": 0.12,
-               "quality": 0.15, "diverged": 0.03}  # fmt: skip
-NUMERIC = {"non_finite": {"spread": None, "scale": None},
-           "constant_output": {"spread": 3e-6, "scale": 1e-5},
-           "exploding_output": {"spread": 1.2, "scale": 4.2e5}}  # fmt: skip
+OTHER_FATES = {
+    "functional": 0.18,
+    "numeric": 0.30,
+    "stability": 0.22,
+    "compile": 0.12,
+    "quality": 0.15,
+    "diverged": 0.03,
+}
+NUMERIC = {
+    "non_finite": {"spread": None, "scale": None},
+    "constant_output": {"spread": 3e-6, "scale": 1e-5},
+    "exploding_output": {"spread": 1.2, "scale": 4.2e5},
+}
 
 
 class Writer:
@@ -161,8 +175,13 @@ class Writer:
 
     def seconds(self, last: str) -> dict[str, float]:
         """Plausible seconds per screening stage, up to the one that stopped it."""
-        typical = {"static": 0.0004, "duplicate": 0.0001, "functional": 0.006,
-                   "numeric": 0.0002, "stability": 0.02}  # fmt: skip
+        typical = {
+            "static": 0.0004,
+            "duplicate": 0.0001,
+            "functional": 0.006,
+            "numeric": 0.0002,
+            "stability": 0.02,
+        }
         seconds = {}
         for stage, s in typical.items():
             seconds[stage] = round(s * float(self.rng.uniform(0.7, 1.5)), 5)
@@ -181,8 +200,9 @@ class Writer:
             latent = rng.normal(-1.0, 0.7) + rng.normal(0, 0.2, k)
             return random_graph(self.space, rng), None, None, latent
         picks = rng.choice(len(self.population), TOURNAMENT, replace=False)
-        parent, graph, latent, _ = max((self.population[i] for i in picks),
-                                       key=lambda p: p[3].mean())  # fmt: skip
+        parent, graph, latent, _ = max(
+            (self.population[i] for i in picks), key=lambda p: p[3].mean()
+        )
         for _ in range(20):  # a trained candidate gets a structure of its own where it can
             child, mutation = mutate(graph, self.space, rng)
             if not train or child.structural_hash() not in self.seen:
@@ -201,56 +221,101 @@ class Writer:
         graph, parent, mutation, latent = self.propose(train)
         structure = graph.structural_hash()
         function = hashlib.sha256(f"f{structure}".encode()).hexdigest()
-        common = {"graph": graph.to_json(), "formula": graph.formula(), "parent": parent,
-                  "mutation": mutation, "structural_hash": structure,
-                  "node_count": len(graph.pruned().nodes)}  # fmt: skip
+        common = {
+            "graph": graph.to_json(),
+            "formula": graph.formula(),
+            "parent": parent,
+            "mutation": mutation,
+            "structural_hash": structure,
+            "node_count": len(graph.pruned().nodes),
+        }
         repeated = structure in self.seen
         self.seen.add(structure)
         fate = "trained"
         if not train:
-            fate = "duplicate" if repeated else self.fates[rng.choice(len(self.fates),
-                                                                      p=self.weights)]  # fmt: skip
+            fate = (
+                "duplicate" if repeated else self.fates[rng.choice(len(self.fates), p=self.weights)]
+            )
         if fate == "functional" and not self.trained:
             fate = "numeric"
         if fate == "duplicate":
-            store.add_candidate(name, **common, status="duplicate", stage="duplicate",
-                                reason="structural_duplicate", seconds=self.seconds("duplicate"),
-                                detail=f"canonical form {structure} seen before")  # fmt: skip
+            store.add_candidate(
+                name,
+                **common,
+                status="duplicate",
+                stage="duplicate",
+                reason="structural_duplicate",
+                seconds=self.seconds("duplicate"),
+                detail=f"canonical form {structure} seen before",
+            )
             return
         if fate == "functional":
             twin, twin_hash = self.trained[int(rng.integers(len(self.trained)))]
-            store.add_candidate(name, **common, functional_hash=twin_hash, status="duplicate",
-                                stage="functional", reason="functional_duplicate",
-                                detail=f"computes what candidate {twin} does",
-                                measured={"candidate": twin}, duplicate_of=twin,
-                                seconds=self.seconds("functional"))  # fmt: skip
+            store.add_candidate(
+                name,
+                **common,
+                functional_hash=twin_hash,
+                status="duplicate",
+                stage="functional",
+                reason="functional_duplicate",
+                detail=f"computes what candidate {twin} does",
+                measured={"candidate": twin},
+                duplicate_of=twin,
+                seconds=self.seconds("functional"),
+            )
             return
         if fate == "numeric":
             reason = list(NUMERIC)[int(rng.integers(len(NUMERIC)))]
-            store.add_candidate(name, **common, functional_hash=function, status="rejected",
-                                stage="numeric", reason=reason, measured=NUMERIC[reason],
-                                detail=f"{reason.replace('_', ' ')} on the probe",
-                                seconds=self.seconds("numeric"))  # fmt: skip
+            store.add_candidate(
+                name,
+                **common,
+                functional_hash=function,
+                status="rejected",
+                stage="numeric",
+                reason=reason,
+                measured=NUMERIC[reason],
+                detail=f"{reason.replace('_', ' ')} on the probe",
+                seconds=self.seconds("numeric"),
+            )
             return
-        probe = {"spread": round(float(rng.uniform(0.05, 2.0)), 4),
-                 "scale": round(float(rng.uniform(0.3, 3.0)), 4)}  # fmt: skip
+        probe = {
+            "spread": round(float(rng.uniform(0.05, 2.0)), 4),
+            "scale": round(float(rng.uniform(0.3, 3.0)), 4),
+        }
         if fate == "stability":
             ratio = float(10 ** rng.uniform(8.1, 11))
-            store.add_candidate(name, **common, functional_hash=function, status="rejected",
-                                stage="stability", reason="unstable",
-                                detail=f"gradient/weight norm ratio {ratio:.3g} above 1e+08",
-                                measured={**probe, "max_ratio": ratio, "steps": 5},
-                                seconds=self.seconds("stability"))  # fmt: skip
+            store.add_candidate(
+                name,
+                **common,
+                functional_hash=function,
+                status="rejected",
+                stage="stability",
+                reason="unstable",
+                detail=f"gradient/weight norm ratio {ratio:.3g} above 1e+08",
+                measured={**probe, "max_ratio": ratio, "steps": 5},
+                seconds=self.seconds("stability"),
+            )
             return
         # Passed the screening: a trial runs the compile stage, then trains the proxies.
         probe.update(max_ratio=round(float(rng.uniform(1.0, 6.0)), 3), steps=5)
-        cid = store.add_candidate(name, **common, functional_hash=function, status="running",
-                                  stage="compile", measured=probe,
-                                  seconds=self.seconds("stability"))  # fmt: skip
+        cid = store.add_candidate(
+            name,
+            **common,
+            functional_hash=function,
+            status="running",
+            stage="compile",
+            measured=probe,
+            seconds=self.seconds("stability"),
+        )
         if fate == "compile":
             seconds = {"compile": round(float(rng.uniform(0.01, 0.05)), 3)}
-            store.update_candidate(cid, status="rejected", stage="compile", seconds=seconds,
-                                   reason="unsupported: a statistic of a statistic")  # fmt: skip
+            store.update_candidate(
+                cid,
+                status="rejected",
+                stage="compile",
+                seconds=seconds,
+                reason="unsupported: a statistic of a statistic",
+            )
             return
         quality = self.accuracies(latent)
         self.train(cid, fate, quality, structure)
@@ -263,12 +328,19 @@ class Writer:
         the fitness (or the architecture it stopped on)."""
         rng, store = self.rng, self.store
         fwd, bwd = int(rng.integers(2, 7)), int(rng.integers(3, 11))
-        compiled = {"kernel_hash": hashlib.sha256(structure.encode()).hexdigest()[:16],
-                    "target": "sm_90a", "shape": [128, 64, 56, 56], "dtype": "bfloat16",
-                    "registers": int(rng.integers(24, 96)), "spill_bytes": 0,
-                    "compile_s": round(float(rng.uniform(0.8, 3.0)), 3), "traffic_fwd": fwd,
-                    "traffic_bwd": bwd, "kernels": int(rng.integers(1, 4)),
-                    "verified": True}  # fmt: skip
+        compiled = {
+            "kernel_hash": hashlib.sha256(structure.encode()).hexdigest()[:16],
+            "target": "sm_90a",
+            "shape": [128, 64, 56, 56],
+            "dtype": "bfloat16",
+            "registers": int(rng.integers(24, 96)),
+            "spill_bytes": 0,
+            "compile_s": round(float(rng.uniform(0.8, 3.0)), 3),
+            "traffic_fwd": fwd,
+            "traffic_bwd": bwd,
+            "kernels": int(rng.integers(1, 4)),
+            "verified": True,
+        }
         runs = len(ARCHITECTURES) if fate == "trained" else 1 + int(rng.integers(3))
         accuracy = 0.0
         for i, architecture in enumerate(ARCHITECTURES[:runs]):
@@ -276,7 +348,11 @@ class Writer:
             accuracy = float(rng.uniform(0.08, 0.19)) if stopped else float(quality[i])
             diverged = stopped and fate == "diverged"
             store.add_evaluation(
-                cid, architecture=architecture, dataset="cifar10", preset="tiny", seed=0,
+                cid,
+                architecture=architecture,
+                dataset="cifar10",
+                preset="tiny",
+                seed=0,
                 steps=100 if stopped else 300,
                 status=("diverged" if diverged else "rejected") if stopped else "completed",
                 seconds=round(float(rng.uniform(20, 40)) / (3 if stopped else 1), 2),
@@ -284,18 +360,30 @@ class Writer:
                 loss=None if diverged else round(2.3 * (1 - accuracy), 4),
                 quality_accuracy=None if diverged else round(accuracy * 0.9, 4),
                 node="bench-node",
-            )  # fmt: skip
-        seconds = {"compile": compiled["compile_s"],
-                   "proxy": round(float(rng.uniform(60, 120)) * runs / 3, 2)}  # fmt: skip
+            )
+        seconds = {
+            "compile": compiled["compile_s"],
+            "proxy": round(float(rng.uniform(60, 120)) * runs / 3, 2),
+        }
         figures = {"compiled": compiled, "bytes_per_element": fwd + bwd, "seconds": seconds}
         stopped_on = ARCHITECTURES[runs - 1]
         if fate == "quality":
-            store.update_candidate(cid, status="rejected", stage="quality", **figures,
-                                   reason=f"below the quality threshold on {stopped_on}: "
-                                   f"{accuracy:.3f} < 0.2 at step 100")  # fmt: skip
+            store.update_candidate(
+                cid,
+                status="rejected",
+                stage="quality",
+                **figures,
+                reason=f"below the quality threshold on {stopped_on}: "
+                f"{accuracy:.3f} < 0.2 at step 100",
+            )
         elif fate == "diverged":
-            store.update_candidate(cid, status="failed", stage="quality", **figures,
-                                   reason=f"diverged on {stopped_on} at step 100")  # fmt: skip
+            store.update_candidate(
+                cid,
+                status="failed",
+                stage="quality",
+                **figures,
+                reason=f"diverged on {stopped_on} at step 100",
+            )
         else:
             store.update_candidate(cid, **figures)
             scores = zip(ARCHITECTURES, quality.tolist(), strict=True)
@@ -308,10 +396,16 @@ def populate(url: str, name: str, n: int, share: float, batch: int, seed: int) -
 
     start = time.perf_counter()
     with Store(url) as store:
-        store.create_search(name, space="evonorm_b", strategy="evolution", seed=seed,
-                            budget=max(round(n * share), 1), architectures=ARCHITECTURES,
-                            proxy_key=f"bench-{name}",
-                            config={"benchmark": "benchmarks/dashboard.py"})  # fmt: skip
+        store.create_search(
+            name,
+            space="evonorm_b",
+            strategy="evolution",
+            seed=seed,
+            budget=max(round(n * share), 1),
+            architectures=ARCHITECTURES,
+            proxy_key=f"bench-{name}",
+            config={"benchmark": "benchmarks/dashboard.py"},
+        )
         writer = Writer(store, name, share, seed)
         for first in range(0, n, batch):
             with store.batch():
@@ -319,8 +413,10 @@ def populate(url: str, name: str, n: int, share: float, batch: int, seed: int) -
                     writer.add()
             written = min(first + batch, n)
             if written % max(n // 5, 1) < batch or written == n:
-                print(f"    {written} candidates written, {time.perf_counter() - start:.1f} s",
-                      flush=True)  # fmt: skip
+                print(
+                    f"    {written} candidates written, {time.perf_counter() - start:.1f} s",
+                    flush=True,
+                )
         store.set_search_status(name, "completed")
     return time.perf_counter() - start
 
@@ -340,13 +436,16 @@ def ensure_database(args: argparse.Namespace, name: str) -> float | None:
         except EvoNormError:
             pass
     if path is None:
-        sys.exit(f"{args.db}: only a SQLite database is built or rebuilt here; give a fresh "
-                 "SQLite path")  # fmt: skip
+        sys.exit(
+            f"{args.db}: only a SQLite database is built or rebuilt here; give a fresh SQLite path"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    print(f"populating {path}: {args.candidates} candidates, trained share "
-          f"{args.trained_share:g}", flush=True)  # fmt: skip
+    print(
+        f"populating {path}: {args.candidates} candidates, trained share {args.trained_share:g}",
+        flush=True,
+    )
     return populate(args.db, name, args.candidates, args.trained_share, args.batch, args.seed)
 
 
@@ -395,10 +494,16 @@ def api_paths(name: str, candidate: int) -> dict[str, list[str]]:
     """Per page, the JSON endpoints its script fetches."""
     api = f"/api/searches/{urllib.parse.quote(name, safe='')}"
     pair = urllib.parse.quote(",".join(ARCHITECTURES[:2]), safe="")
-    return {"searches": ["/api/searches"],
-            "search": [api, f"{api}/points", f"{api}/siblings",
-                       f"{api}/pareto?objectives={pair}&baselines=1"],
-            "candidate": [f"{api}/baselines", f"/api/candidates/{candidate}"]}  # fmt: skip
+    return {
+        "searches": ["/api/searches"],
+        "search": [
+            api,
+            f"{api}/points",
+            f"{api}/siblings",
+            f"{api}/pareto?objectives={pair}&baselines=1",
+        ],
+        "candidate": [f"{api}/baselines", f"/api/candidates/{candidate}"],
+    }
 
 
 def fetch_all(base: str, paths: list[str]) -> int:
@@ -415,8 +520,10 @@ def dashboard_server(url: str, log: Path) -> Iterator[str]:
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "evonorm_search", "dashboard", "--db", url, "--port", "0"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -466,8 +573,11 @@ def browse(browser: Any, urls: dict[str, str], repeat: int) -> dict[str, dict[st
         warm = [open_page(page, url, DRAWN[key]) for _ in range(repeat)]
         context.close()
         figures[key] = {"cold": cold, "warm": warm}
-        print(f"    {key:<9} cold {' '.join(f'{t:.3f}' for t in cold)} s; "
-              f"warm {' '.join(f'{t:.3f}' for t in warm)} s", flush=True)  # fmt: skip
+        print(
+            f"    {key:<9} cold {' '.join(f'{t:.3f}' for t in cold)} s; "
+            f"warm {' '.join(f'{t:.3f}' for t in warm)} s",
+            flush=True,
+        )
     return figures
 
 
@@ -496,32 +606,42 @@ def describe(key: str, kind: str, t: dict[str, Any]) -> None:
     """Where one instrumented open spent its time (the in-page clock starts at the
     navigation)."""
     nav = t["nav"]
-    print(f"  {key} page, {kind}: {t['seconds'] * 1e3:.0f} ms in all; drawn at "
-          f"{t['drawn']:.0f} ms, that frame rendered at {t['shown']:.0f} ms; HTML at "
-          f"{nav['responseEnd']:.0f} ms, DOMContentLoaded {nav['dcl']:.0f} ms; "
-          f"{t['nodes']} elements")  # fmt: skip
+    print(
+        f"  {key} page, {kind}: {t['seconds'] * 1e3:.0f} ms in all; drawn at "
+        f"{t['drawn']:.0f} ms, that frame rendered at {t['shown']:.0f} ms; HTML at "
+        f"{nav['responseEnd']:.0f} ms, DOMContentLoaded {nav['dcl']:.0f} ms; "
+        f"{t['nodes']} elements"
+    )
     for r in t["resources"]:
         size = f"{r['bytes'] / 1e6:.2f} MB" if r["bytes"] else "cached"
         wait = r["responseStart"] - r["requestStart"] if r["requestStart"] else 0.0
-        print(f"    {r['path'][:60]:<60} {r['start']:6.0f} -> {r['end']:6.0f} ms "
-              f"(server {wait:4.0f} ms) {size}")  # fmt: skip
+        print(
+            f"    {r['path'][:60]:<60} {r['start']:6.0f} -> {r['end']:6.0f} ms "
+            f"(server {wait:4.0f} ms) {size}"
+        )
     bench = t["bench"] or {}
     if bench.get("plotlyReady") is not None:
         script = next((r for r in t["resources"] if r["path"].endswith("plotly.min.js")), None)
         begin = max(nav["domInteractive"], script["end"] if script else 0.0)
         ready = bench["plotlyReady"]
-        print(f"    plotly.js evaluated at {ready:.0f} ms: about {ready - begin:.0f} ms after "
-              "it could start (parse + run)")  # fmt: skip
+        print(
+            f"    plotly.js evaluated at {ready:.0f} ms: about {ready - begin:.0f} ms after "
+            "it could start (parse + run)"
+        )
     for r in bench.get("react", []):
         end = f", {r['end'] - r['start']:.0f} ms until settled" if "end" in r else ""
-        print(f"    Plotly.react #{r['id']} ({r['points']} points) at {r['start']:.0f} ms: "
-              f"{r['sync'] - r['start']:.0f} ms synchronous{end}")  # fmt: skip
+        print(
+            f"    Plotly.react #{r['id']} ({r['points']} points) at {r['start']:.0f} ms: "
+            f"{r['sync'] - r['start']:.0f} ms synchronous{end}"
+        )
     tasks = [(d, s) for s, d in bench.get("longTasks", []) if s < t["shown"]]
     if tasks:
         longest, at = max(tasks)
-        print(f"    main thread: {len(tasks)} long tasks (over 50 ms) before it was shown, "
-              f"{sum(d for d, _ in tasks):.0f} ms in all; the longest {longest:.0f} ms at "
-              f"{at:.0f} ms")  # fmt: skip
+        print(
+            f"    main thread: {len(tasks)} long tasks (over 50 ms) before it was shown, "
+            f"{sum(d for d, _ in tasks):.0f} ms in all; the longest {longest:.0f} ms at "
+            f"{at:.0f} ms"
+        )
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -530,8 +650,12 @@ def describe(key: str, kind: str, t: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=10_000)
-    parser.add_argument("--trained-share", type=float, default=0.3,
-                        help="share of candidates trained (1: the worst case)")  # fmt: skip
+    parser.add_argument(
+        "--trained-share",
+        type=float,
+        default=0.3,
+        help="share of candidates trained (1: the worst case)",
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--db", default=f"sqlite:///{RESULTS / 'dashboard.db'}")
     parser.add_argument("--rebuild", action="store_true", help="write the database afresh")
@@ -544,47 +668,66 @@ def main() -> None:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        print("benchmarks/dashboard.py: playwright is not installed (pip install playwright; "
-              "it drives the system's Chromium)", file=sys.stderr)  # fmt: skip
+        print(
+            "benchmarks/dashboard.py: playwright is not installed (pip install playwright; "
+            "it drives the system's Chromium)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if not Path(args.chromium).is_file():
-        print(f"benchmarks/dashboard.py: no Chromium at {args.chromium} (apt-get install "
-              "chromium, or --chromium PATH)", file=sys.stderr)  # fmt: skip
+        print(
+            f"benchmarks/dashboard.py: no Chromium at {args.chromium} (apt-get install "
+            "chromium, or --chromium PATH)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     from evonorm_search.store import Store
 
     RESULTS.mkdir(exist_ok=True)
     name = f"bench-{args.candidates}-trained{args.trained_share:g}"
     populate_s = ensure_database(args, name)
-    print(f"{name}: " + (f"populated in {populate_s:.1f} s" if populate_s is not None
-                         else f"reused from {args.db} (--rebuild writes it afresh)"))  # fmt: skip
+    print(
+        f"{name}: "
+        + (
+            f"populated in {populate_s:.1f} s"
+            if populate_s is not None
+            else f"reused from {args.db} (--rebuild writes it afresh)"
+        )
+    )
 
     with Store(args.db, readonly=True) as store:
         status = store.status(name)
         others = [s["name"] for s in store.searches() if s["name"] != name]
         candidate, generations = longest_lineage(store, name)
-        print(f"{status['screened']} candidates, {status['trained']} trained, front "
-              f"{status['front_size']}; candidate page: #{candidate} ({generations} in its "
-              f"lineage)")  # fmt: skip
+        print(
+            f"{status['screened']} candidates, {status['trained']} trained, front "
+            f"{status['front_size']}; candidate page: #{candidate} ({generations} in its "
+            f"lineage)"
+        )
         if others:
             print(f"note: the database holds {len(others)} other searches ({', '.join(others)})")
         calls = store_calls(store, name, candidate)
         store_s = {k: samples(f, args.repeat) for k, f in calls.items()}
 
     paths = api_paths(name, candidate)
-    pages = {"searches": "/", "search": f"/searches/{urllib.parse.quote(name, safe='')}",
-             "candidate": f"/candidates/{candidate}"}  # fmt: skip
+    pages = {
+        "searches": "/",
+        "search": f"/searches/{urllib.parse.quote(name, safe='')}",
+        "candidate": f"/candidates/{candidate}",
+    }
     with dashboard_server(args.db, RESULTS / "dashboard-server.log") as base:
         print(f"dashboard at {base}; Chromium {args.chromium}", flush=True)
         api_s = {k: samples(lambda p=p: fetch_all(base, p), args.repeat) for k, p in paths.items()}
         api_bytes = {k: fetch_all(base, p) for k, p in paths.items()}
         urls = {k: base + path for k, path in pages.items()}
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium,
-                                                 args=CHROMIUM_ARGS)  # fmt: skip
+            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             try:
-                print(f"Chromium {browser.version}: {args.repeat} cold and {args.repeat} "
-                      "warm opens per page", flush=True)  # fmt: skip
+                print(
+                    f"Chromium {browser.version}: {args.repeat} cold and {args.repeat} "
+                    "warm opens per page",
+                    flush=True,
+                )
                 opens = browse(browser, urls, args.repeat)
                 breakdown = profile(browser, urls)
             finally:
@@ -595,30 +738,47 @@ def main() -> None:
         for kind in ("cold", "warm"):
             describe(key, kind, breakdown[key][kind])
 
-    print(f"\n{name}: cold = first open in a fresh browser context (median of {args.repeat}); "
-          f"warm = {args.repeat} more opens in its tab (plotly.js cached and compiled).\n"
-          "API = the page's JSON endpoints fetched one after the other with urllib (median); "
-          "store = the same queries in-process; ratio = warm median / API.")  # fmt: skip
-    print(f"{'page':<10} {'candidates':>10} {'trained':>8} {'cold open (s)':>13} "
-          f"{'warm median (s)':>15} {'warm max (s)':>12} {'API (s)':>8} {'API MB':>7} "
-          f"{'store (s)':>9} {'ratio':>6}")  # fmt: skip
+    print(
+        f"\n{name}: cold = first open in a fresh browser context (median of {args.repeat}); "
+        f"warm = {args.repeat} more opens in its tab (plotly.js cached and compiled).\n"
+        "API = the page's JSON endpoints fetched one after the other with urllib (median); "
+        "store = the same queries in-process; ratio = warm median / API."
+    )
+    print(
+        f"{'page':<10} {'candidates':>10} {'trained':>8} {'cold open (s)':>13} "
+        f"{'warm median (s)':>15} {'warm max (s)':>12} {'API (s)':>8} {'API MB':>7} "
+        f"{'store (s)':>9} {'ratio':>6}"
+    )
     worst = (0.0, "")
     for key in pages:
         cold, warm = opens[key]["cold"], opens[key]["warm"]
         api, local = statistics.median(api_s[key]), statistics.median(store_s[key])
-        print(f"{key:<10} {status['screened']:>10} {status['trained']:>8} "
-              f"{statistics.median(cold):>13.3f} {statistics.median(warm):>15.3f} "
-              f"{max(warm):>12.3f} {api:>8.3f} {api_bytes[key] / 1e6:>7.2f} {local:>9.3f} "
-              f"{statistics.median(warm) / api:>5.1f}x")  # fmt: skip
+        print(
+            f"{key:<10} {status['screened']:>10} {status['trained']:>8} "
+            f"{statistics.median(cold):>13.3f} {statistics.median(warm):>15.3f} "
+            f"{max(warm):>12.3f} {api:>8.3f} {api_bytes[key] / 1e6:>7.2f} {local:>9.3f} "
+            f"{statistics.median(warm) / api:>5.1f}x"
+        )
         worst = max(worst, (max(cold + warm), key))
     verdict = "yes" if worst[0] < LIMIT_S else "no"
-    print(f"every page opened under {LIMIT_S:g} s (all cold and warm opens): {verdict}; the "
-          f"slowest open: {worst[1]} page, {worst[0]:.3f} s")  # fmt: skip
+    print(
+        f"every page opened under {LIMIT_S:g} s (all cold and warm opens): {verdict}; the "
+        f"slowest open: {worst[1]} page, {worst[0]:.3f} s"
+    )
 
-    record = {"search": name, "db": args.db, "populate_s": populate_s, "status": status,
-              "candidate": candidate, "lineage": generations, "opens": opens,
-              "api_s": api_s, "api_bytes": api_bytes, "store_s": store_s,
-              "profile": breakdown}  # fmt: skip
+    record = {
+        "search": name,
+        "db": args.db,
+        "populate_s": populate_s,
+        "status": status,
+        "candidate": candidate,
+        "lineage": generations,
+        "opens": opens,
+        "api_s": api_s,
+        "api_bytes": api_bytes,
+        "store_s": store_s,
+        "profile": breakdown,
+    }
     out = RESULTS / f"dashboard-{name}.json"
     out.write_text(json.dumps(record, indent=1, default=str))
     print(f"figures: {out}")

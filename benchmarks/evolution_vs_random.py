@@ -70,24 +70,40 @@ def search(seeds: list[int], worker_hours: float, workers: int, data_dir: str) -
             if (strategy, seed) in done:
                 continue
             name = f"{strategy}-s{seed}"
-            settings = SearchSettings(name=name, space="evonorm_b", dataset="cifar10",
-                                      data_dir=data_dir, strategy=strategy, initial="baselines",
-                                      seed=seed, budget=10_000, max_candidates=10**9,
-                                      workers=workers, worker_hours=worker_hours)  # fmt: skip
+            settings = SearchSettings(
+                name=name,
+                space="evonorm_b",
+                dataset="cifar10",
+                data_dir=data_dir,
+                strategy=strategy,
+                initial="baselines",
+                seed=seed,
+                budget=10_000,
+                max_candidates=10**9,
+                workers=workers,
+                worker_hours=worker_hours,
+            )
             database = DATABASES / f"{name}.db"
             if database.exists():
                 # A run cut off by an earlier sitting: the store counts its worker time, but
                 # not when in it each candidate finished (the timeline reads wall clocks, and
                 # the gap between sittings is not stored), so it starts over.
-                print(f"{name}: an unfinished run from an earlier process: starting it over",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{name}: an unfinished run from an earlier process: starting it over",
+                    flush=True,
+                )
                 database.unlink()
             url = f"sqlite:///{database}"
             print(f"{name}: {worker_hours} worker-hours on {workers} workers, {url}", flush=True)
             with Store(url) as store:
                 if not ray.is_initialized():
-                    ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                             log_to_driver=False, configure_logging=False)  # fmt: skip
+                    ray.init(
+                        address="local",
+                        num_cpus=workers,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        configure_logging=False,
+                    )
                 status = run_search(store, settings)
                 if status != "exhausted":
                     sys.exit(f"{name} ended {status}: run the command again to start it over")
@@ -112,15 +128,18 @@ def _finished(store, ids: list[int]) -> dict[int, datetime]:
 
     from evonorm_search.store.models import Evaluation
 
-    query = (select(Evaluation.candidate_id, func.max(Evaluation.created_at))
-             .where(Evaluation.candidate_id.in_(ids), Evaluation.stage == "proxy")
-             .group_by(Evaluation.candidate_id))  # fmt: skip
+    query = (
+        select(Evaluation.candidate_id, func.max(Evaluation.created_at))
+        .where(Evaluation.candidate_id.in_(ids), Evaluation.stage == "proxy")
+        .group_by(Evaluation.candidate_id)
+    )
     with store.engine.connect() as connection:
         return {cid: _utc(moment) for cid, moment in connection.execute(query)}
 
 
-def _timeline(store, name: str, strategy: str, seed: int, worker_hours: float,
-              workers: int) -> dict:  # fmt: skip
+def _timeline(
+    store, name: str, strategy: str, seed: int, worker_hours: float, workers: int
+) -> dict:
     search, status = store.search(name), store.status(name)
     began = _utc(datetime.fromisoformat(search["created_at"]))
     ids = [c["id"] for c in store.history(name) if c["status"] == "trained"]
@@ -129,15 +148,30 @@ def _timeline(store, name: str, strategy: str, seed: int, worker_hours: float,
     for cid in ids:
         record = store.candidate(cid)
         finished = finish[cid] - began
-        trained.append({"id": cid, "formula": record["formula"], "graph": record["graph"],
-                        "mutation": record["mutation"], "scores": record["scores"],
-                        "mean_score": record["mean_score"],
-                        "worker_s": round(finished.total_seconds() * workers, 1)})  # fmt: skip
-    return {"strategy": strategy, "seed": seed, "worker_hours_budget": worker_hours,
-            "workers": workers, "worker_s": status["worker_seconds"],
-            "wall_s": status["elapsed_s"], "trained": status["trained"],
-            "screened": status["screened"], "worker_by_fate": status["worker_by_fate"],
-            "code_version": search["code_version"], "candidates": trained}  # fmt: skip
+        trained.append(
+            {
+                "id": cid,
+                "formula": record["formula"],
+                "graph": record["graph"],
+                "mutation": record["mutation"],
+                "scores": record["scores"],
+                "mean_score": record["mean_score"],
+                "worker_s": round(finished.total_seconds() * workers, 1),
+            }
+        )
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "worker_hours_budget": worker_hours,
+        "workers": workers,
+        "worker_s": status["worker_seconds"],
+        "wall_s": status["elapsed_s"],
+        "trained": status["trained"],
+        "screened": status["screened"],
+        "worker_by_fate": status["worker_by_fate"],
+        "code_version": search["code_version"],
+        "candidates": trained,
+    }
 
 
 def best_by_mark(run: dict) -> dict[float, dict | None]:
@@ -165,17 +199,32 @@ def reevaluate_unit(job: tuple[dict, str]) -> dict:
 
     torch.set_num_threads(1)
     unit, data_dir = job
-    report = reevaluate_trial({"graph": unit["graph"], "seed": unit["seed"],
-                               "space": "evonorm_b", "dataset": "cifar10", "preset": None,
-                               "data_dir": data_dir})  # fmt: skip
+    report = reevaluate_trial(
+        {
+            "graph": unit["graph"],
+            "seed": unit["seed"],
+            "space": "evonorm_b",
+            "dataset": "cifar10",
+            "preset": None,
+            "data_dir": data_dir,
+        }
+    )
     # Every proxy architecture scores, as in the search: one not trained because an earlier
     # one failed counts 0, like the failed one (else a mean over fewer networks flatters it).
     scores = dict.fromkeys(effective_space("evonorm_b", "cifar10", None).proxy.architectures, 0.0)
-    scores.update({e["architecture"]: e["accuracy"] or 0.0 for e in report["evaluations"]
-                   if e["status"] == "completed"})  # fmt: skip
-    return {**{k: unit[k] for k in ("strategy", "search_seed", "id", "seed", "formula")},
-            "scores": scores, "evaluations": report["evaluations"],
-            "code_version": report["code_version"]}  # fmt: skip
+    scores.update(
+        {
+            e["architecture"]: e["accuracy"] or 0.0
+            for e in report["evaluations"]
+            if e["status"] == "completed"
+        }
+    )
+    return {
+        **{k: unit[k] for k in ("strategy", "search_seed", "id", "seed", "formula")},
+        "scores": scores,
+        "evaluations": report["evaluations"],
+        "code_version": report["code_version"],
+    }
 
 
 def reevaluate(processes: int, data_dir: str) -> None:
@@ -186,14 +235,24 @@ def reevaluate(processes: int, data_dir: str) -> None:
         layers = {c["id"]: c for c in best_by_mark(run).values() if c is not None}
         for cid, c in sorted(layers.items()):
             for extra in NEW_SEEDS:
-                unit = {"strategy": strategy, "search_seed": seed, "id": cid,
-                        "seed": seed + extra, "formula": c["formula"],
-                        "graph": c["graph"]}  # fmt: skip
+                unit = {
+                    "strategy": strategy,
+                    "search_seed": seed,
+                    "id": cid,
+                    "seed": seed + extra,
+                    "formula": c["formula"],
+                    "graph": c["graph"],
+                }
                 if unit_key(unit) not in finished:
                     jobs.append((unit, data_dir))
-    study.run(reevaluate_unit, jobs, REEVALUATED, processes, None,
-                    lambda r: f"{r['strategy']}-s{r['search_seed']} #{r['id']} "
-                              f"seed {r['seed']}")  # fmt: skip
+    study.run(
+        reevaluate_unit,
+        jobs,
+        REEVALUATED,
+        processes,
+        None,
+        lambda r: f"{r['strategy']}-s{r['search_seed']} #{r['id']} seed {r['seed']}",
+    )
 
 
 def report(plot: Path | None) -> None:
@@ -202,8 +261,10 @@ def report(plot: Path | None) -> None:
     runs = study.done(RUNS, run_key)
     units = study.done(REEVALUATED, unit_key)
     if not runs:
-        sys.exit("evolution_vs_random: no runs yet: `python benchmarks/evolution_vs_random.py "
-                 "search` first")  # fmt: skip
+        sys.exit(
+            "evolution_vs_random: no runs yet: `python benchmarks/evolution_vs_random.py "
+            "search` first"
+        )
     # (strategy, search seed) -> mark -> re-evaluated mean of the best layer by then
     curves: dict[tuple[str, int], dict[float, float]] = {}
     for key, run in sorted(runs.items()):
@@ -212,7 +273,8 @@ def report(plot: Path | None) -> None:
             seeds = [units.get((*key, c["id"], key[1] + extra)) for extra in NEW_SEEDS] if c else []
             if c is not None and all(seeds):
                 curves[key][mark] = statistics.fmean(
-                    statistics.fmean(u["scores"].values()) for u in seeds)  # fmt: skip
+                    statistics.fmean(u["scores"].values()) for u in seeds
+                )
     print(
         "| run | wall min | worker-hours | screened | trained | share of worker time "
         "training | best at the end: proxy | re-evaluated | origin | formula |"
@@ -220,19 +282,31 @@ def report(plot: Path | None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for key, run in sorted(runs.items()):
         best = best_by_mark(run)[MARKS[-1]]
-        origin = "-" if best is None else ("zoo" if (best["mutation"] or "").startswith(
-            "initial: baseline") else "found")  # fmt: skip
+        origin = (
+            "-"
+            if best is None
+            else ("zoo" if (best["mutation"] or "").startswith("initial: baseline") else "found")
+        )
         again = curves[key].get(MARKS[-1])
-        print(f"| {key[0]}-s{key[1]} | {run['wall_s'] / 60:.1f} | {run['worker_s'] / 3600:.2f} "
-              f"| {run['screened']} | {run['trained']} | "
-              f"{run['worker_by_fate'].get('trained', 0) / run['worker_s']:.0%} | "
-              + ("- | - | - | -" if best is None else
-                 f"#{best['id']} {best['mean_score']:.4f} | "
-                 f"{'-' if again is None else format(again, '.4f')} | {origin} | "
-                 f"`{best['formula']}`") + " |")  # fmt: skip
+        print(
+            f"| {key[0]}-s{key[1]} | {run['wall_s'] / 60:.1f} | {run['worker_s'] / 3600:.2f} "
+            f"| {run['screened']} | {run['trained']} | "
+            f"{run['worker_by_fate'].get('trained', 0) / run['worker_s']:.0%} | "
+            + (
+                "- | - | - | -"
+                if best is None
+                else f"#{best['id']} {best['mean_score']:.4f} | "
+                f"{'-' if again is None else format(again, '.4f')} | {origin} | "
+                f"`{best['formula']}`"
+            )
+            + " |"
+        )
     print()
-    print("| strategy | search seeds | trained per worker-hour | "
-          + " | ".join(f"at {m:g} of the budget" for m in MARKS) + " |")  # fmt: skip
+    print(
+        "| strategy | search seeds | trained per worker-hour | "
+        + " | ".join(f"at {m:g} of the budget" for m in MARKS)
+        + " |"
+    )
     print("|---|---|---|" + "---|" * len(MARKS))
     for strategy in STRATEGIES:
         mine = {seed: run for (s, seed), run in runs.items() if s == strategy}
@@ -241,22 +315,28 @@ def report(plot: Path | None) -> None:
         rates = [run["trained"] / (run["worker_s"] / 3600) for run in mine.values()]
         cells = []
         for mark in MARKS:
-            values = [curves[strategy, seed][mark] for seed in mine
-                      if mark in curves[strategy, seed]]  # fmt: skip
+            values = [
+                curves[strategy, seed][mark] for seed in mine if mark in curves[strategy, seed]
+            ]
             cells.append(interval_text(mean_interval(values).to_dict()) if values else "-")
-        print(f"| {strategy} | {', '.join(map(str, sorted(mine)))} | "
-              f"{interval_text(mean_interval(rates).to_dict())} | " + " | ".join(cells)
-              + " |")  # fmt: skip
+        print(
+            f"| {strategy} | {', '.join(map(str, sorted(mine)))} | "
+            f"{interval_text(mean_interval(rates).to_dict())} | " + " | ".join(cells) + " |"
+        )
     end = MARKS[-1]
-    by_seed = {s: {seed: curves[s, seed][end] for (t, seed) in curves if t == s
-                   and end in curves[s, seed]} for s in STRATEGIES}  # fmt: skip
+    by_seed = {
+        s: {seed: curves[s, seed][end] for (t, seed) in curves if t == s and end in curves[s, seed]}
+        for s in STRATEGIES
+    }
     if by_seed["random"] and by_seed["evolution"]:
         [c] = compare_paired(by_seed["random"], {"evolution": by_seed["evolution"]})
         d = c.to_dict()
-        print(f"\nevolution minus random at the end, paired over search seeds "
-              f"{', '.join(map(str, d['seeds']))}: {interval_text(d['difference'])}, "
-              f"p {'-' if d['p'] is None else format(d['p'], '.3g')}: "
-              f"{d['verdict']}")  # fmt: skip
+        print(
+            f"\nevolution minus random at the end, paired over search seeds "
+            f"{', '.join(map(str, d['seeds']))}: {interval_text(d['difference'])}, "
+            f"p {'-' if d['p'] is None else format(d['p'], '.3g')}: "
+            f"{d['verdict']}"
+        )
     if plot is not None:
         _plot(runs, curves, plot)
 
@@ -286,17 +366,33 @@ def _plot(runs: dict, curves: dict, path: Path) -> None:
         if xs:
             xs.append(max(run["worker_s"] / 3600, xs[-1]))
             ys.append(ys[-1])
-            found.step(xs, ys, where="post", color=colors[strategy], lw=1, alpha=0.8,
-                       ls=styles[seed % len(styles)], label=f"{strategy}, seed {seed}")  # fmt: skip
+            found.step(
+                xs,
+                ys,
+                where="post",
+                color=colors[strategy],
+                lw=1,
+                alpha=0.8,
+                ls=styles[seed % len(styles)],
+                label=f"{strategy}, seed {seed}",
+            )
         budget = run["worker_hours_budget"]
         points = sorted(curves[strategy, seed].items())
         if points:
-            again.plot([m * budget for m, _ in points], [v for _, v in points],
-                       ls=styles[seed % len(styles)], color=colors[strategy], alpha=0.35,
-                       lw=0.8)  # fmt: skip
+            again.plot(
+                [m * budget for m, _ in points],
+                [v for _, v in points],
+                ls=styles[seed % len(styles)],
+                color=colors[strategy],
+                alpha=0.35,
+                lw=0.8,
+            )
     for offset, strategy in zip((-0.01, 0.01), STRATEGIES, strict=True):
-        mine = [(runs[key]["worker_hours_budget"], curves[key]) for key in sorted(runs)
-                if key[0] == strategy]  # fmt: skip
+        mine = [
+            (runs[key]["worker_hours_budget"], curves[key])
+            for key in sorted(runs)
+            if key[0] == strategy
+        ]
         marks = [m for m in MARKS if mine and all(m in curve for _, curve in mine)]
         if not marks:
             continue
@@ -304,9 +400,16 @@ def _plot(runs: dict, curves: dict, path: Path) -> None:
         stats = [mean_interval([curve[m] for _, curve in mine]).to_dict() for m in marks]
         low = [s["mean"] - s["low"] if s["low"] is not None else 0 for s in stats]
         high = [s["high"] - s["mean"] if s["high"] is not None else 0 for s in stats]
-        again.errorbar([m * budget + offset for m in marks], [s["mean"] for s in stats],
-                       yerr=[low, high], fmt="o-", color=colors[strategy], lw=2, capsize=3,
-                       label=f"{strategy}: mean of {len(mine)} seeds, 95% t-interval")  # fmt: skip
+        again.errorbar(
+            [m * budget + offset for m in marks],
+            [s["mean"] for s in stats],
+            yerr=[low, high],
+            fmt="o-",
+            color=colors[strategy],
+            lw=2,
+            capsize=3,
+            label=f"{strategy}: mean of {len(mine)} seeds, 95% t-interval",
+        )
     found.set_title("best proxy score found (the search's own seed)")
     again.set_title("that layer re-evaluated on two new seeds")
     found.set_ylabel("proxy validation accuracy, mean of 3 networks")
@@ -334,8 +437,9 @@ def main() -> None:
     p.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
     if args.command == "search":
-        search([int(s) for s in args.seeds.split(",")], args.worker_hours, args.workers,
-               args.data_dir)  # fmt: skip
+        search(
+            [int(s) for s in args.seeds.split(",")], args.worker_hours, args.workers, args.data_dir
+        )
     elif args.command == "reevaluate":
         reevaluate(args.processes, args.data_dir)
     else:

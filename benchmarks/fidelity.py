@@ -83,22 +83,34 @@ def layers() -> list[dict]:
     from evonorm_search.graph import LayerGraph
     from evonorm_search.hashing import functional_hash
 
-    out = [{"layer": name, "kind": "zoo", "graph": baselines.get(name).to_json(),
-            "formula": baselines.get(name).formula()} for name in ZOO]  # fmt: skip
+    out = [
+        {
+            "layer": name,
+            "kind": "zoo",
+            "graph": baselines.get(name).to_json(),
+            "formula": baselines.get(name).formula(),
+        }
+        for name in ZOO
+    ]
     zoo_functions = {functional_hash(baselines.get(name)) for name in baselines.names()}
     rows = [json.loads(line) for line in SIGNAL_DATA.read_text().splitlines() if line.strip()]
-    passed = sorted((r for r in rows if r["quality"] == "passed" and r["index"] % 3 != 0),
-                    key=lambda r: r["index"])  # fmt: skip
-    passed = [r for r in passed if functional_hash(LayerGraph.from_json(r["graph"]))
-              not in zoo_functions]  # fmt: skip
+    passed = sorted(
+        (r for r in rows if r["quality"] == "passed" and r["index"] % 3 != 0),
+        key=lambda r: r["index"],
+    )
+    passed = [
+        r for r in passed if functional_hash(LayerGraph.from_json(r["graph"])) not in zoo_functions
+    ]
     survivors = [r for r in passed if r["kind"] == "random"]
     mutants = [r for r in passed if r["kind"] != "random"]
     rng = np.random.default_rng(SEED)
     wanted = DRAWN - min(DRAWN, len(survivors))
     drawn = sorted(rng.choice(len(mutants), size=wanted, replace=False))
     picked = survivors[:DRAWN] + [mutants[int(k)] for k in drawn]
-    out += [{"layer": f"#{r['index']}", "kind": r["kind"], "graph": r["graph"],
-             "formula": r["formula"]} for r in picked]  # fmt: skip
+    out += [
+        {"layer": f"#{r['index']}", "kind": r["kind"], "graph": r["graph"], "formula": r["formula"]}
+        for r in picked
+    ]
     return out
 
 
@@ -117,8 +129,9 @@ def _data(data_dir: str):
     if "proxy" not in _DATA:
         from evonorm_search.proxy.data import load_dataset
 
-        _DATA["proxy"] = load_dataset("cifar10", root=data_dir,
-                                      validation=_space().proxy.validation)  # fmt: skip
+        _DATA["proxy"] = load_dataset(
+            "cifar10", root=data_dir, validation=_space().proxy.validation
+        )
     return _DATA["proxy"]
 
 
@@ -134,23 +147,27 @@ def proxy_unit(job: tuple[dict, int, str]) -> dict:
     space, graph = _space(), LayerGraph.from_json(layer["graph"])
     result = {"layer": layer["layer"], "seed": seed}
     t = space.training
-    high = dataclasses.replace(space, training=dataclasses.replace(
-        t, learning_rate=HIGH_RATE * t.learning_rate))  # fmt: skip
-    for name, steps, protocol in (("default", t.steps, space), ("long", 2 * t.steps, space),
-                                  ("high_rate", t.steps, high)):  # fmt: skip
+    high = dataclasses.replace(
+        space, training=dataclasses.replace(t, learning_rate=HIGH_RATE * t.learning_rate)
+    )
+    for name, steps, protocol in (
+        ("default", t.steps, space),
+        ("long", 2 * t.steps, space),
+        ("high_rate", t.steps, high),
+    ):
         start = time.perf_counter()
-        training = CandidateTraining(graph, _data(data_dir), space=protocol, seed=seed,
-                                     steps=steps)  # fmt: skip
+        training = CandidateTraining(graph, _data(data_dir), space=protocol, seed=seed, steps=steps)
         if name == "default":
             result["signal"] = training.signal().figures()
         runs = training.finish()
         result[name] = {
-            "scores": {a: (r.accuracy or 0.0) if r.status == "completed" else 0.0
-                       for a, r in runs.items()},
+            "scores": {
+                a: (r.accuracy or 0.0) if r.status == "completed" else 0.0 for a, r in runs.items()
+            },
             "status": {a: r.status for a, r in runs.items()},
             "seconds": {a: round(r.seconds, 3) for a, r in runs.items()},
             "wall_s": round(time.perf_counter() - start, 3),
-        }  # fmt: skip
+        }
     return result
 
 
@@ -162,19 +179,28 @@ def transfer_unit(job: tuple[dict, int, str]) -> dict:
 
     layer, seed, data_dir = job
     settings = transfer_settings(_space(), {})
-    return {"layer": layer["layer"], "seed": seed,
-            **study.transfer_run(layer["graph"], seed, settings["learning_rate"], settings,
-                                 data_dir, SPACE)}  # fmt: skip
+    return {
+        "layer": layer["layer"],
+        "seed": seed,
+        **study.transfer_run(
+            layer["graph"], seed, settings["learning_rate"], settings, data_dir, SPACE
+        ),
+    }
 
 
 def _run(function, kind: str, processes: int, hours: float | None, data_dir: str) -> None:
     path = OUT / f"{kind}.jsonl"
     finished = _done(path, repair=True)
-    jobs = [(layer, seed, data_dir) for layer in layers() for seed in SEEDS
-            if (layer["layer"], seed) not in finished]  # fmt: skip
+    jobs = [
+        (layer, seed, data_dir)
+        for layer in layers()
+        for seed in SEEDS
+        if (layer["layer"], seed) not in finished
+    ]
     print(f"{kind}: {len(finished)} done", flush=True)
-    study.run(function, jobs, path, processes, hours,
-                    lambda row: f"{row['layer']} seed {row['seed']}")  # fmt: skip
+    study.run(
+        function, jobs, path, processes, hours, lambda row: f"{row['layer']} seed {row['seed']}"
+    )
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -182,21 +208,23 @@ def _run(function, kind: str, processes: int, hours: float | None, data_dir: str
 
 def _scores(proxy: dict, transfer: dict, names: list[str]) -> dict[str, dict[str, dict]]:
     """Per setting, per layer, per seed: the score (higher ranks first)."""
-    settings: dict[str, dict[str, dict]] = {
-        s: {} for s in SETTINGS}  # fmt: skip
+    settings: dict[str, dict[str, dict]] = {s: {} for s in SETTINGS}
     for name in names:
         for seed in SEEDS:
             p, t = proxy.get((name, seed)), transfer.get((name, seed))
             if p is not None:
                 settings["default"].setdefault(name, {})[seed] = statistics.fmean(
-                    p["default"]["scores"].values())  # fmt: skip
+                    p["default"]["scores"].values()
+                )
                 settings["resnet"].setdefault(name, {})[seed] = p["default"]["scores"]["resnet"]
                 for setting in ("long", "high_rate"):
                     settings[setting].setdefault(name, {})[seed] = statistics.fmean(
-                        p[setting]["scores"].values())  # fmt: skip
+                        p[setting]["scores"].values()
+                    )
                 drop = p["signal"]["loss_drop"]
                 settings["signal"].setdefault(name, {})[seed] = (
-                    drop if drop is not None else float("-inf"))  # fmt: skip
+                    drop if drop is not None else float("-inf")
+                )
             if t is not None:
                 settings["transfer"].setdefault(name, {})[seed] = t["transfer_val"]
     return settings
@@ -220,8 +248,11 @@ def _correlations(x: list[float], y: list[float], seed: int = 0) -> dict[str, ob
     for name, f in (("spearman", spearmanr), ("kendall", kendalltau)):
         values = np.asarray(boot[name])
         values = values[np.isfinite(values)]
-        out[name] = (float(f(x_, y_).statistic), float(np.percentile(values, 2.5)),
-                     float(np.percentile(values, 97.5)))  # fmt: skip
+        out[name] = (
+            float(f(x_, y_).statistic),
+            float(np.percentile(values, 2.5)),
+            float(np.percentile(values, 97.5)),
+        )
     return out
 
 
@@ -230,39 +261,49 @@ def report(plot: Path | None) -> None:
     chosen = layers()
     names = [layer["layer"] for layer in chosen]
     scores = _scores(proxy, transfer, names)
-    complete = [n for n in names if all(len(scores[s].get(n, {})) == len(SEEDS)
-                                         for s in scores)]  # fmt: skip
-    print(f"{len(complete)} of {len(names)} layers measured on every setting and seed "
-          f"({len(proxy)} proxy units, {len(transfer)} transfer units)")  # fmt: skip
+    complete = [n for n in names if all(len(scores[s].get(n, {})) == len(SEEDS) for s in scores)]
+    print(
+        f"{len(complete)} of {len(names)} layers measured on every setting and seed "
+        f"({len(proxy)} proxy units, {len(transfer)} transfer units)"
+    )
     if len(complete) < 4:
-        sys.exit("fidelity: too few layers measured for a correlation: run `proxy` and "
-                 "`transfer` first")  # fmt: skip
+        sys.exit(
+            "fidelity: too few layers measured for a correlation: run `proxy` and `transfer` first"
+        )
 
     def mean(setting: str, name: str) -> float:
         return statistics.fmean(scores[setting][name].values())
 
-    print("\n| layer | kind | default | resnet | long | high rate | signal (loss drop) | "
-          "transfer-validation | formula |")  # fmt: skip
+    print(
+        "\n| layer | kind | default | resnet | long | high rate | signal (loss drop) | "
+        "transfer-validation | formula |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for layer in chosen:
         n = layer["layer"]
         if n in complete:
-            print(f"| {n} | {layer['kind']} | {mean('default', n):.4f} | {mean('resnet', n):.4f} "
-                  f"| {mean('long', n):.4f} | {mean('high_rate', n):.4f} | "
-                  f"{mean('signal', n):.3f} | "
-                  f"{mean('transfer', n):.4f} | `{layer['formula']}` |")  # fmt: skip
+            print(
+                f"| {n} | {layer['kind']} | {mean('default', n):.4f} | {mean('resnet', n):.4f} "
+                f"| {mean('long', n):.4f} | {mean('high_rate', n):.4f} | "
+                f"{mean('signal', n):.3f} | "
+                f"{mean('transfer', n):.4f} | `{layer['formula']}` |"
+            )
 
     truth = [mean("transfer", n) for n in complete]
     best = max(truth)
     cost = _seconds(proxy, transfer, complete)
-    print("\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] | noise ceiling "
-          "(seed 1 vs 2, Spearman) | regret of its top 3 | CPU s per layer and seed |")  # fmt: skip
+    print(
+        "\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] | noise ceiling "
+        "(seed 1 vs 2, Spearman) | regret of its top 3 | CPU s per layer and seed |"
+    )
     print("|---|---|---|---|---|---|")
     spearman: dict[str, tuple[float, float, float]] = {}
     for setting in SETTINGS:
         ranked = [mean(setting, n) for n in complete]
-        ceiling = _correlations([scores[setting][n][SEEDS[0]] for n in complete],
-                                [scores[setting][n][SEEDS[1]] for n in complete])  # fmt: skip
+        ceiling = _correlations(
+            [scores[setting][n][SEEDS[0]] for n in complete],
+            [scores[setting][n][SEEDS[1]] for n in complete],
+        )
         if setting == "transfer":
             row = ["-", "-"]
             regret = "-"
@@ -272,8 +313,10 @@ def report(plot: Path | None) -> None:
             row = [_rho(c["spearman"]), _rho(c["kendall"])]
             top3 = sorted(range(len(complete)), key=lambda k: -ranked[k])[:3]
             regret = f"{best - max(truth[k] for k in top3):.4f}"
-        print(f"| {setting} | {row[0]} | {row[1]} | {_rho(ceiling['spearman'])} | "
-              f"{regret} | {cost[setting]:.0f} |")  # fmt: skip
+        print(
+            f"| {setting} | {row[0]} | {row[1]} | {_rho(ceiling['spearman'])} | "
+            f"{regret} | {cost[setting]:.0f} |"
+        )
     print(_decision(spearman, cost, complete == names))
     _trained_only(scores, complete, mean)
     if plot is not None:
@@ -288,16 +331,19 @@ def _trained_only(scores: dict, complete: list[str], mean) -> None:
     if len(trained) < 4:
         return
     truth = [mean("transfer", n) for n in trained]
-    print(f"\nexploratory (not in the plan): over the {len(trained)} layers that trained on "
-          "transfer (no seed diverged)")  # fmt: skip
+    print(
+        f"\nexploratory (not in the plan): over the {len(trained)} layers that trained on "
+        "transfer (no seed diverged)"
+    )
     print("\n| setting | Spearman [95% bootstrap] | Kendall [95% bootstrap] |\n|---|---|---|")
     for setting in LABELS:  # the proxy settings
         c = _correlations([mean(setting, n) for n in trained], truth)
         print(f"| {setting} | {_rho(c['spearman'])} | {_rho(c['kendall'])} |")
 
 
-def _decision(spearman: dict[str, tuple[float, float, float]], cost: dict[str, float],
-              every_layer: bool) -> str:  # fmt: skip
+def _decision(
+    spearman: dict[str, tuple[float, float, float]], cost: dict[str, float], every_layer: bool
+) -> str:
     """The plan's rule, applied as written: the space files change only to a setting whose
     Spearman lies above the upper end of the default's 95% interval, the cheapest such."""
     bound = spearman["default"][2]
@@ -305,11 +351,15 @@ def _decision(spearman: dict[str, tuple[float, float, float]], cost: dict[str, f
     if not every_layer:
         return "\nrule: not applied until every layer is measured on every setting and seed"
     if not above:
-        return (f"\nrule: no setting's Spearman lies above {bound:.2f}, the upper end of the "
-                "default's interval: the space files keep the default")  # fmt: skip
+        return (
+            f"\nrule: no setting's Spearman lies above {bound:.2f}, the upper end of the "
+            "default's interval: the space files keep the default"
+        )
     cheapest = min(above, key=cost.__getitem__)
-    return (f"\nrule: {', '.join(above)} lie above {bound:.2f}, the upper end of the default's "
-            f"interval; the cheapest is {cheapest}: the space files default to it")  # fmt: skip
+    return (
+        f"\nrule: {', '.join(above)} lie above {bound:.2f}, the upper end of the default's "
+        f"interval; the cheapest is {cheapest}: the space files default to it"
+    )
 
 
 def _rho(value: tuple[float, float, float]) -> str:
@@ -329,11 +379,13 @@ def _seconds(proxy: dict, transfer: dict, names: list[str]) -> dict[str, float]:
     }
 
 
-LABELS = {"default": "proxy (default): mean validation accuracy",
-          "resnet": "proxy: its resnet run alone",
-          "long": "proxy at twice the steps",
-          "high_rate": "proxy at three times the rate",
-          "signal": "learning signal: loss drop"}  # fmt: skip
+LABELS = {
+    "default": "proxy (default): mean validation accuracy",
+    "resnet": "proxy: its resnet run alone",
+    "long": "proxy at twice the steps",
+    "high_rate": "proxy at three times the rate",
+    "signal": "learning signal: loss drop",
+}
 
 
 def _plot(chosen: list[dict], names: list[str], scores: dict, path: Path) -> None:
@@ -354,9 +406,16 @@ def _plot(chosen: list[dict], names: list[str], scores: dict, path: Path) -> Non
                 continue
             x, y = statistics.fmean(xs), statistics.fmean(ys)
             zoo = kinds[n] == "zoo"
-            ax.errorbar(x, y, xerr=[[x - min(xs)], [max(xs) - x]],
-                        yerr=[[y - min(ys)], [max(ys) - y]], fmt="o" if zoo else "s",
-                        color="tab:blue" if zoo else "tab:orange", ms=5, lw=0.8)  # fmt: skip
+            ax.errorbar(
+                x,
+                y,
+                xerr=[[x - min(xs)], [max(xs) - x]],
+                yerr=[[y - min(ys)], [max(ys) - y]],
+                fmt="o" if zoo else "s",
+                color="tab:blue" if zoo else "tab:orange",
+                ms=5,
+                lw=0.8,
+            )
             if zoo:
                 ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(LABELS[setting])
@@ -365,14 +424,21 @@ def _plot(chosen: list[dict], names: list[str], scores: dict, path: Path) -> Non
     ax = axes.flat[-1]
     for n in names:
         one, two = (scores["transfer"][n][seed] for seed in SEEDS)
-        ax.plot(one, two, "o" if kinds[n] == "zoo" else "s", ms=5,
-                color="tab:blue" if kinds[n] == "zoo" else "tab:orange")  # fmt: skip
+        ax.plot(
+            one,
+            two,
+            "o" if kinds[n] == "zoo" else "s",
+            ms=5,
+            color="tab:blue" if kinds[n] == "zoo" else "tab:orange",
+        )
     ax.plot([0, 0.8], [0, 0.8], color="grey", lw=0.6)
     ax.set_xlabel(f"transfer-validation, seed {SEEDS[0]}")
     ax.set_ylabel(f"transfer-validation, seed {SEEDS[1]}")
     ax.grid(alpha=0.3)
-    fig.suptitle("fidelity: each layer's mean over 2 seeds (bars: the two seeds); "
-                 "circles: zoo, squares: drawn")  # fmt: skip
+    fig.suptitle(
+        "fidelity: each layer's mean over 2 seeds (bars: the two seeds); "
+        "circles: zoo, squares: drawn"
+    )
     study.save(fig, path)
 
 

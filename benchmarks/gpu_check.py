@@ -59,11 +59,22 @@ def train_once(factory, data, space, seed: int, steps: int) -> tuple[float, floa
 
     # The proxy's optimiser at a constant rate: the same for every backend, any factory.
     torch.manual_seed(seed)
-    model = build("resnet", factory, preset="tiny", in_channels=data.channels,
-                  num_classes=data.num_classes, image_size=data.size).cuda()  # fmt: skip
+    model = build(
+        "resnet",
+        factory,
+        preset="tiny",
+        in_channels=data.channels,
+        num_classes=data.num_classes,
+        image_size=data.size,
+    ).cuda()
     t = space.training
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=t.momentum,
-                                nesterov=True, weight_decay=t.weight_decay)  # fmt: skip
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=t.learning_rate,
+        momentum=t.momentum,
+        nesterov=True,
+        weight_decay=t.weight_decay,
+    )
     generator = torch.Generator(device=data.device).manual_seed(seed)
     batches = data.batches(t.batch_size, generator)
     model.train()
@@ -104,24 +115,37 @@ def check_training(steps: int) -> list[dict]:
         figures = {}
         for backend, factory in factories.items():
             runs = [train_once(factory, data, space, seed, steps) for seed in SEEDS]
-            figures[backend] = (statistics.mean(a for a, _ in runs),
-                                statistics.mean(ms for _, ms in runs))  # fmt: skip
+            figures[backend] = (
+                statistics.mean(a for a, _ in runs),
+                statistics.mean(ms for _, ms in runs),
+            )
         gap = abs(figures["triton"][0] - figures["eager"][0])
-        rows.append({"check": f"training {name}", "ok": gap <= TOLERANCE,
-                     "figures": "; ".join(f"{b} {a:.3f} acc, {ms:.1f} ms/step"
-                                          for b, (a, ms) in figures.items())
-                     + f"; |triton - eager| {gap:.3f} (tolerance {TOLERANCE})"})  # fmt: skip
+        rows.append(
+            {
+                "check": f"training {name}",
+                "ok": gap <= TOLERANCE,
+                "figures": "; ".join(
+                    f"{b} {a:.3f} acc, {ms:.1f} ms/step" for b, (a, ms) in figures.items()
+                )
+                + f"; |triton - eager| {gap:.3f} (tolerance {TOLERANCE})",
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
 
 def check_kernels(out: Path) -> dict:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "gpu"],
-                          env={**os.environ, "OUT": str(out)})  # fmt: skip
-    return {"check": "kernels (benchmarks/kernels.py gpu)", "ok": done.returncode == 0,
-            "figures": f"exit {done.returncode} in {time.perf_counter() - start:.0f} s; "
-                       f"figures in {out}/kernels_gpu.json"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "gpu"],
+        env={**os.environ, "OUT": str(out)},
+    )
+    return {
+        "check": "kernels (benchmarks/kernels.py gpu)",
+        "ok": done.returncode == 0,
+        "figures": f"exit {done.returncode} in {time.perf_counter() - start:.0f} s; "
+        f"figures in {out}/kernels_gpu.json",
+    }
 
 
 def check_search(out: Path) -> dict:
@@ -131,24 +155,50 @@ def check_search(out: Path) -> dict:
     url = f"sqlite:///{directory / 'search.db'}"
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "evonorm_search", "run", "--name", "gpu", "--space",
-         str(SEARCH_SPACE), "--budget", "4", "--workers", "2", "--gpus-per-trial", "0.5",
-         "--initial", "baselines", "--db", url], capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "evonorm_search",
+            "run",
+            "--name",
+            "gpu",
+            "--space",
+            str(SEARCH_SPACE),
+            "--budget",
+            "4",
+            "--workers",
+            "2",
+            "--gpus-per-trial",
+            "0.5",
+            "--initial",
+            "baselines",
+            "--db",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     (out / "search.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        return {"check": "search --gpus-per-trial 0.5", "ok": False,
-                "figures": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}  # fmt: skip
+        return {
+            "check": "search --gpus-per-trial 0.5",
+            "ok": False,
+            "figures": f"exit {done.returncode}: {done.stderr.strip()[-300:]}",
+        }
     with sqlite3.connect(directory / "search.db") as db:
-        trained = db.execute("SELECT id, compiled FROM candidates WHERE status = 'trained'"
-                             ).fetchall()  # fmt: skip
+        trained = db.execute(
+            "SELECT id, compiled FROM candidates WHERE status = 'trained'"
+        ).fetchall()
         evaluations = db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
     figures = [json.loads(c) for _, c in trained if c]
     ok = len(trained) == 4 and len(figures) == 4 and evaluations >= 4
-    return {"check": "search --gpus-per-trial 0.5", "ok": ok,
-            "figures": f"{len(trained)} trained, {len(figures)} with compile figures, "
-                       f"{evaluations} evaluations, {seconds:.0f} s"}  # fmt: skip
+    return {
+        "check": "search --gpus-per-trial 0.5",
+        "ok": ok,
+        "figures": f"{len(trained)} trained, {len(figures)} with compile figures, "
+        f"{evaluations} evaluations, {seconds:.0f} s",
+    }
 
 
 def main() -> int:
@@ -160,13 +210,17 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device (torch.cuda.is_available() is False): nothing to "
-              "check here", file=sys.stderr)  # fmt: skip
+        print(
+            "gpu_check: no CUDA device (torch.cuda.is_available() is False): nothing to check here",
+            file=sys.stderr,
+        )
         return 2
     out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu-check-out-"))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"gpu_check on {torch.cuda.get_device_name()}, torch {torch.__version__}; "
-          f"results in {out}", flush=True)  # fmt: skip
+    print(
+        f"gpu_check on {torch.cuda.get_device_name()}, torch {torch.__version__}; results in {out}",
+        flush=True,
+    )
     rows = [] if args.skip_kernels else [check_kernels(out)]
     rows += check_training(args.steps)
     if not args.skip_search:

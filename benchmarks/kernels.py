@@ -64,15 +64,48 @@ CPU_SHAPE = (32, 64, 28, 28)
 GPU_SHAPES = ((128, 64, 56, 56), (256, 256, 14, 14))
 GROUPS = 32
 # Each baseline against the native layer it reproduces.
-NATIVE_OF = {"gn_relu": "GroupNorm + ReLU", "evonorm_s0": "GroupNorm + SiLU",
-             "evonorm_b0": "BatchNorm2d + ReLU", "bn_relu": "BatchNorm2d + ReLU"}  # fmt: skip
+NATIVE_OF = {
+    "gn_relu": "GroupNorm + ReLU",
+    "evonorm_s0": "GroupNorm + SiLU",
+    "evonorm_b0": "BatchNorm2d + ReLU",
+    "bn_relu": "BatchNorm2d + ReLU",
+}
 # Aten ops that return a view or alias of their input: they move no memory.
-VIEWS = {"view", "_unsafe_view", "_reshape_alias", "reshape", "expand", "permute", "as_strided",
-         "t", "transpose", "detach", "alias", "squeeze", "unsqueeze", "select", "slice",
-         "unflatten", "view_as", "split", "unbind", "lift_fresh"}  # fmt: skip
+VIEWS = {
+    "view",
+    "_unsafe_view",
+    "_reshape_alias",
+    "reshape",
+    "expand",
+    "permute",
+    "as_strided",
+    "t",
+    "transpose",
+    "detach",
+    "alias",
+    "squeeze",
+    "unsqueeze",
+    "select",
+    "slice",
+    "unflatten",
+    "view_as",
+    "split",
+    "unbind",
+    "lift_fresh",
+}
 # Aten ops that read only their input's metadata (shape, dtype), never its elements.
-LIKE = {"new_zeros", "new_ones", "new_empty", "new_full", "empty_like", "zeros_like", "ones_like",
-        "full_like", "rand_like", "randn_like"}  # fmt: skip
+LIKE = {
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+    "empty_like",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "rand_like",
+    "randn_like",
+}
 
 
 def natives(c: int) -> dict[str, nn.Module]:
@@ -107,8 +140,10 @@ def print_table(columns: list[str], rows: list[list[Any]]) -> None:
     widths = [max(len(r[i]) for r in [columns, *cells]) for i in range(len(columns))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))  # fmt: skip
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
 
     print(line(columns))
     print(line(["-" * w for w in widths]))
@@ -156,8 +191,9 @@ class TrafficCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if not (func.is_view or name in VIEWS):
             moved = pytree.tree_leaves(out if name in LIKE else (args, kwargs, out))
-            self.units += sum(isinstance(t, torch.Tensor) and t.numel() == self.numel
-                              for t in moved)  # fmt: skip
+            self.units += sum(
+                isinstance(t, torch.Tensor) and t.numel() == self.numel for t in moved
+            )
         return out
 
 
@@ -181,8 +217,15 @@ def cold_compile(graph: LayerGraph, aot: bool) -> tuple[Any, float]:
     kernels are measured here, not refused."""
     with empty_cache("TRITON_CACHE_DIR"):
         start = time.perf_counter()
-        result = compile_layer(graph, target="sm_90a", shape=AOT_SHAPE, dtype=torch.bfloat16,
-                               groups=GROUPS, aot=aot, max_spill_bytes=2**31)  # fmt: skip
+        result = compile_layer(
+            graph,
+            target="sm_90a",
+            shape=AOT_SHAPE,
+            dtype=torch.bfloat16,
+            groups=GROUPS,
+            aot=aot,
+            max_spill_bytes=2**31,
+        )
         return result, time.perf_counter() - start
 
 
@@ -197,8 +240,10 @@ def aot_part(random: int) -> list[dict[str, Any]]:
     if triton_missing("aot"):
         return []
     aot = has_cuda_backend()
-    print(f"\n== aot: sm_90a at {','.join(map(str, AOT_SHAPE))} bf16, groups {GROUPS}, an empty "
-          f"triton cache per layer (triton {importlib.metadata.version('triton')}) ==")  # fmt: skip
+    print(
+        f"\n== aot: sm_90a at {','.join(map(str, AOT_SHAPE))} bf16, groups {GROUPS}, an empty "
+        f"triton cache per layer (triton {importlib.metadata.version('triton')}) =="
+    )
     if not aot:
         print("the installed triton has no CUDA backend: traffic only, no kernels compiled")
     graphs = layer_set(random)
@@ -207,36 +252,73 @@ def aot_part(random: int) -> list[dict[str, Any]]:
     for kind, label, graph in graphs:
         result, seconds = cold_compile(graph, aot)
         eager = eager_traffic(graph)
-        record = {"kind": kind, "formula": graph.formula(), "cold_s": round(seconds, 3),
-                  "stages": schedule(graph, training=True).stages,
-                  "eager_fwd": eager[0], "eager_bwd": eager[1], "ok": result.ok}  # fmt: skip
+        record = {
+            "kind": kind,
+            "formula": graph.formula(),
+            "cold_s": round(seconds, 3),
+            "stages": schedule(graph, training=True).stages,
+            "eager_fwd": eager[0],
+            "eager_bwd": eager[1],
+            "ok": result.ok,
+        }
         if not result.ok:
             record["reason"] = result.reason
-            rows.append([short(label), "refused", "", "", f"{seconds:.2f}", "", "",
-                         f"{eager[0]} / {eager[1]}", short(result.reason, 30)])  # fmt: skip
+            rows.append(
+                [
+                    short(label),
+                    "refused",
+                    "",
+                    "",
+                    f"{seconds:.2f}",
+                    "",
+                    "",
+                    f"{eager[0]} / {eager[1]}",
+                    short(result.reason, 30),
+                ]
+            )
         else:
             record.update(result.figures())
-            rows.append([short(label), len(result.kernels), result.registers,
-                         result.spill_bytes, f"{seconds:.2f}",
-                         f"{result.traffic_fwd} / {result.traffic_bwd}",
-                         f"{result.traffic_fwd / MIN_TRAFFIC[0]:.1f}x / "
-                         f"{result.traffic_bwd / MIN_TRAFFIC[1]:.1f}x",
-                         f"{eager[0]} / {eager[1]}",
-                         f"{eager[0] / result.traffic_fwd:.1f}x / "
-                         f"{eager[1] / result.traffic_bwd:.1f}x"])  # fmt: skip
+            rows.append(
+                [
+                    short(label),
+                    len(result.kernels),
+                    result.registers,
+                    result.spill_bytes,
+                    f"{seconds:.2f}",
+                    f"{result.traffic_fwd} / {result.traffic_bwd}",
+                    f"{result.traffic_fwd / MIN_TRAFFIC[0]:.1f}x / "
+                    f"{result.traffic_bwd / MIN_TRAFFIC[1]:.1f}x",
+                    f"{eager[0]} / {eager[1]}",
+                    f"{eager[0] / result.traffic_fwd:.1f}x / {eager[1] / result.traffic_bwd:.1f}x",
+                ]
+            )
         records.append(record)
-    print_table(["layer", "kernels", "max regs", "max spill B", "cold s", "fused fwd/bwd",
-                 "vs min 2/3", "eager fwd/bwd", "eager/fused"], rows)  # fmt: skip
+    print_table(
+        [
+            "layer",
+            "kernels",
+            "max regs",
+            "max spill B",
+            "cold s",
+            "fused fwd/bwd",
+            "vs min 2/3",
+            "eager fwd/bwd",
+            "eager/fused",
+        ],
+        rows,
+    )
     compiled = [r for r in records if r["ok"]]
     cold = [r["cold_s"] for r in records]
     single = [r for r in compiled if r["stages"] == 1]
     meeting = sum(r["traffic_fwd"] <= 3 and r["traffic_bwd"] <= 5 for r in single)
     spilling = sum(r["spill_bytes"] > 0 for r in compiled)
-    print(f"{len(records)} layers ({len(records) - len(compiled)} refused): cold compile median "
-          f"{statistics.median(cold):.2f} s, max {max(cold):.2f} s; "
-          f"{spilling} layers spill (total {sum(r['spill_bytes'] for r in compiled)} B per "
-          f"thread); {meeting} of {len(single)} single-stage layers move forward <= 3 and "
-          f"backward <= 5")  # fmt: skip
+    print(
+        f"{len(records)} layers ({len(records) - len(compiled)} refused): cold compile median "
+        f"{statistics.median(cold):.2f} s, max {max(cold):.2f} s; "
+        f"{spilling} layers spill (total {sum(r['spill_bytes'] for r in compiled)} B per "
+        f"thread); {meeting} of {len(single)} single-stage layers move forward <= 3 and "
+        f"backward <= 5"
+    )
     if compiled:
         fwd = statistics.median(r["eager_fwd"] / r["traffic_fwd"] for r in compiled)
         bwd = statistics.median(r["eager_bwd"] / r["traffic_bwd"] for r in compiled)
@@ -252,8 +334,10 @@ def verify_part(random: int) -> list[dict[str, Any]]:
     if triton_missing("verify"):
         return []
     graphs = layer_set(random)
-    print(f"\n== verify: the fused layer against the eager layer in triton's interpreter "
-          f"(tolerance {TOLERANCE:g}, relative to max(|reference|, 1)) ==")  # fmt: skip
+    print(
+        f"\n== verify: the fused layer against the eager layer in triton's interpreter "
+        f"(tolerance {TOLERANCE:g}, relative to max(|reference|, 1)) =="
+    )
     start = time.perf_counter()
     results = verify_in_subprocess([g for _, _, g in graphs])
     seconds = time.perf_counter() - start
@@ -262,17 +346,35 @@ def verify_part(random: int) -> list[dict[str, Any]]:
     for kind in ("baseline", "nested", "random"):
         mine = [r for i, r in enumerate(results) if graphs[i // per_graph][0] == kind]
         if mine:
-            rows.append([kind, len(mine) // per_graph, len(mine),
-                         f"{max(r['output'] for r in mine):.1e}",
-                         f"{max(r['buffers'] for r in mine):.1e}",
-                         f"{max(r['gradients'] for r in mine):.1e}",
-                         sum(failed(r) for r in mine)])  # fmt: skip
-    print_table(["graphs", "count", "checks", "worst output", "worst buffers",
-                 "worst gradients", "failing"], rows)  # fmt: skip
+            rows.append(
+                [
+                    kind,
+                    len(mine) // per_graph,
+                    len(mine),
+                    f"{max(r['output'] for r in mine):.1e}",
+                    f"{max(r['buffers'] for r in mine):.1e}",
+                    f"{max(r['gradients'] for r in mine):.1e}",
+                    sum(failed(r) for r in mine),
+                ]
+            )
+    print_table(
+        [
+            "graphs",
+            "count",
+            "checks",
+            "worst output",
+            "worst buffers",
+            "worst gradients",
+            "failing",
+        ],
+        rows,
+    )
     bad = [r for r in results if failed(r)]
     for r in bad:
-        print(f"  FAILED {r['formula']} at {tuple(r['shape'])} "
-              f"{'train' if r['training'] else 'eval'}: {r}")  # fmt: skip
+        print(
+            f"  FAILED {r['formula']} at {tuple(r['shape'])} "
+            f"{'train' if r['training'] else 'eval'}: {r}"
+        )
     print(f"{len(results)} checks of {len(graphs)} graphs, {len(bad)} failing, {seconds:.0f} s")
     save("verify", results)
     return results
@@ -303,9 +405,11 @@ def first_step_s(module: nn.Module, x: torch.Tensor) -> float:
 
 
 def cpu_part(repeats: int) -> list[dict[str, Any]]:
-    print(f"\n== cpu: forward + backward at {','.join(map(str, CPU_SHAPE))} float32, median of "
-          f"{repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads; inductor "
-          f"with an empty cache ==")  # fmt: skip
+    print(
+        f"\n== cpu: forward + backward at {','.join(map(str, CPU_SHAPE))} float32, median of "
+        f"{repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads; inductor "
+        f"with an empty cache =="
+    )
     with empty_cache("TORCHINDUCTOR_CACHE_DIR"):
         torch.manual_seed(0)
         x = torch.randn(CPU_SHAPE)
@@ -315,20 +419,48 @@ def cpu_part(repeats: int) -> list[dict[str, Any]]:
         rows, records = [], []
         for name, native in NATIVE_OF.items():
             graph = baselines.get(name)
-            eager_s = median_step_s(GraphNormAct(graph, x.shape[1], groups=GROUPS,
-                                                 backend="eager"), x, repeats)  # fmt: skip
+            eager_s = median_step_s(
+                GraphNormAct(graph, x.shape[1], groups=GROUPS, backend="eager"), x, repeats
+            )
             inductor = GraphNormAct(graph, x.shape[1], groups=GROUPS, backend="inductor")
             compile_s = first_step_s(inductor, x)
             inductor_s = median_step_s(inductor, x, repeats)
             base = native_s[native]
-            records.append({"layer": name, "native": native, "native_ms": base * 1e3,
-                            "eager_ms": eager_s * 1e3, "inductor_ms": inductor_s * 1e3,
-                            "inductor_first_call_s": compile_s})  # fmt: skip
-            rows.append([name, native, f"{base * 1e3:.2f}", f"{eager_s * 1e3:.2f}",
-                         f"{eager_s / base:.1f}x", f"{inductor_s * 1e3:.2f}",
-                         f"{inductor_s / base:.1f}x", f"{compile_s:.1f}"])  # fmt: skip
-    print_table(["layer", "native counterpart", "native ms", "eager ms", "eager/native",
-                 "inductor ms", "inductor/native", "inductor first call s"], rows)  # fmt: skip
+            records.append(
+                {
+                    "layer": name,
+                    "native": native,
+                    "native_ms": base * 1e3,
+                    "eager_ms": eager_s * 1e3,
+                    "inductor_ms": inductor_s * 1e3,
+                    "inductor_first_call_s": compile_s,
+                }
+            )
+            rows.append(
+                [
+                    name,
+                    native,
+                    f"{base * 1e3:.2f}",
+                    f"{eager_s * 1e3:.2f}",
+                    f"{eager_s / base:.1f}x",
+                    f"{inductor_s * 1e3:.2f}",
+                    f"{inductor_s / base:.1f}x",
+                    f"{compile_s:.1f}",
+                ]
+            )
+    print_table(
+        [
+            "layer",
+            "native counterpart",
+            "native ms",
+            "eager ms",
+            "eager/native",
+            "inductor ms",
+            "inductor/native",
+            "inductor first call s",
+        ],
+        rows,
+    )
     save("cpu", records)
     return records
 
@@ -354,8 +486,9 @@ print(time.perf_counter() - start)
 
 def first_step_in_new_process(graph: LayerGraph, shape: tuple[int, ...], dtype: str) -> float:
     arguments = json.dumps([graph.to_json(), list(shape), dtype, GROUPS])
-    out = subprocess.run([sys.executable, "-c", FIRST_STEP, arguments], capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_STEP, arguments], capture_output=True, text=True, timeout=600
+    )
     if out.returncode != 0:
         raise RuntimeError(f"first step of {graph.formula()} failed: {out.stderr[-2000:]}")
     return float(out.stdout.split()[-1])
@@ -391,12 +524,21 @@ def gpu_measure(module: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> dict[st
     step()
     torch.cuda.synchronize()
     peak = (torch.cuda.max_memory_allocated() - before) / 2**20
-    return {"fwd_ms": do_bench(forward, return_mode="median"),
-            "step_ms": do_bench(step, return_mode="median"), "peak_mib": peak}  # fmt: skip
+    return {
+        "fwd_ms": do_bench(forward, return_mode="median"),
+        "step_ms": do_bench(step, return_mode="median"),
+        "peak_mib": peak,
+    }
 
 
-def gpu_record(label: str, graph: LayerGraph, x: torch.Tensor, dy: torch.Tensor,
-               copy_gbs: float, native: dict[str, float] | None) -> dict[str, Any]:  # fmt: skip
+def gpu_record(
+    label: str,
+    graph: LayerGraph,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    copy_gbs: float,
+    native: dict[str, float] | None,
+) -> dict[str, Any]:
     """The fused layer, the eager one and torch.compile of it on ``x``; ``native`` is the
     native counterpart's measurement (None for graphs without one)."""
     c = x.shape[1]
@@ -415,13 +557,23 @@ def gpu_record(label: str, graph: LayerGraph, x: torch.Tensor, dy: torch.Tensor,
     # The traffic of the kernels the fused layer runs at this shape (single-kernel or not).
     model = compile_layer(graph, shape=tuple(x.shape), dtype=x.dtype, groups=GROUPS, aot=False)
     size = x.numel() * x.element_size()
-    return {"layer": label, "shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
-            "traffic": [model.traffic_fwd, model.traffic_bwd], "copy_gbs": copy_gbs,
-            "fused": fused, "eager": eager, "compiled": compiled, "native": native,
-            "compiled_first_s": compiled_first_s,
-            "fwd_gbs": model.traffic_fwd * size / (fused["fwd_ms"] * 1e-3) / 1e9,
-            "step_gbs": (model.traffic_fwd + model.traffic_bwd) * size
-            / (fused["step_ms"] * 1e-3) / 1e9}  # fmt: skip
+    return {
+        "layer": label,
+        "shape": list(x.shape),
+        "dtype": str(x.dtype).removeprefix("torch."),
+        "traffic": [model.traffic_fwd, model.traffic_bwd],
+        "copy_gbs": copy_gbs,
+        "fused": fused,
+        "eager": eager,
+        "compiled": compiled,
+        "native": native,
+        "compiled_first_s": compiled_first_s,
+        "fwd_gbs": model.traffic_fwd * size / (fused["fwd_ms"] * 1e-3) / 1e9,
+        "step_gbs": (model.traffic_fwd + model.traffic_bwd)
+        * size
+        / (fused["step_ms"] * 1e-3)
+        / 1e9,
+    }
 
 
 def gpu_row(r: dict[str, Any]) -> list[str]:
@@ -432,12 +584,20 @@ def gpu_row(r: dict[str, Any]) -> list[str]:
             return "-"
         return f"{other['step_ms']:.3f} ({other['step_ms'] / fused['step_ms']:.1f}x)"
 
-    return [short(r["layer"], 40), "x".join(map(str, r["shape"])), r["dtype"],
-            f"{fused['fwd_ms']:.3f}", f"{fused['step_ms']:.3f}", versus(r["eager"]),
-            versus(r["compiled"]), versus(r["native"]),
-            f"{r['fwd_gbs']:.0f} ({r['fwd_gbs'] / r['copy_gbs']:.0%})",
-            f"{r['step_gbs']:.0f} ({r['step_gbs'] / r['copy_gbs']:.0%})",
-            f"{fused['peak_mib']:.0f}", f"{r['eager']['peak_mib']:.0f}"]  # fmt: skip
+    return [
+        short(r["layer"], 40),
+        "x".join(map(str, r["shape"])),
+        r["dtype"],
+        f"{fused['fwd_ms']:.3f}",
+        f"{fused['step_ms']:.3f}",
+        versus(r["eager"]),
+        versus(r["compiled"]),
+        versus(r["native"]),
+        f"{r['fwd_gbs']:.0f} ({r['fwd_gbs'] / r['copy_gbs']:.0%})",
+        f"{r['step_gbs']:.0f} ({r['step_gbs'] / r['copy_gbs']:.0%})",
+        f"{fused['peak_mib']:.0f}",
+        f"{r['eager']['peak_mib']:.0f}",
+    ]
 
 
 def gpu_part() -> list[dict[str, Any]]:
@@ -446,10 +606,11 @@ def gpu_part() -> list[dict[str, Any]]:
         return []
     import triton
 
-    print(f"\n== gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
-          f"{triton.__version__}; training mode, median ms of do_bench ==")  # fmt: skip
-    graphs = [(n, baselines.get(n)) for n in NATIVE_OF] + [(f, LayerGraph.parse(f))
-                                                           for f in NESTED]  # fmt: skip
+    print(
+        f"\n== gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
+        f"{triton.__version__}; training mode, median ms of do_bench =="
+    )
+    graphs = [(n, baselines.get(n)) for n in NATIVE_OF] + [(f, LayerGraph.parse(f)) for f in NESTED]
     records: list[dict[str, Any]] = []
     with empty_cache("TORCHINDUCTOR_CACHE_DIR"):
         for shape in GPU_SHAPES:
@@ -458,17 +619,39 @@ def gpu_part() -> list[dict[str, Any]]:
                 x = torch.randn(shape, device="cuda", dtype=dtype)
                 dy = torch.randn_like(x)
                 copy_gbs = copy_bandwidth(x)
-                native = {name: gpu_measure(m.to(device="cuda", dtype=dtype), x, dy)
-                          for name, m in natives(shape[1]).items()}  # fmt: skip
+                native = {
+                    name: gpu_measure(m.to(device="cuda", dtype=dtype), x, dy)
+                    for name, m in natives(shape[1]).items()
+                }
                 for label, graph in graphs:
-                    records.append(gpu_record(label, graph, x, dy, copy_gbs,
-                                              native.get(NATIVE_OF.get(label, ""))))  # fmt: skip
+                    records.append(
+                        gpu_record(
+                            label, graph, x, dy, copy_gbs, native.get(NATIVE_OF.get(label, ""))
+                        )
+                    )
                     save("gpu", records)
-                    print(f"  measured {short(label, 40)} at {shape} {dtype}", file=sys.stderr,
-                          flush=True)  # fmt: skip
-    print_table(["layer", "shape", "dtype", "fused fwd ms", "fused step ms", "eager step",
-                 "compiled step", "native step", "fwd GB/s", "step GB/s", "fused peak MiB",
-                 "eager peak MiB"], [gpu_row(r) for r in records])  # fmt: skip
+                    print(
+                        f"  measured {short(label, 40)} at {shape} {dtype}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    print_table(
+        [
+            "layer",
+            "shape",
+            "dtype",
+            "fused fwd ms",
+            "fused step ms",
+            "eager step",
+            "compiled step",
+            "native step",
+            "fwd GB/s",
+            "step GB/s",
+            "fused peak MiB",
+            "eager peak MiB",
+        ],
+        [gpu_row(r) for r in records],
+    )
     print(
         "step: forward + backward, ms (the fused layer's speed-up over it); GB/s: the fused "
         "traffic model's bytes / time (share of a copy's bandwidth); peak: above the inputs"
@@ -480,14 +663,23 @@ def gpu_part() -> list[dict[str, Any]]:
             warm = first_step_in_new_process(graph, GPU_SHAPES[0], "bfloat16")
         compiled = next(r["compiled_first_s"] for r in records if r["layer"] == label)
         latency.append([short(label), f"{cold:.2f}", f"{warm:.2f}", f"{compiled:.1f}"])
-        records.append({"layer": label, "cold_first_step_s": cold, "warm_first_step_s": warm,
-                        "first_step_shape": list(GPU_SHAPES[0])})  # fmt: skip
+        records.append(
+            {
+                "layer": label,
+                "cold_first_step_s": cold,
+                "warm_first_step_s": warm,
+                "first_step_shape": list(GPU_SHAPES[0]),
+            }
+        )
         save("gpu", records)
-    print(f"\nfirst training step, seconds: the fused layer at "
-          f"{','.join(map(str, GPU_SHAPES[0]))} bf16 in a new process; torch.compile at fp32 "
-          f"in this one, an empty inductor cache")  # fmt: skip
-    print_table(["layer", "fused, empty triton cache", "fused, warm cache", "torch.compile"],
-                latency)  # fmt: skip
+    print(
+        f"\nfirst training step, seconds: the fused layer at "
+        f"{','.join(map(str, GPU_SHAPES[0]))} bf16 in a new process; torch.compile at fp32 "
+        f"in this one, an empty inductor cache"
+    )
+    print_table(
+        ["layer", "fused, empty triton cache", "fused, warm cache", "torch.compile"], latency
+    )
     return records
 
 
@@ -495,8 +687,9 @@ PROFILE_LAYERS = ("gn_relu", "evonorm_s0", "bn_relu", "evonorm_b0")
 PROFILE_STEPS = 10
 
 
-def profile_step(label: str, graph: LayerGraph, backend: str, shape: tuple[int, ...],
-                 dtype: torch.dtype) -> dict[str, Any]:  # fmt: skip
+def profile_step(
+    label: str, graph: LayerGraph, backend: str, shape: tuple[int, ...], dtype: torch.dtype
+) -> dict[str, Any]:
     """One layer's training step (forward + backward) timed three ways: wall and host
     enqueue time over 50 steps, the GPU time of its kernels, and a CUDA graph's replay."""
     from torch.profiler import ProfilerActivity, profile
@@ -524,8 +717,11 @@ def profile_step(label: str, graph: LayerGraph, backend: str, shape: tuple[int, 
         for _ in range(PROFILE_STEPS):
             step()
         torch.cuda.synchronize()
-    kernels = [e for e in profiler.key_averages()
-               if str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0]  # fmt: skip
+    kernels = [
+        e
+        for e in profiler.key_averages()
+        if str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0
+    ]
     side = torch.cuda.Stream()  # warm-up on a side stream, as CUDA graph capture asks
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -535,15 +731,24 @@ def profile_step(label: str, graph: LayerGraph, backend: str, shape: tuple[int, 
     cuda_graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(cuda_graph):
         step()
-    return {"layer": label, "backend": backend,
-            "shape": list(shape), "dtype": str(dtype).removeprefix("torch."),
-            "wall_ms": wall_ms, "enqueue_ms": enqueue_ms,
-            "kernel_ms": sum(e.self_device_time_total for e in kernels) / PROFILE_STEPS / 1e3,
-            "launches": sum(e.count for e in kernels) / PROFILE_STEPS,
-            "graph_ms": do_bench(cuda_graph.replay, return_mode="median"),
-            "kernels": sorted(([e.key, e.self_device_time_total / PROFILE_STEPS / 1e3,
-                                e.count / PROFILE_STEPS] for e in kernels),
-                              key=lambda k: -k[1])}  # fmt: skip
+    return {
+        "layer": label,
+        "backend": backend,
+        "shape": list(shape),
+        "dtype": str(dtype).removeprefix("torch."),
+        "wall_ms": wall_ms,
+        "enqueue_ms": enqueue_ms,
+        "kernel_ms": sum(e.self_device_time_total for e in kernels) / PROFILE_STEPS / 1e3,
+        "launches": sum(e.count for e in kernels) / PROFILE_STEPS,
+        "graph_ms": do_bench(cuda_graph.replay, return_mode="median"),
+        "kernels": sorted(
+            (
+                [e.key, e.self_device_time_total / PROFILE_STEPS / 1e3, e.count / PROFILE_STEPS]
+                for e in kernels
+            ),
+            key=lambda k: -k[1],
+        ),
+    }
 
 
 def profile_part() -> list[dict[str, Any]]:
@@ -560,11 +765,29 @@ def profile_part() -> list[dict[str, Any]]:
         for backend in ("triton", "eager"):
             records.append(profile_step(name, baselines.get(name), backend, shape, dtype))
             save("profile", records)
-    print_table(["layer", "backend", "wall ms", "host enqueue ms", "kernel ms", "launches",
-                 "CUDA graph ms"],
-                [[r["layer"], r["backend"], f"{r['wall_ms']:.3f}", f"{r['enqueue_ms']:.3f}",
-                  f"{r['kernel_ms']:.3f}", f"{r['launches']:.0f}", f"{r['graph_ms']:.3f}"]
-                 for r in records])  # fmt: skip
+    print_table(
+        [
+            "layer",
+            "backend",
+            "wall ms",
+            "host enqueue ms",
+            "kernel ms",
+            "launches",
+            "CUDA graph ms",
+        ],
+        [
+            [
+                r["layer"],
+                r["backend"],
+                f"{r['wall_ms']:.3f}",
+                f"{r['enqueue_ms']:.3f}",
+                f"{r['kernel_ms']:.3f}",
+                f"{r['launches']:.0f}",
+                f"{r['graph_ms']:.3f}",
+            ]
+            for r in records
+        ],
+    )
     print(
         "wall: 50 steps with one synchronize; host enqueue: the same steps before it; kernel: "
         "the GPU time of the step's kernels (torch.profiler); CUDA graph: the step replayed"

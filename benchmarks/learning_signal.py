@@ -92,8 +92,7 @@ def candidates(count: int) -> list[dict]:
             if screening.passed and screening.functional_hash not in seen:
                 seen.add(screening.functional_hash)
                 break
-        out.append({"index": i, "kind": kind, "graph": graph.to_json(),
-                    "formula": graph.formula()})  # fmt: skip
+        out.append({"index": i, "kind": kind, "graph": graph.to_json(), "formula": graph.formula()})
     return out
 
 
@@ -128,11 +127,19 @@ def measure(job: tuple[dict, str]) -> dict:
         verdict = {"quality": "diverged", "architecture": signal.architecture}
     else:
         stopped = training.quality()
-        verdict = ({"quality": "passed"} if stopped is None else
-                   {"quality": stopped.status, "architecture": stopped.architecture})  # fmt: skip
+        verdict = (
+            {"quality": "passed"}
+            if stopped is None
+            else {"quality": stopped.status, "architecture": stopped.architecture}
+        )
     verdict["quality_accuracy"] = {a: run.quality_accuracy for a, run in training._runs.items()}
-    return {**candidate, "signal": signal.figures(), "signal_s": round(signal_s, 3),
-            "quality_s": round(time.perf_counter() - start, 3), **verdict}  # fmt: skip
+    return {
+        **candidate,
+        "signal": signal.figures(),
+        "signal_s": round(signal_s, 3),
+        "quality_s": round(time.perf_counter() - start, 3),
+        **verdict,
+    }
 
 
 def train_full(job: tuple[dict, str]) -> dict:
@@ -145,13 +152,17 @@ def train_full(job: tuple[dict, str]) -> dict:
     torch.set_num_threads(1)
     candidate, data_dir = job
     start = time.perf_counter()
-    runs = train_candidate(LayerGraph.from_json(candidate["graph"]), _data(data_dir),
-                           space=_space(), seed=0)  # fmt: skip
+    runs = train_candidate(
+        LayerGraph.from_json(candidate["graph"]), _data(data_dir), space=_space(), seed=0
+    )
     scores = {a: r.accuracy for a, r in runs.items()}
     ok = all(r.status == "completed" for r in runs.values())
-    return {"index": candidate["index"], "scores": scores if ok else None,
-            "fitness": statistics.mean(scores.values()) if ok else None,
-            "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+    return {
+        "index": candidate["index"],
+        "scores": scores if ok else None,
+        "fitness": statistics.mean(scores.values()) if ok else None,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 # -- calibration -----------------------------------------------------------------------
@@ -191,9 +202,15 @@ def rejects(signal: dict, thresholds: dict[str, float]) -> bool:
 
     if signal["status"] == "diverged":
         return False
-    result = SignalResult(signal["architecture"], "passed", signal["steps"], signal["seconds"],
-                          signal["loss_drop"], tuple(signal["input_gradient"]),
-                          tuple(signal["output_spread"]))  # fmt: skip
+    result = SignalResult(
+        signal["architecture"],
+        "passed",
+        signal["steps"],
+        signal["seconds"],
+        signal["loss_drop"],
+        tuple(signal["input_gradient"]),
+        tuple(signal["output_spread"]),
+    )
     space = _space()
     space = dataclasses.replace(space, signal=dataclasses.replace(space.signal, **thresholds))
     return signal_problem(result, space) is not None
@@ -208,69 +225,101 @@ def report(rows: list[dict], thresholds: dict[str, float], full: dict[int, dict]
     caught = [r for r in quality_rejected if rejects(r["signal"], thresholds)]
     # Worker time: a rejected layer costs its signal steps instead of its quality check.
     before = sum(r["quality_s"] for r in rows)
-    after = sum(r["signal_s"] if rejects(r["signal"], thresholds) else r["quality_s"]
-                for r in rows)  # fmt: skip
-    trained = [full[r["index"]]["fitness"] for r in passing
-               if r["index"] in full and full[r["index"]]["fitness"] is not None]  # fmt: skip
+    after = sum(r["signal_s"] if rejects(r["signal"], thresholds) else r["quality_s"] for r in rows)
+    trained = [
+        full[r["index"]]["fitness"]
+        for r in passing
+        if r["index"] in full and full[r["index"]]["fitness"] is not None
+    ]
     cut = statistics.quantiles(trained, n=4)[2] if len(trained) >= 4 else None
-    best_false = [r for r in false if r["index"] in full and cut is not None
-                  and (full[r["index"]]["fitness"] or 0) >= cut]  # fmt: skip
+    best_false = [
+        r
+        for r in false
+        if r["index"] in full and cut is not None and (full[r["index"]]["fitness"] or 0) >= cut
+    ]
     best_n = len(passing) // 4
     return {
-        "candidates": n, "rejected": len(rejected), "quality_passing": len(passing),
+        "candidates": n,
+        "rejected": len(rejected),
+        "quality_passing": len(passing),
         "false_rejections": len(false),
         "false_rejection_bound": clopper_pearson_upper(len(false), len(passing)),
-        "quality_rejected": len(quality_rejected), "caught_early": len(caught),
-        "best_quarter_cut": cut, "best_quarter": best_n, "fully_trained": len(trained),
+        "quality_rejected": len(quality_rejected),
+        "caught_early": len(caught),
+        "best_quarter_cut": cut,
+        "best_quarter": best_n,
+        "fully_trained": len(trained),
         "best_quarter_false": len(best_false),
         "best_quarter_bound": clopper_pearson_upper(len(best_false), best_n),
         "unknown_false": sum(1 for r in false if r["index"] not in full),
-        "by_kind": {kind: {"candidates": len(group),
-                           "quality_passing": sum(r["quality"] == "passed" for r in group),
-                           "rejected": sum(rejects(r["signal"], thresholds) for r in group)}
-                    for kind in ("mutant", "random")
-                    for group in [[r for r in rows if r["kind"].startswith(kind)]]},
+        "by_kind": {
+            kind: {
+                "candidates": len(group),
+                "quality_passing": sum(r["quality"] == "passed" for r in group),
+                "rejected": sum(rejects(r["signal"], thresholds) for r in group),
+            }
+            for kind in ("mutant", "random")
+            for group in [[r for r in rows if r["kind"].startswith(kind)]]
+        },
         "signal_s": statistics.mean(r["signal_s"] for r in rows),
         "quality_s": statistics.mean(r["quality_s"] for r in rows),
-        "worker_s_before": before, "worker_s_after": after,
-    }  # fmt: skip
+        "worker_s_before": before,
+        "worker_s_after": after,
+    }
 
 
 def print_report(name: str, r: dict) -> None:
-    print(f"\n{name}: {r['candidates']} candidates, {r['quality_passing']} pass the quality "
-          f"check")  # fmt: skip
-    print(f"  rejected by the signal stage: {r['rejected']} ({r['rejected'] / r['candidates']:.1%}"
-          f"); of the {r['quality_rejected']} the quality check rejects or that diverge, "
-          f"{r['caught_early']} caught early")  # fmt: skip
-    print(f"  false rejections among quality-passing: {r['false_rejections']} of "
-          f"{r['quality_passing']} ({r['false_rejections'] / max(r['quality_passing'], 1):.1%}; "
-          f"Clopper-Pearson 95% upper bound {r['false_rejection_bound']:.1%})")  # fmt: skip
+    print(f"\n{name}: {r['candidates']} candidates, {r['quality_passing']} pass the quality check")
+    print(
+        f"  rejected by the signal stage: {r['rejected']} ({r['rejected'] / r['candidates']:.1%}"
+        f"); of the {r['quality_rejected']} the quality check rejects or that diverge, "
+        f"{r['caught_early']} caught early"
+    )
+    print(
+        f"  false rejections among quality-passing: {r['false_rejections']} of "
+        f"{r['quality_passing']} ({r['false_rejections'] / max(r['quality_passing'], 1):.1%}; "
+        f"Clopper-Pearson 95% upper bound {r['false_rejection_bound']:.1%})"
+    )
     if r["false_rejections"] == 0:
-        print(f"  best quarter: none rejected, as no quality-passing layer is (0 of "
-              f"{r['best_quarter']}, bound {r['best_quarter_bound']:.1%})")  # fmt: skip
+        print(
+            f"  best quarter: none rejected, as no quality-passing layer is (0 of "
+            f"{r['best_quarter']}, bound {r['best_quarter_bound']:.1%})"
+        )
     elif r["best_quarter_cut"] is None:
         print("  best quarter: not yet (run `full`)")
     else:
-        print(f"  best quarter (fitness >= {r['best_quarter_cut']:.3f}, estimated from "
-              f"{r['fully_trained']} fully trained): {r['best_quarter_false']} of "
-              f"{r['best_quarter']} rejected (bound {r['best_quarter_bound']:.1%})"
-              + (f"; {r['unknown_false']} false rejections not yet fully trained"
-                 if r["unknown_false"] else ""))  # fmt: skip
+        print(
+            f"  best quarter (fitness >= {r['best_quarter_cut']:.3f}, estimated from "
+            f"{r['fully_trained']} fully trained): {r['best_quarter_false']} of "
+            f"{r['best_quarter']} rejected (bound {r['best_quarter_bound']:.1%})"
+            + (
+                f"; {r['unknown_false']} false rejections not yet fully trained"
+                if r["unknown_false"]
+                else ""
+            )
+        )
     for kind, k in r["by_kind"].items():
-        print(f"  {kind}s: {k['candidates']}, {k['quality_passing']} quality-passing, "
-              f"{k['rejected']} rejected by the signal stage")  # fmt: skip
-    print(f"  cost per candidate: signal {r['signal_s']:.2f} s, quality check "
-          f"{r['quality_s']:.1f} s (1 core); worker time on these candidates "
-          f"{r['worker_s_before'] / 60:.0f} -> {r['worker_s_after'] / 60:.0f} min "
-          f"({1 - r['worker_s_after'] / r['worker_s_before']:.0%} less)")  # fmt: skip
+        print(
+            f"  {kind}s: {k['candidates']}, {k['quality_passing']} quality-passing, "
+            f"{k['rejected']} rejected by the signal stage"
+        )
+    print(
+        f"  cost per candidate: signal {r['signal_s']:.2f} s, quality check "
+        f"{r['quality_s']:.1f} s (1 core); worker time on these candidates "
+        f"{r['worker_s_before'] / 60:.0f} -> {r['worker_s_after'] / 60:.0f} min "
+        f"({1 - r['worker_s_after'] / r['worker_s_before']:.0%} less)"
+    )
 
 
 def write_thresholds(thresholds: dict[str, float], space_file: Path) -> None:
     """Replace the [signal] section of ``space_file`` (appended where there is none)."""
     text = space_file.read_text()
-    section = ["[signal]",
-               "# Calibrated: `python benchmarks/learning_signal.py calibrate` (see the README).",
-               "steps = 20", "window = 5"]  # fmt: skip
+    section = [
+        "[signal]",
+        "# Calibrated: `python benchmarks/learning_signal.py calibrate` (see the README).",
+        "steps = 20",
+        "window = 5",
+    ]
     section += [f"{k} = {v!r}" for k, v in thresholds.items()]
     head, found, tail = text.partition("\n[signal]\n")
     if found:
@@ -300,8 +349,14 @@ def main() -> None:
     measured = study.done(measured_path, INDEX, repair=args.part == "collect")
     if args.part == "collect":
         todo = [c for c in candidates(args.count) if c["index"] not in measured]
-        study.run(measure, [(c, args.data_dir) for c in todo], measured_path,
-                        args.processes, args.hours, _describe)  # fmt: skip
+        study.run(
+            measure,
+            [(c, args.data_dir) for c in todo],
+            measured_path,
+            args.processes,
+            args.hours,
+            _describe,
+        )
         return
     rows = [measured[i] for i in sorted(measured)]
     calibration = [r for r in rows if calibration_set(r["index"])]
@@ -319,15 +374,22 @@ def main() -> None:
         order = rng.permutation(len(passing))
         needed = {passing[k]["index"] for k in order[: args.sample]} | false
         todo = [r for r in passing if r["index"] in needed and r["index"] not in full]
-        study.run(train_full, [(r, args.data_dir) for r in todo], full_path,
-                        args.processes, args.hours, _describe)  # fmt: skip
+        study.run(
+            train_full,
+            [(r, args.data_dir) for r in todo],
+            full_path,
+            args.processes,
+            args.hours,
+            _describe,
+        )
         return
     print(f"thresholds from the calibration set ({len(calibration)} candidates):")
     for k, v in thresholds.items():
         print(f"  {k} = {v!r}")
     print_report("calibration set", report(calibration, thresholds, full))
-    print_report("report set", report([r for r in rows if not calibration_set(r["index"])],
-                                      thresholds, full))  # fmt: skip
+    print_report(
+        "report set", report([r for r in rows if not calibration_set(r["index"])], thresholds, full)
+    )
     if args.write:
         path = Path(__file__).resolve().parents[1] / "search_spaces" / f"{SPACE}.toml"
         write_thresholds(thresholds, path)

@@ -59,14 +59,18 @@ def speed(space, steps: int) -> None:
 
     graph = baselines.get("bn_relu")
     print(f"training steps, batch 64 of 3x32x32 on the CPU, {torch.get_num_threads()} threads")
-    print(f"{'architecture':<13} {'preset':<6} {'native ms':>9} {'eager ms':>9} {'ratio':>6} "
-          f"{'eager images/s':>15}")  # fmt: skip
+    print(
+        f"{'architecture':<13} {'preset':<6} {'native ms':>9} {'eager ms':>9} {'ratio':>6} "
+        f"{'eager images/s':>15}"
+    )
     for architecture, preset in itertools.product(
         [a for a in ("resnet", "mobilenet", "efficientnet")], ("tiny", "paper")
     ):
         times = {}
-        for name, norm_act in [("native", NativeBNReLU),
-                               ("eager", lambda c: GraphNormAct(graph, c, groups=8))]:  # fmt: skip
+        for name, norm_act in [
+            ("native", NativeBNReLU),
+            ("eager", lambda c: GraphNormAct(graph, c, groups=8)),
+        ]:
             torch.manual_seed(0)
             model = build(architecture, norm_act, preset=preset)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -79,17 +83,21 @@ def speed(space, steps: int) -> None:
                 loss.backward()
                 optimizer.step()
             times[name] = (time.perf_counter() - start) / steps
-        print(f"{architecture:<13} {preset:<6} {times['native'] * 1e3:9.1f} "
-              f"{times['eager'] * 1e3:9.1f} {times['eager'] / times['native']:5.1f}x "
-              f"{64 / times['eager']:15.0f}", flush=True)  # fmt: skip
+        print(
+            f"{architecture:<13} {preset:<6} {times['native'] * 1e3:9.1f} "
+            f"{times['eager'] * 1e3:9.1f} {times['eager'] / times['native']:5.1f}x "
+            f"{64 / times['eager']:15.0f}",
+            flush=True,
+        )
 
 
 def calibrate(space, root, seeds: int) -> None:
     data = dataset(space, root)
-    zoo = [n for n in baselines.names() if n != "relu"
-           and not space.violations(baselines.get(n))]  # fmt: skip
-    print(f"quality checkpoint ({space.training.quality_steps} steps) on {space.proxy.dataset}, "
-          f"preset {space.proxy.preset}, validation accuracy, {seeds} seeds")  # fmt: skip
+    zoo = [n for n in baselines.names() if n != "relu" and not space.violations(baselines.get(n))]
+    print(
+        f"quality checkpoint ({space.training.quality_steps} steps) on {space.proxy.dataset}, "
+        f"preset {space.proxy.preset}, validation accuracy, {seeds} seeds"
+    )
     no_threshold = dataclasses.replace(
         space, rejection=dataclasses.replace(space.rejection, quality_accuracy=0.0)
     )
@@ -100,19 +108,26 @@ def calibrate(space, root, seeds: int) -> None:
         for architecture in space.proxy.architectures:
             accuracies = []
             for seed in range(seeds):
-                result = quality_check(baselines.get(name), architecture, data,
-                                       space=no_threshold, seed=seed)  # fmt: skip
+                result = quality_check(
+                    baselines.get(name), architecture, data, space=no_threshold, seed=seed
+                )
                 accuracies.append(result.quality_accuracy or 0.0)  # diverged: 0
             per_arch[architecture] = statistics.mean(accuracies)
         if name in REFERENCE:
             weakest = min(weakest, *per_arch.values())
         seconds = (time.perf_counter() - start) / seeds
-        print(f"  {name:<12} " + "  ".join(f"{a} {v:.3f}" for a, v in per_arch.items())
-              + f"   ({seconds:.1f} s per quality check)", flush=True)  # fmt: skip
+        print(
+            f"  {name:<12} "
+            + "  ".join(f"{a} {v:.3f}" for a, v in per_arch.items())
+            + f"   ({seconds:.1f} s per quality check)",
+            flush=True,
+        )
     chance = 1 / data.num_classes
     threshold = chance + (weakest - chance) / 2
-    print(f"threshold = chance + (weakest reference layer - chance) / 2 = {chance:.2f} + "
-          f"({weakest:.3f} - {chance:.2f}) / 2 = {threshold:.3f}")  # fmt: skip
+    print(
+        f"threshold = chance + (weakest reference layer - chance) / 2 = {chance:.2f} + "
+        f"({weakest:.3f} - {chance:.2f}) / 2 = {threshold:.3f}"
+    )
 
 
 def ranking(space, root, seeds: int) -> None:
@@ -137,8 +152,11 @@ def ranking(space, root, seeds: int) -> None:
                 )
             statuses = {r.status for r in results.values()}
             fates[name].append(statuses.pop() if len(statuses) == 1 else "mixed")
-            print(f"  seed {seed} {name:<22} {fates[name][-1]:<10} "
-                  f"{time.perf_counter() - start:6.1f} s", flush=True)  # fmt: skip
+            print(
+                f"  seed {seed} {name:<22} {fates[name][-1]:<10} "
+                f"{time.perf_counter() - start:6.1f} s",
+                flush=True,
+            )
     archs = space.proxy.architectures
     print(
         f"\nvalidation accuracy after {space.training.steps} steps ({space.proxy.dataset}, "
@@ -146,16 +164,21 @@ def ranking(space, root, seeds: int) -> None:
     )
     print(f"{'layer':<24}" + "".join(f"{a:>17}" for a in archs) + f"{'mean':>8}  fate")
     for name in layers:
-        cells = [f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}".rjust(17)
-                 for v in (accuracy[name][a] for a in archs)]  # fmt: skip
+        cells = [
+            f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}".rjust(17)
+            for v in (accuracy[name][a] for a in archs)
+        ]
         mean = statistics.mean(statistics.mean(accuracy[name][a]) for a in archs)
         print(
             f"{name:<24}" + "".join(cells) + f"{mean:8.3f}  {', '.join(sorted(set(fates[name])))}"
         )
-    per_seed = [[statistics.mean(accuracy[n][a][s] for a in archs) for n in layers]
-                for s in range(seeds)]  # fmt: skip
-    taus = [kendalltau(per_seed[i], per_seed[j]).statistic
-            for i, j in itertools.combinations(range(seeds), 2)]  # fmt: skip
+    per_seed = [
+        [statistics.mean(accuracy[n][a][s] for a in archs) for n in layers] for s in range(seeds)
+    ]
+    taus = [
+        kendalltau(per_seed[i], per_seed[j]).statistic
+        for i, j in itertools.combinations(range(seeds), 2)
+    ]
     print(
         f"Kendall tau of the layer ranking between seeds: {', '.join(f'{t:.2f}' for t in taus)}"
         f" (mean {statistics.mean(taus):.2f})"
@@ -168,8 +191,10 @@ def backends(space_name: str) -> None:
     space = effective_space(space_name, "digits", None)
     data = load_dataset("digits", validation=space.proxy.validation)
     torch.set_num_threads(1)  # a trial with --cpus-per-trial 1
-    print(f"one candidate's proxy training on the digits ({', '.join(space.proxy.architectures)}"
-          f", {space.training.steps} steps each), 1 thread")  # fmt: skip
+    print(
+        f"one candidate's proxy training on the digits ({', '.join(space.proxy.architectures)}"
+        f", {space.training.steps} steps each), 1 thread"
+    )
     print(
         f"{'layer':<12} {'eager s':>8} {'inductor s':>11} {'ratio':>6}  accuracy eager / inductor"
     )
@@ -181,9 +206,12 @@ def backends(space_name: str) -> None:
             runs = train_candidate(baselines.get(name), data, space=space, backend=backend)
             seconds[backend] = time.perf_counter() - start
             accuracy[backend] = statistics.mean(run.accuracy for run in runs.values())
-        print(f"{name:<12} {seconds['eager']:8.1f} {seconds['inductor']:11.1f} "
-              f"{seconds['inductor'] / seconds['eager']:5.2f}x  "
-              f"{accuracy['eager']:.3f} / {accuracy['inductor']:.3f}", flush=True)  # fmt: skip
+        print(
+            f"{name:<12} {seconds['eager']:8.1f} {seconds['inductor']:11.1f} "
+            f"{seconds['inductor'] / seconds['eager']:5.2f}x  "
+            f"{accuracy['eager']:.3f} / {accuracy['inductor']:.3f}",
+            flush=True,
+        )
 
 
 def main() -> None:

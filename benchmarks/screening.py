@@ -69,15 +69,21 @@ def run_funnel(space, candidates: int, population_size: int, seed: int, stabilit
     screening = sum(seconds[s] for s in SCREENING_STAGES)
 
     stages = "all five stages" if stability else "stages 1-4 only (survivors of 4 join)"
-    print(f"## funnel, {stages}: {candidates} mutated candidates, population "
-          f"{population_size}, space {space.name}, {torch.get_num_threads()} thread")  # fmt: skip
+    print(
+        f"## funnel, {stages}: {candidates} mutated candidates, population "
+        f"{population_size}, space {space.name}, {torch.get_num_threads()} thread"
+    )
     print(f"stages 1-4:              {candidates / screening:8.0f} candidates/s")
-    print(f"stages 1-4 + mutation:   {candidates / (screening + seconds['mutation']):8.0f} "
-          "candidates/s")  # fmt: skip
+    print(
+        f"stages 1-4 + mutation:   {candidates / (screening + seconds['mutation']):8.0f} "
+        "candidates/s"
+    )
     if stage5_ms:
         p95 = np.percentile(stage5_ms, 95)
-        print(f"stage 5:                 {statistics.mean(stage5_ms):8.1f} ms mean, "
-              f"{p95:.1f} ms p95 over {len(stage5_ms)} candidates")  # fmt: skip
+        print(
+            f"stage 5:                 {statistics.mean(stage5_ms):8.1f} ms mean, "
+            f"{p95:.1f} ms p95 over {len(stage5_ms)} candidates"
+        )
     print(f"whole loop:              {candidates / wall:8.0f} candidates/s (wall clock)")
     print("\nwhere candidates stop:")
     for (stage, reason), count in sorted(fates.items(), key=lambda kv: STAGES.index(kv[0][0])):
@@ -134,8 +140,10 @@ def same_layer_outputs(a: LayerGraph, b: LayerGraph, seed: int) -> bool:
         g = torch.Generator().manual_seed(seed)
         v0, v1 = (torch.randn(shape[1], generator=g, dtype=torch.float64) for _ in range(2))
         xs = [torch.randn(shape, generator=g, dtype=torch.float64) * s + s for s in (1, 0.1, 3)]
-        layers = [GraphNormAct(graph, shape[1], groups=groups, affine=False,
-                               dtype=torch.float64) for graph in (a, b)]  # fmt: skip
+        layers = [
+            GraphNormAct(graph, shape[1], groups=groups, affine=False, dtype=torch.float64)
+            for graph in (a, b)
+        ]
         for layer in layers:
             with torch.no_grad():
                 layer.v0.copy_(v0)
@@ -178,21 +186,28 @@ def collision_study(space, graphs: int, rewrites: int, seed: int) -> None:
         else:
             rounding += 1
     trainable_classes = sum(trainable.values())
-    print(f"\n## collision study: {graphs} random valid graphs of {space.name} "
-          f"({elapsed:.0f} s)")  # fmt: skip
+    print(f"\n## collision study: {graphs} random valid graphs of {space.name} ({elapsed:.0f} s)")
     print(f"distinct structural hashes {len(structural):8d}")
     print(f"distinct functional hashes {len(members):8d} ({trainable_classes} passing stage 4)")
-    print(f"functional classes holding several structures: {len(shared)}; re-probed with "
-          f"seed {seed + 1}: {len(false_merges)} false merges "
-          f"({sum(t for _, t, _ in false_merges)} among classes passing stage 4), "
-          f"{rounding} classes "
-          "whose hashes only rounding split")  # fmt: skip
+    print(
+        f"functional classes holding several structures: {len(shared)}; re-probed with "
+        f"seed {seed + 1}: {len(false_merges)} false merges "
+        f"({sum(t for _, t, _ in false_merges)} among classes passing stage 4), "
+        f"{rounding} classes "
+        "whose hashes only rounding split"
+    )
     for h, passes, (first, other) in false_merges[:5]:
         print(f"  false merge {h} (passes stage 4: {passes}): {first!r} vs {other!r}")
-    elsewhere = [(h, group[0].formula(), g.formula()) for h, group in shared.items()
-                 for g in group[1:] if not same_layer_outputs(group[0], g, seed)]  # fmt: skip
-    print(f"the same classes through GraphNormAct at shapes {[s for s, _ in ELSEWHERE]}: "
-          f"{len(elsewhere)} pairs differ")  # fmt: skip
+    elsewhere = [
+        (h, group[0].formula(), g.formula())
+        for h, group in shared.items()
+        for g in group[1:]
+        if not same_layer_outputs(group[0], g, seed)
+    ]
+    print(
+        f"the same classes through GraphNormAct at shapes {[s for s, _ in ELSEWHERE]}: "
+        f"{len(elsewhere)} pairs differ"
+    )
     for h, first, other in elsewhere[:5]:
         print(f"  {h}: {first!r} vs {other!r}")
     if not rewrites:

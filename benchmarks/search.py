@@ -55,20 +55,34 @@ STRATEGY_SPACE = str(Path(__file__).resolve().parent / "strategies.toml")
 
 
 def compare_settings(strategy: str, seed: int, args: argparse.Namespace) -> SearchSettings:
-    return SearchSettings(name=f"{strategy}-b{args.budget}-s{seed}", space=STRATEGY_SPACE,
-                          dataset="digits", budget=args.budget, strategy=strategy, seed=seed,
-                          workers=args.workers, verify=False)  # fmt: skip
+    return SearchSettings(
+        name=f"{strategy}-b{args.budget}-s{seed}",
+        space=STRATEGY_SPACE,
+        dataset="digits",
+        budget=args.budget,
+        strategy=strategy,
+        seed=seed,
+        workers=args.workers,
+        verify=False,
+    )
 
 
 def profile_settings(args: argparse.Namespace) -> SearchSettings:
     """The README's main job."""
-    return SearchSettings(name=f"main-b{args.budget}", space="evonorm_b", dataset="digits",
-                          budget=args.budget, population=6, initial="baselines",
-                          workers=args.workers)  # fmt: skip
+    return SearchSettings(
+        name=f"main-b{args.budget}",
+        space="evonorm_b",
+        dataset="digits",
+        budget=args.budget,
+        population=6,
+        initial="baselines",
+        workers=args.workers,
+    )
 
 
-def run_all(store: Store, searches: list[SearchSettings], timings: dict[str, float],
-            timings_path: Path) -> None:  # fmt: skip
+def run_all(
+    store: Store, searches: list[SearchSettings], timings: dict[str, float], timings_path: Path
+) -> None:
     """Run (or resume) every search that has not ended; wall times accumulate in
     ``timings`` (kept beside the database, for a benchmark that was interrupted)."""
     import ray
@@ -79,8 +93,13 @@ def run_all(store: Store, searches: list[SearchSettings], timings: dict[str, flo
     if not todo:
         return
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=max(s.workers for s in todo),
-             include_dashboard=False, log_to_driver=False, configure_logging=False)  # fmt: skip
+    ray.init(
+        address="local",
+        num_cpus=max(s.workers for s in todo),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     print(f"ray.init: {time.perf_counter() - start:.1f} s (once per search from the CLI)")
     for settings in todo:
         start = time.perf_counter()
@@ -89,8 +108,11 @@ def run_all(store: Store, searches: list[SearchSettings], timings: dict[str, flo
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
         timings_path.write_text(json.dumps(timings, indent=1))
         s = store.status(name)
-        print(f"{name}: {status}, {s['trained']} trained of {s['screened']} screened in "
-              f"{timings[name]:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"{name}: {status}, {s['trained']} trained of {s['screened']} screened in "
+            f"{timings[name]:.0f} s",
+            flush=True,
+        )
     ray.shutdown()
 
 
@@ -111,8 +133,10 @@ def mean_std(values: list[float]) -> str:
 
 def compare(store: Store, args: argparse.Namespace, searches: list[SearchSettings]) -> None:
     architectures = list(settings_space(searches[0]).proxy.architectures)
-    print(f"\nbest-found validation accuracy after {args.budget} trained candidates, "
-          f"mean ± std over {args.seeds} seeds")  # fmt: skip
+    print(
+        f"\nbest-found validation accuracy after {args.budget} trained candidates, "
+        f"mean ± std over {args.seeds} seeds"
+    )
     header = " ".join(f"{a:>13}" for a in architectures)
     print(f"{'strategy':<10} {header} {'mean':>13} {'screened':>9} {'trials':>7}")
     curves = {}
@@ -125,25 +149,31 @@ def compare(store: Store, args: argparse.Namespace, searches: list[SearchSetting
         means = mean_std([statistics.mean(f) for f in finals])
         statuses = [store.status(n) for n in names]
         screened = statistics.mean(s["screened"] for s in statuses)
-        trials = statistics.mean(s["trained"] + s["stopped_at"]["compile"]
-                                 + s["stopped_at"]["quality"] + s["stopped_at"]["trial"]
-                                 for s in statuses)  # fmt: skip
-        print(f"{strategy:<10} {' '.join(f'{c:>13}' for c in columns)} {means:>13} "
-              f"{screened:9.0f} {trials:7.1f}")  # fmt: skip
+        trials = statistics.mean(
+            s["trained"]
+            + s["stopped_at"]["compile"]
+            + s["stopped_at"]["quality"]
+            + s["stopped_at"]["trial"]
+            for s in statuses
+        )
+        print(
+            f"{strategy:<10} {' '.join(f'{c:>13}' for c in columns)} {means:>13} "
+            f"{screened:9.0f} {trials:7.1f}"
+        )
     if args.plot:
         plot(curves, architectures, Path(args.plot))
 
 
-def plot(curves: dict[str, list[list[list[float]]]], architectures: list[str],
-         path: Path) -> None:  # fmt: skip
+def plot(curves: dict[str, list[list[list[float]]]], architectures: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(architectures), figsize=(4 * len(architectures), 3.4),
-                             sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(architectures), figsize=(4 * len(architectures), 3.4), sharex=True
+    )
     for strategy, runs in curves.items():
         length = min(len(r) for r in runs)
         values = np.array([r[:length] for r in runs])  # seeds x trained x architectures
@@ -151,8 +181,13 @@ def plot(curves: dict[str, list[list[list[float]]]], architectures: list[str],
         for i, ax in enumerate(np.atleast_1d(axes)):
             mean = values[:, :, i].mean(axis=0)
             (line,) = ax.plot(x, mean, label=strategy)
-            ax.fill_between(x, values[:, :, i].min(axis=0), values[:, :, i].max(axis=0),
-                            color=line.get_color(), alpha=0.15)  # fmt: skip
+            ax.fill_between(
+                x,
+                values[:, :, i].min(axis=0),
+                values[:, :, i].max(axis=0),
+                color=line.get_color(),
+                alpha=0.15,
+            )
             ax.set_title(architectures[i])
             ax.set_xlabel("trained candidates")
     np.atleast_1d(axes)[0].set_ylabel("best validation accuracy")
@@ -173,12 +208,13 @@ def funnel(store: Store, names: list[str]) -> None:
     trained = sum(s["trained"] for s in statuses)
     print(f"  trained               {trained:6d}  {trained / screened:6.1%}")
     fec = sum(s["stopped_at"]["functional"] for s in statuses)
-    print(f"FEC hit rate: {fec / screened:.1%} of screened candidates ({fec}) had the "
-          f"function of an earlier one under another structure")  # fmt: skip
+    print(
+        f"FEC hit rate: {fec / screened:.1%} of screened candidates ({fec}) had the "
+        f"function of an earlier one under another structure"
+    )
 
 
-def time_shares(store: Store, names: list[str], timings: dict[str, float],
-                workers: int) -> None:  # fmt: skip
+def time_shares(store: Store, names: list[str], timings: dict[str, float], workers: int) -> None:
     totals: dict[str, float] = {}
     for name in names:
         for c in store.history(name):
@@ -212,21 +248,32 @@ STARTS = {"zoo": "baselines", "random": "random"}
 # population random graphs only, evolution once the population of 32 is full); "new": the
 # defaults.
 CONFIGS = {
-    "today": {"compile_order": "first", "signal_stage": False, "initial_mutants": 0.0,
-              "start_after": 32},
+    "today": {
+        "compile_order": "first",
+        "signal_stage": False,
+        "initial_mutants": 0.0,
+        "start_after": 32,
+    },
     "new": {},
-}  # fmt: skip
+}
 
 
-def yield_settings(config: str, start: str, seed: int, args: argparse.Namespace
-                   ) -> SearchSettings:  # fmt: skip
+def yield_settings(config: str, start: str, seed: int, args: argparse.Namespace) -> SearchSettings:
     """A run of ``config`` on the default protocol; the budget of trained candidates is out
     of reach, so the worker-time budget ends it (status ``exhausted``)."""
-    return SearchSettings(name=f"{config}-{start}-s{seed}", space="evonorm_b",
-                          dataset="cifar10", data_dir=args.data_dir, budget=10_000,
-                          initial=STARTS[start], seed=seed, workers=args.workers,
-                          max_candidates=10**9, worker_hours=args.worker_minutes / 60,
-                          **CONFIGS[config])  # fmt: skip
+    return SearchSettings(
+        name=f"{config}-{start}-s{seed}",
+        space="evonorm_b",
+        dataset="cifar10",
+        data_dir=args.data_dir,
+        budget=10_000,
+        initial=STARTS[start],
+        seed=seed,
+        workers=args.workers,
+        max_candidates=10**9,
+        worker_hours=args.worker_minutes / 60,
+        **CONFIGS[config],
+    )
 
 
 def run_yield(settings: SearchSettings, args: argparse.Namespace) -> Path:
@@ -240,8 +287,13 @@ def run_yield(settings: SearchSettings, args: argparse.Namespace) -> Path:
         if existing.get(settings.name) == "exhausted":
             return database
         if not ray.is_initialized():
-            ray.init(address="local", num_cpus=settings.workers, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)  # fmt: skip
+            ray.init(
+                address="local",
+                num_cpus=settings.workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         run_search(store, settings, resume=settings.name in existing)
     return database
 
@@ -265,16 +317,26 @@ def yield_figures(database: Path, name: str) -> dict:
             if evolved and first_child is None:
                 first_child = datetime.fromisoformat(record["created_at"]) - began
     stages["orchestration"] = worker_s - sum(stages.values())
-    return {"name": name, "worker_s": worker_s, "trained": status["trained"],
-            "per_worker_hour": status["trained_per_worker_hour"] or 0.0,
-            "screened": status["screened"], "fates": status["worker_by_fate"],
-            "stages": stages,
-            "evolution_after_s": (None if first_child is None
-                                  else first_child.total_seconds())}  # fmt: skip
+    return {
+        "name": name,
+        "worker_s": worker_s,
+        "trained": status["trained"],
+        "per_worker_hour": status["trained_per_worker_hour"] or 0.0,
+        "screened": status["screened"],
+        "fates": status["worker_by_fate"],
+        "stages": stages,
+        "evolution_after_s": (None if first_child is None else first_child.total_seconds()),
+    }
 
 
-FATES = ("trained", "rejected at signal", "rejected at quality", "rejected at compile",
-         "diverged", "failed")  # fmt: skip
+FATES = (
+    "trained",
+    "rejected at signal",
+    "rejected at quality",
+    "rejected at compile",
+    "diverged",
+    "failed",
+)
 STAGES = ("compile", "signal", "quality", "training", "orchestration")
 
 
@@ -285,20 +347,30 @@ def _wasted(r: dict) -> float:
 
 def report_yield(runs: list[dict]) -> None:
     print("\nper run (shares of worker time)")
-    print(f"{'run':<18} {'w-min':>6} {'trained':>7} {'/ w-h':>6} {'screened':>8} "
-          f"{'evolution':>10} " + " ".join(f"{f:>11.11}" for f in FATES) + " "
-          + " ".join(f"{s:>11.11}" for s in STAGES))  # fmt: skip
+    print(
+        f"{'run':<18} {'w-min':>6} {'trained':>7} {'/ w-h':>6} {'screened':>8} "
+        f"{'evolution':>10} "
+        + " ".join(f"{f:>11.11}" for f in FATES)
+        + " "
+        + " ".join(f"{s:>11.11}" for s in STAGES)
+    )
     for r in runs:
-        evolution = ("no" if r["evolution_after_s"] is None
-                     else f"{r['evolution_after_s'] / 60:.1f} min")  # fmt: skip
-        print(f"{r['name']:<18} {r['worker_s'] / 60:6.1f} {r['trained']:7d} "
-              f"{r['per_worker_hour']:6.1f} {r['screened']:8d} {evolution:>10} "
-              + " ".join(f"{r['fates'].get(f, 0.0) / r['worker_s']:11.1%}" for f in FATES) + " "
-              + " ".join(f"{r['stages'][s] / r['worker_s']:11.1%}" for s in STAGES))  # fmt: skip
+        evolution = (
+            "no" if r["evolution_after_s"] is None else f"{r['evolution_after_s'] / 60:.1f} min"
+        )
+        print(
+            f"{r['name']:<18} {r['worker_s'] / 60:6.1f} {r['trained']:7d} "
+            f"{r['per_worker_hour']:6.1f} {r['screened']:8d} {evolution:>10} "
+            + " ".join(f"{r['fates'].get(f, 0.0) / r['worker_s']:11.1%}" for f in FATES)
+            + " "
+            + " ".join(f"{r['stages'][s] / r['worker_s']:11.1%}" for s in STAGES)
+        )
 
     def spread(values: list[float], form: str) -> str:
-        return (f"{format(statistics.mean(values), form)} "
-                f"[{format(min(values), form)}, {format(max(values), form)}]")  # fmt: skip
+        return (
+            f"{format(statistics.mean(values), form)} "
+            f"[{format(min(values), form)}, {format(max(values), form)}]"
+        )
 
     print("\nmean [min, max] over repeats")
     means: dict[tuple[str, str], float] = {}
@@ -309,12 +381,13 @@ def report_yield(runs: list[dict]) -> None:
                 continue
             rates = [r["per_worker_hour"] for r in group]
             means[config, start] = statistics.mean(rates)
-            print(f"{config}, from {start} ({len(group)} runs): trained "
-                  f"{spread([r['trained'] for r in group], '.1f')}, per worker-hour "
-                  f"{spread(rates, '.1f')}, worker time on rejected, diverged or failed "
-                  f"{spread([_wasted(r) for r in group], '.0%')}, evolution started in "
-                  f"{sum(r['evolution_after_s'] is not None for r in group)} of {len(group)}"
-                  )  # fmt: skip
+            print(
+                f"{config}, from {start} ({len(group)} runs): trained "
+                f"{spread([r['trained'] for r in group], '.1f')}, per worker-hour "
+                f"{spread(rates, '.1f')}, worker time on rejected, diverged or failed "
+                f"{spread([_wasted(r) for r in group], '.0%')}, evolution started in "
+                f"{sum(r['evolution_after_s'] is not None for r in group)} of {len(group)}"
+            )
     for start in STARTS:
         if ("today", start) not in means or ("new", start) not in means:
             continue
@@ -322,8 +395,10 @@ def report_yield(runs: list[dict]) -> None:
             ratio = means["new", start] / means["today", start]
             print(f"from {start}: new / today = {ratio:.1f}x trained per worker-hour")
         else:
-            print(f"from {start}: today trained nothing; new {means['new', start]:.1f} per "
-                  f"worker-hour")  # fmt: skip
+            print(
+                f"from {start}: today trained nothing; new {means['new', start]:.1f} per "
+                f"worker-hour"
+            )
 
 
 def yield_main(args: argparse.Namespace) -> None:
@@ -331,8 +406,10 @@ def yield_main(args: argparse.Namespace) -> None:
 
     check_data("cifar10", args.data_dir)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    print(f"{args.worker_minutes:g} worker-minutes per run, {args.workers} workers; "
-          f"databases in {args.out}")  # fmt: skip
+    print(
+        f"{args.worker_minutes:g} worker-minutes per run, {args.workers} workers; "
+        f"databases in {args.out}"
+    )
     runs = []
     for seed in range(args.repeats):
         for start in args.starts:
@@ -341,8 +418,11 @@ def yield_main(args: argparse.Namespace) -> None:
                 database = run_yield(settings, args)
                 runs.append(yield_figures(database, settings.name))
                 r = runs[-1]
-                print(f"{r['name']}: {r['trained']} trained, {r['screened']} screened in "
-                      f"{r['worker_s'] / 60:.1f} worker-minutes", flush=True)  # fmt: skip
+                print(
+                    f"{r['name']}: {r['trained']} trained, {r['screened']} screened in "
+                    f"{r['worker_s'] / 60:.1f} worker-minutes",
+                    flush=True,
+                )
     report_yield(runs)
 
 
@@ -352,20 +432,27 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=None, help="compare 12, profile 8")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--strategies", type=lambda s: s.split(","),
-                        default=["evolution", "random", "tpe", "nsga2"])  # fmt: skip
+    parser.add_argument(
+        "--strategies", type=lambda s: s.split(","), default=["evolution", "random", "tpe", "nsga2"]
+    )
     parser.add_argument("--db", default=f"sqlite:///{RESULTS / 'search.db'}")
     parser.add_argument("--plot", default=str(RESULTS / "search.png"))
     parser.add_argument("--worker-minutes", type=float, default=16.0, help="yield: per run")
     parser.add_argument("--repeats", type=int, default=2, help="yield: seeds per start")
     parser.add_argument("--out", default=str(YIELD), help="yield: the runs' databases")
-    parser.add_argument("--starts", type=lambda s: s.split(","), default=list(STARTS),
-                        help="yield: zoo, random")  # fmt: skip
-    parser.add_argument("--configs", type=lambda s: s.split(","), default=list(CONFIGS),
-                        help="yield: today, new")  # fmt: skip
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] /
-                                                  "shared" / "data" / "cifar-10-batches-py"),
-                        help="yield: CIFAR-10's files")  # fmt: skip
+    parser.add_argument(
+        "--starts", type=lambda s: s.split(","), default=list(STARTS), help="yield: zoo, random"
+    )
+    parser.add_argument(
+        "--configs", type=lambda s: s.split(","), default=list(CONFIGS), help="yield: today, new"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
+        ),
+        help="yield: CIFAR-10's files",
+    )
     args = parser.parse_args()
     if args.part == "yield":
         yield_main(args)
@@ -374,13 +461,17 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     # Wall times live beside the database they belong to.
     database = args.db.removeprefix("sqlite:///")
-    timings_path = (Path(database + ".timings.json") if database != args.db
-                    else RESULTS / "search-timings.json")  # fmt: skip
+    timings_path = (
+        Path(database + ".timings.json") if database != args.db else RESULTS / "search-timings.json"
+    )
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     store = Store(args.db)
     if args.part == "compare":
-        searches = [compare_settings(strategy, seed, args) for seed in range(args.seeds)
-                    for strategy in args.strategies]  # fmt: skip
+        searches = [
+            compare_settings(strategy, seed, args)
+            for seed in range(args.seeds)
+            for strategy in args.strategies
+        ]
     else:
         searches = [profile_settings(args)]
     run_all(store, searches, timings, timings_path)

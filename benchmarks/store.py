@@ -44,19 +44,39 @@ def fresh_postgres(admin_url: str) -> tuple[str, callable]:
 
 def fill(store: Store, n: int, batch: int, rng: np.random.Generator) -> float:
     """Insert ``n`` trained candidates; returns candidates per second."""
-    store.create_search("bench", space="evonorm_b", strategy="random", seed=0, budget=n,
-                        architectures=ARCHITECTURES, proxy_key="bench")  # fmt: skip
+    store.create_search(
+        "bench",
+        space="evonorm_b",
+        strategy="random",
+        seed=0,
+        budget=n,
+        architectures=ARCHITECTURES,
+        proxy_key="bench",
+    )
     start = time.perf_counter()
     for first in range(0, n, batch):
         with store.batch():
             for _ in range(min(batch, n - first)):
                 scores = dict(zip(ARCHITECTURES, rng.random(3).round(4), strict=True))
-                cid = store.add_candidate("bench", graph="{}", formula="x", status="running",
-                                          node_count=int(rng.integers(1, 11)))  # fmt: skip
+                cid = store.add_candidate(
+                    "bench",
+                    graph="{}",
+                    formula="x",
+                    status="running",
+                    node_count=int(rng.integers(1, 11)),
+                )
                 for a, accuracy in scores.items():
-                    store.add_evaluation(cid, architecture=a, dataset="cifar10", preset="tiny",
-                                         seed=0, steps=400, status="completed", seconds=30.0,
-                                         accuracy=accuracy)  # fmt: skip
+                    store.add_evaluation(
+                        cid,
+                        architecture=a,
+                        dataset="cifar10",
+                        preset="tiny",
+                        seed=0,
+                        steps=400,
+                        status="completed",
+                        seconds=30.0,
+                        accuracy=accuracy,
+                    )
                 store.set_fitness(cid, scores)
         if first and first % (n // 10) == 0:
             print(f"    {first} inserted", flush=True)
@@ -104,9 +124,12 @@ def main() -> None:
                 finally:
                     cleanup()
             print(header)  # each row as soon as it is measured: a long run keeps what it has
-            print(f"{backend:<11} {n:>10} {rate:>9.0f} {front:>6} {maintained * 1e3:>9.1f} "
-                  f"{recomputed * 1e3:>13.1f} {recomputed / maintained:>5.0f}x "
-                  f"{other * 1e3:>14.1f}", flush=True)  # fmt: skip
+            print(
+                f"{backend:<11} {n:>10} {rate:>9.0f} {front:>6} {maintained * 1e3:>9.1f} "
+                f"{recomputed * 1e3:>13.1f} {recomputed / maintained:>5.0f}x "
+                f"{other * 1e3:>14.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,14 @@ def done(path: Path, key: Callable[[dict], Hashable], *, repair: bool = False) -
     return {key(row): row for row in rows}
 
 
-def run(function: Callable[[Any], dict], jobs: list, path: Path, processes: int,
-        hours: float | None, describe: Callable[[dict], str]) -> bool:  # fmt: skip
+def run(
+    function: Callable[[Any], dict],
+    jobs: list,
+    path: Path,
+    processes: int,
+    hours: float | None,
+    describe: Callable[[dict], str],
+) -> bool:
     """``function`` over ``jobs`` in ``processes`` spawned processes, each result appended
     to ``path`` (flushed and synced) as it comes; stops after ``hours`` (the first unit to
     finish after them ends the run, the others are lost).  Returns whether every job ran."""
@@ -63,8 +69,10 @@ def run(function: Callable[[Any], dict], jobs: list, path: Path, processes: int,
             out.write(json.dumps(row, sort_keys=True) + "\n")
             out.flush()
             os.fsync(out.fileno())
-            print(f"  {n}/{len(jobs)} {describe(row)} "
-                  f"{(time.perf_counter() - start) / n:.1f} s each", flush=True)  # fmt: skip
+            print(
+                f"  {n}/{len(jobs)} {describe(row)} {(time.perf_counter() - start) / n:.1f} s each",
+                flush=True,
+            )
             if deadline is not None and time.monotonic() > deadline:
                 print("time is up: rerun to continue", flush=True)
                 pool.terminate()
@@ -72,8 +80,14 @@ def run(function: Callable[[Any], dict], jobs: list, path: Path, processes: int,
     return True
 
 
-def transfer_run(graph: str, seed: int, learning_rate: float, settings: dict, data_dir: str,
-                 space: str = "evonorm_b") -> dict:  # fmt: skip
+def transfer_run(
+    graph: str,
+    seed: int,
+    learning_rate: float,
+    settings: dict,
+    data_dir: str,
+    space: str = "evonorm_b",
+) -> dict:
     """One transfer run as ``evonorm-search transfer`` trains it (its worker's function, on
     one thread, without checkpoints): ``graph`` on the settings' first network at
     ``learning_rate`` and ``seed``.  Accuracy 0 on every split where it diverged."""
@@ -83,17 +97,36 @@ def transfer_run(graph: str, seed: int, learning_rate: float, settings: dict, da
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    report = transfer_trial({
-        "candidate": 0, "graph": graph, "phase": "final", "network": settings["networks"][0],
-        "seed": seed, "learning_rate": learning_rate, "space": space,
-        "dataset": settings["dataset"], "data_dir": data_dir, "preset": None,
-        "settings": settings, "key": "benchmark", "checkpoint_minutes": 1e9,
-        "checkpoint": None}, lambda progress: None)  # fmt: skip
+    report = transfer_trial(
+        {
+            "candidate": 0,
+            "graph": graph,
+            "phase": "final",
+            "network": settings["networks"][0],
+            "seed": seed,
+            "learning_rate": learning_rate,
+            "space": space,
+            "dataset": settings["dataset"],
+            "data_dir": data_dir,
+            "preset": None,
+            "settings": settings,
+            "key": "benchmark",
+            "checkpoint_minutes": 1e9,
+            "checkpoint": None,
+        },
+        lambda progress: None,
+    )
     splits = report.get("splits") or {}
     completed = report["status"] == "completed"
-    return {"status": report["status"], "learning_rate": learning_rate,
-            "transfer_val": splits["transfer_val"]["accuracy"] if completed else 0.0,
-            "curve": report.get("curve"), "steps": report["steps"],
-            "seconds": report["seconds"], "wall_s": round(time.perf_counter() - start, 3),
-            "splits": splits or None, "settings": settings,
-            "code_version": report.get("code_version")}  # fmt: skip
+    return {
+        "status": report["status"],
+        "learning_rate": learning_rate,
+        "transfer_val": splits["transfer_val"]["accuracy"] if completed else 0.0,
+        "curve": report.get("curve"),
+        "steps": report["steps"],
+        "seconds": report["seconds"],
+        "wall_s": round(time.perf_counter() - start, 3),
+        "splits": splits or None,
+        "settings": settings,
+        "code_version": report.get("code_version"),
+    }

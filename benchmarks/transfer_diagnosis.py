@@ -64,18 +64,27 @@ def export(db: str, search: str, path: Path) -> None:
                 f = e.get("figures") or {}
                 if e["stage"] != "transfer" or f.get("key") != done["key"]:
                     continue
-                lines.append({
-                    "layer": entry["label"] if entry["kind"] == "baseline" else TOP,
-                    "formula": record["formula"], "phase": f["phase"], "network": e["architecture"],
-                    "seed": e["seed"], "learning_rate": f["learning_rate"], "status": e["status"],
-                    "steps": e["steps"], "seconds": e["seconds"],
-                    "transfer_val": e["accuracy"],
-                    "transfer_test": (f.get("transfer_test") or {}).get("accuracy"),
-                    "transfer_val_batch_statistics": (
-                        f.get("transfer_val_batch_statistics") or {}).get("accuracy"),
-                    "curve": f.get("curve"), "code_version": e.get("code_version"),
-                    "settings": done["settings"],
-                })  # fmt: skip
+                lines.append(
+                    {
+                        "layer": entry["label"] if entry["kind"] == "baseline" else TOP,
+                        "formula": record["formula"],
+                        "phase": f["phase"],
+                        "network": e["architecture"],
+                        "seed": e["seed"],
+                        "learning_rate": f["learning_rate"],
+                        "status": e["status"],
+                        "steps": e["steps"],
+                        "seconds": e["seconds"],
+                        "transfer_val": e["accuracy"],
+                        "transfer_test": (f.get("transfer_test") or {}).get("accuracy"),
+                        "transfer_val_batch_statistics": (
+                            f.get("transfer_val_batch_statistics") or {}
+                        ).get("accuracy"),
+                        "curve": f.get("curve"),
+                        "code_version": e.get("code_version"),
+                        "settings": done["settings"],
+                    }
+                )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
     print(f"{len(lines)} runs written to {path}")
@@ -84,8 +93,11 @@ def export(db: str, search: str, path: Path) -> None:
 def _proxy_layers() -> dict[str, str]:
     from evonorm_search import baselines
 
-    return {"bn_relu": baselines.get("bn_relu").formula(),
-            "evonorm_b0": baselines.get("evonorm_b0").formula(), TOP: TOP_FORMULA}  # fmt: skip
+    return {
+        "bn_relu": baselines.get("bn_relu").formula(),
+        "evonorm_b0": baselines.get("evonorm_b0").formula(),
+        TOP: TOP_FORMULA,
+    }
 
 
 def proxy_unit(job: tuple[str, int, str]) -> dict:
@@ -101,27 +113,42 @@ def proxy_unit(job: tuple[str, int, str]) -> dict:
     layer, seed, data_dir = job
     space = effective_space("evonorm_b", "cifar10", None)
     data = load_dataset("cifar10", root=data_dir, validation=space.proxy.validation)
-    training = CandidateTraining(LayerGraph.parse(_proxy_layers()[layer]), data, space=space,
-                                 seed=seed)  # fmt: skip
+    training = CandidateTraining(
+        LayerGraph.parse(_proxy_layers()[layer]), data, space=space, seed=seed
+    )
     results = training.finish()
     row = {"layer": layer, "seed": seed, "steps": space.training.steps, "networks": {}}
     for architecture, result in results.items():
         model = training.run(architecture).model
         ok = result.status == "completed"
         row["networks"][architecture] = {
-            "status": result.status, "accuracy": result.accuracy if ok else None,
+            "status": result.status,
+            "accuracy": result.accuracy if ok else None,
             "batch_statistics": evaluate(model, data, "val", batch_statistics=True)[0]
-            if ok else None, "seconds": round(result.seconds, 3)}  # fmt: skip
+            if ok
+            else None,
+            "seconds": round(result.seconds, 3),
+        }
     return row
 
 
 def proxy(data_dir: str, processes: int) -> None:
     key = operator.itemgetter("layer", "seed")
     finished = study.done(PROXY_DATA, lambda row: tuple(key(row)), repair=True)
-    jobs = [(layer, seed, data_dir) for layer in _proxy_layers() for seed in PROXY_SEEDS
-            if (layer, seed) not in finished]  # fmt: skip
-    study.run(proxy_unit, jobs, PROXY_DATA, processes, None,
-                    lambda row: f"{row['layer']} seed {row['seed']}")  # fmt: skip
+    jobs = [
+        (layer, seed, data_dir)
+        for layer in _proxy_layers()
+        for seed in PROXY_SEEDS
+        if (layer, seed) not in finished
+    ]
+    study.run(
+        proxy_unit,
+        jobs,
+        PROXY_DATA,
+        processes,
+        None,
+        lambda row: f"{row['layer']} seed {row['seed']}",
+    )
 
 
 def output_scale(formula: str, groups: int) -> dict[str, float]:
@@ -135,8 +162,12 @@ def output_scale(formula: str, groups: int) -> dict[str, float]:
     x = torch.randn(128, 16, 32, 32)
     with torch.no_grad():
         y = GraphNormAct(formula, 16, groups=groups).train()(x)
-    return {"std": y.std().item(), "mean": y.mean().item(),
-            "max": y.max().item(), "min": y.min().item()}  # fmt: skip
+    return {
+        "std": y.std().item(),
+        "mean": y.mean().item(),
+        "max": y.max().item(),
+        "min": y.min().item(),
+    }
 
 
 def report(path: Path, plot: Path | None) -> None:
@@ -148,10 +179,12 @@ def report(path: Path, plot: Path | None) -> None:
     layers = list(dict.fromkeys(r["layer"] for r in runs))
     formulas = {r["layer"]: r["formula"] for r in runs}
     settings = runs[0]["settings"]
-    print(f"{len(runs)} runs: {settings['steps']} steps at batch {settings['batch_size']} on "
-          f"{', '.join(settings['networks'])}, CIFAR-10 transfer slices of "
-          f"{settings['transfer_slice']}; {sum(r['seconds'] for r in runs) / 3600:.2f} "
-          f"worker-hours of training")  # fmt: skip
+    print(
+        f"{len(runs)} runs: {settings['steps']} steps at batch {settings['batch_size']} on "
+        f"{', '.join(settings['networks'])}, CIFAR-10 transfer slices of "
+        f"{settings['transfer_slice']}; {sum(r['seconds'] for r in runs) / 3600:.2f} "
+        f"worker-hours of training"
+    )
 
     _proxy_report()
     print("\n## The sweep (seed 0): transfer-validation accuracy per learning rate")
@@ -162,17 +195,27 @@ def report(path: Path, plot: Path | None) -> None:
     for layer in layers:
         cells = []
         for lr in rates:
-            [run] = [r for r in runs if r["layer"] == layer and r["phase"] == "sweep"
-                     and r["learning_rate"] == lr] or [None]  # fmt: skip
-            cells.append("-" if run is None else run["status"] if run["transfer_val"] is None
-                         else f"{run['transfer_val']:.4f}")  # fmt: skip
+            [run] = [
+                r
+                for r in runs
+                if r["layer"] == layer and r["phase"] == "sweep" and r["learning_rate"] == lr
+            ] or [None]
+            cells.append(
+                "-"
+                if run is None
+                else run["status"]
+                if run["transfer_val"] is None
+                else f"{run['transfer_val']:.4f}"
+            )
         finals = {r["learning_rate"] for r in runs if r["layer"] == layer and r["phase"] == "final"}
         chosen[layer] = finals.pop() if len(finals) == 1 else None
         print(f"| {layer} | " + " | ".join(cells) + f" | {chosen[layer]} |")
 
     print("\n## Seeds at the chosen rate: mean [95% t-interval]")
-    print("| layer | seeds | transfer-validation | transfer-test | transfer-validation, "
-          "batch statistics | batch statistics minus eval mode |")  # fmt: skip
+    print(
+        "| layer | seeds | transfer-validation | transfer-test | transfer-validation, "
+        "batch statistics | batch statistics minus eval mode |"
+    )
     print("|---|---|---|---|---|---|")
     by_seed: dict[str, dict[int, float]] = {}
     for layer in layers:
@@ -184,16 +227,24 @@ def report(path: Path, plot: Path | None) -> None:
             values = [r[key] for r in rows if r.get(key) is not None]
             return interval_text(mean_interval(values).to_dict()) if values else "-"
 
-        gaps = [r["transfer_val_batch_statistics"] - r["transfer_val"] for r in done
-                if r.get("transfer_val_batch_statistics") is not None]  # fmt: skip
+        gaps = [
+            r["transfer_val_batch_statistics"] - r["transfer_val"]
+            for r in done
+            if r.get("transfer_val_batch_statistics") is not None
+        ]
         gap = interval_text(mean_interval(gaps).to_dict()) if gaps else "-"
-        print(f"| {layer} | {len(done)} of {len(finals)} | {interval('transfer_val')} | "
-              f"{interval('transfer_test')} | {interval('transfer_val_batch_statistics')} | "
-              f"{gap} |")  # fmt: skip
+        print(
+            f"| {layer} | {len(done)} of {len(finals)} | {interval('transfer_val')} | "
+            f"{interval('transfer_test')} | {interval('transfer_val_batch_statistics')} | "
+            f"{gap} |"
+        )
 
     if by_seed.get(REFERENCE):
-        others = {layer: scores for layer, scores in by_seed.items()
-                  if layer != REFERENCE and set(scores) & set(by_seed[REFERENCE])}  # fmt: skip
+        others = {
+            layer: scores
+            for layer, scores in by_seed.items()
+            if layer != REFERENCE and set(scores) & set(by_seed[REFERENCE])
+        }
         print(f"\n## Paired on transfer-test against {REFERENCE} (Holm over {len(others)})")
         print("| layer | seeds | difference [95% t] | p | p (Holm) | verdict |")
         print("|---|---|---|---|---|---|")
@@ -201,8 +252,10 @@ def report(path: Path, plot: Path | None) -> None:
             d = c.to_dict()
             p = "-" if d["p"] is None else f"{d['p']:.3g}"
             ph = "-" if d["p_holm"] is None else f"{d['p_holm']:.3g}"
-            print(f"| {d['name']} | {len(d['seeds'])} | {interval_text(d['difference'])} | {p} "
-                  f"| {ph} | {d['verdict']} |")  # fmt: skip
+            print(
+                f"| {d['name']} | {len(d['seeds'])} | {interval_text(d['difference'])} | {p} "
+                f"| {ph} | {d['verdict']} |"
+            )
 
     print("\n## Learning curves: mean transfer-validation accuracy (seeds at the chosen rate)")
     steps = sorted({int(s) for r in runs for s, _ in (r["curve"] or [])})
@@ -227,8 +280,10 @@ def report(path: Path, plot: Path | None) -> None:
     print("|---|---|---|---|---|---|")
     for layer in layers:
         o = output_scale(formulas[layer], settings["groups"])
-        print(f"| {layer} | {o['std']:.3f} | {o['mean']:.3f} | {o['min']:.2f} | {o['max']:.2f} "
-              f"| `{formulas[layer]}` |")  # fmt: skip
+        print(
+            f"| {layer} | {o['std']:.3f} | {o['mean']:.3f} | {o['min']:.2f} | {o['max']:.2f} "
+            f"| `{formulas[layer]}` |"
+        )
     if plot is not None:
         _plot(runs, layers, chosen, plot)
 
@@ -242,24 +297,30 @@ def _proxy_report() -> None:
     if not rows:
         print("\n(no proxy runs: `python benchmarks/transfer_diagnosis.py proxy`)")
         return
-    print(f"\n## The proxy ({rows[0]['steps']} steps, the tiny preset): validation accuracy, "
-          "mean over networks, mean [95% t-interval] over seeds")  # fmt: skip
+    print(
+        f"\n## The proxy ({rows[0]['steps']} steps, the tiny preset): validation accuracy, "
+        "mean over networks, mean [95% t-interval] over seeds"
+    )
     print("| layer | seeds | eval mode | batch statistics | per network (eval mode) |")
     print("|---|---|---|---|---|")
     for layer in dict.fromkeys(r["layer"] for r in rows):
         mine = [r for r in rows if r["layer"] == layer]
 
         def over_seeds(figure: str, rows: list[dict] = mine) -> str:
-            means = [statistics.fmean(n[figure] or 0.0 for n in r["networks"].values())
-                     for r in rows]  # fmt: skip
+            means = [
+                statistics.fmean(n[figure] or 0.0 for n in r["networks"].values()) for r in rows
+            ]
             return interval_text(mean_interval(means).to_dict())
 
         networks = sorted(mine[0]["networks"])
         per_network = ", ".join(
             f"{a} {statistics.fmean(r['networks'][a]['accuracy'] or 0.0 for r in mine):.4f}"
-            for a in networks)  # fmt: skip
-        print(f"| {layer} | {len(mine)} | {over_seeds('accuracy')} | "
-              f"{over_seeds('batch_statistics')} | {per_network} |")  # fmt: skip
+            for a in networks
+        )
+        print(
+            f"| {layer} | {len(mine)} | {over_seeds('accuracy')} | "
+            f"{over_seeds('batch_statistics')} | {per_network} |"
+        )
 
 
 def _plot(runs: list[dict], layers: list[str], chosen: dict, path: Path) -> None:

@@ -61,8 +61,17 @@ PAIR_SEEDS = (4, 5)
 CHANCE = 0.1
 # What a run depends on besides its layer, seed and rate (``transfer_settings``' keys that
 # a single run reads).
-RUN_SETTINGS = ("networks", "steps", "batch_size", "momentum", "weight_decay", "eval_every",
-                "dataset", "transfer_slice", "groups")  # fmt: skip
+RUN_SETTINGS = (
+    "networks",
+    "steps",
+    "batch_size",
+    "momentum",
+    "weight_decay",
+    "eval_every",
+    "dataset",
+    "transfer_slice",
+    "groups",
+)
 
 
 @functools.cache
@@ -111,19 +120,30 @@ def _candidates() -> list[dict]:
 
 
 def _unit(c: dict, extra: int) -> dict:
-    return {"strategy": "evolution", "search_seed": c["search_seed"], "id": c["id"],
-            "seed": c["search_seed"] + extra, "formula": c["formula"],
-            "graph": c["graph"]}  # fmt: skip
+    return {
+        "strategy": "evolution",
+        "search_seed": c["search_seed"],
+        "id": c["id"],
+        "seed": c["search_seed"] + extra,
+        "formula": c["formula"],
+        "graph": c["graph"],
+    }
 
 
 def pick(processes: int, data_dir: str) -> None:
     candidates = _candidates()
     if not candidates:
-        sys.exit("transfer_verdict: no evolution run yet: `python benchmarks/"
-                 "evolution_vs_random.py search` first")  # fmt: skip
+        sys.exit(
+            "transfer_verdict: no evolution run yet: `python benchmarks/"
+            "evolution_vs_random.py search` first"
+        )
     done = study.done(strategies.REEVALUATED, strategies.unit_key, repair=True)
-    jobs = [(_unit(c, extra), data_dir) for c in candidates for extra in strategies.NEW_SEEDS
-            if strategies.unit_key(_unit(c, extra)) not in done]  # fmt: skip
+    jobs = [
+        (_unit(c, extra), data_dir)
+        for c in candidates
+        for extra in strategies.NEW_SEEDS
+        if strategies.unit_key(_unit(c, extra)) not in done
+    ]
     study.run(
         strategies.reevaluate_unit,
         jobs,
@@ -141,24 +161,33 @@ def discovered(verbose: bool = False) -> list[dict]:
     units = study.done(strategies.REEVALUATED, strategies.unit_key)
     pooled: dict[str, dict] = {}
     for c in _candidates():
-        rows = [units.get(strategies.unit_key(_unit(c, extra)))
-                for extra in strategies.NEW_SEEDS]  # fmt: skip
+        rows = [units.get(strategies.unit_key(_unit(c, extra))) for extra in strategies.NEW_SEEDS]
         if not all(rows):
             sys.exit("transfer_verdict: the re-evaluation is not complete: run `pick`")
-        entry = pooled.setdefault(c["hash"], {"layer": f"E{c['search_seed']}#{c['id']}",
-                                              "formula": c["formula"], "graph": c["graph"],
-                                              "scores": [], "found_in": []})  # fmt: skip
+        entry = pooled.setdefault(
+            c["hash"],
+            {
+                "layer": f"E{c['search_seed']}#{c['id']}",
+                "formula": c["formula"],
+                "graph": c["graph"],
+                "scores": [],
+                "found_in": [],
+            },
+        )
         entry["scores"] += [statistics.fmean(r["scores"].values()) for r in rows]
-        entry["found_in"].append(f"evolution-s{c['search_seed']} #{c['id']} "
-                                 f"(proxy {c['mean_score']:.4f})")  # fmt: skip
+        entry["found_in"].append(
+            f"evolution-s{c['search_seed']} #{c['id']} (proxy {c['mean_score']:.4f})"
+        )
     for entry in pooled.values():
         entry["reevaluated"] = statistics.fmean(entry["scores"])
     ranked = sorted(pooled.values(), key=lambda e: (-e["reevaluated"], e["layer"]))
     if verbose:
         print("| layer | re-evaluated proxy mean | found in | formula |\n|---|---|---|---|")
         for e in ranked:
-            print(f"| {e['layer']} | {e['reevaluated']:.4f} | {'; '.join(e['found_in'])} | "
-                  f"`{e['formula']}` |")  # fmt: skip
+            print(
+                f"| {e['layer']} | {e['reevaluated']:.4f} | {'; '.join(e['found_in'])} | "
+                f"`{e['formula']}` |"
+            )
     return ranked[:DISCOVERED]
 
 
@@ -168,8 +197,15 @@ def discovered(verbose: bool = False) -> list[dict]:
 def _layers() -> list[dict]:
     from evonorm_search import baselines
 
-    zoo = [{"layer": name, "kind": "zoo", "graph": baselines.get(name).to_json(),
-            "formula": baselines.get(name).formula()} for name in ZOO]  # fmt: skip
+    zoo = [
+        {
+            "layer": name,
+            "kind": "zoo",
+            "graph": baselines.get(name).to_json(),
+            "formula": baselines.get(name).formula(),
+        }
+        for name in ZOO
+    ]
     return [{**d, "kind": "discovered"} for d in discovered()] + zoo
 
 
@@ -200,10 +236,16 @@ def _normal(row: dict) -> dict:
     test = row.get("transfer_test")
     if test is None:
         test = ((row.get("splits") or {}).get("transfer_test") or {}).get("accuracy")
-    return {"layer": row["layer"], "seed": row["seed"],
-            "learning_rate": _key_of_earlier(row)[2], "status": row["status"],
-            "transfer_val": row["transfer_val"], "transfer_test": test,
-            "curve": row.get("curve"), "seconds": row.get("seconds")}  # fmt: skip
+    return {
+        "layer": row["layer"],
+        "seed": row["seed"],
+        "learning_rate": _key_of_earlier(row)[2],
+        "status": row["status"],
+        "transfer_val": row["transfer_val"],
+        "transfer_test": test,
+        "curve": row.get("curve"),
+        "seconds": row.get("seconds"),
+    }
 
 
 def _score(run: dict, split: str) -> float:
@@ -215,8 +257,10 @@ def _chosen(runs: dict, layer: str) -> float | None:
     sweep = [runs.get((layer, SWEEP_SEED, lr)) for lr in RATES]
     if not all(sweep):
         return None
-    return max(zip(RATES, sweep, strict=True),
-               key=lambda p: (_score(p[1], "transfer_val"), -RATES.index(p[0])))[0]  # fmt: skip
+    return max(
+        zip(RATES, sweep, strict=True),
+        key=lambda p: (_score(p[1], "transfer_val"), -RATES.index(p[0])),
+    )[0]
 
 
 def _pair(runs: dict, layers: list[dict]) -> tuple[str, str] | None:
@@ -231,8 +275,7 @@ def _pair(runs: dict, layers: list[dict]) -> tuple[str, str] | None:
         means[layer["layer"]] = statistics.fmean(_score(r, "transfer_val") for r in found)
 
     def best(kind: str) -> str:
-        return max((x["layer"] for x in layers if x["kind"] == kind),
-                   key=lambda n: (means[n], n))  # fmt: skip
+        return max((x["layer"] for x in layers if x["kind"] == kind), key=lambda n: (means[n], n))
 
     return best("discovered"), best("zoo")
 
@@ -241,10 +284,12 @@ def _jobs(runs: dict, layers: list[dict], data_dir: str) -> list[tuple]:
     jobs = []
     for layer in layers:
         rate = _chosen(runs, layer["layer"])
-        wanted = ([(SWEEP_SEED, lr) for lr in RATES] if rate is None
-                  else [(s, rate) for s in SEEDS])  # fmt: skip
-        jobs += [(layer, seed, lr, data_dir) for seed, lr in wanted
-                 if (layer["layer"], seed, lr) not in runs]  # fmt: skip
+        wanted = [(SWEEP_SEED, lr) for lr in RATES] if rate is None else [(s, rate) for s in SEEDS]
+        jobs += [
+            (layer, seed, lr, data_dir)
+            for seed, lr in wanted
+            if (layer["layer"], seed, lr) not in runs
+        ]
     pair = _pair(runs, layers)
     for name in pair or ():
         rate = _chosen(runs, name)
@@ -257,10 +302,15 @@ def transfer_unit(job: tuple[dict, int, float, str]) -> dict:
     layer, seed, rate, data_dir = job
     run = study.transfer_run(layer["graph"], seed, rate, _settings(), data_dir, SPACE)
     splits = run["splits"] or {}
-    return {"layer": layer["layer"], "formula": layer["formula"], "seed": seed,
-            "phase": "sweep" if seed == SWEEP_SEED else "final",
-            "transfer_test": (splits.get("transfer_test") or {}).get("accuracy"),
-            **{k: v for k, v in run.items() if k != "splits"}, "splits": splits}  # fmt: skip
+    return {
+        "layer": layer["layer"],
+        "formula": layer["formula"],
+        "seed": seed,
+        "phase": "sweep" if seed == SWEEP_SEED else "final",
+        "transfer_test": (splits.get("transfer_test") or {}).get("accuracy"),
+        **{k: v for k, v in run.items() if k != "splits"},
+        "splits": splits,
+    }
 
 
 def transfer(processes: int, hours: float | None, data_dir: str) -> None:
@@ -297,62 +347,86 @@ def report(plot: Path | None) -> None:
     from evonorm_search.stats import compare_paired, interval_text, mean_interval
 
     layers, runs = _layers(), _runs()
-    print("| layer | kind | " + " | ".join(f"sweep lr {lr:g}" for lr in RATES)
-          + " | chosen | formula |\n|---|---|" + "---|" * len(RATES) + "---|---|")  # fmt: skip
+    print(
+        "| layer | kind | "
+        + " | ".join(f"sweep lr {lr:g}" for lr in RATES)
+        + " | chosen | formula |\n|---|---|"
+        + "---|" * len(RATES)
+        + "---|---|"
+    )
     for layer in layers:
         n = layer["layer"]
-        cells = [f"{_score(r, 'transfer_val'):.4f}" if r else "-"
-                 for r in (runs.get((n, SWEEP_SEED, lr)) for lr in RATES)]  # fmt: skip
+        cells = [
+            f"{_score(r, 'transfer_val'):.4f}" if r else "-"
+            for r in (runs.get((n, SWEEP_SEED, lr)) for lr in RATES)
+        ]
         rate = _chosen(runs, n)
-        print(f"| {n} | {layer['kind']} | " + " | ".join(cells)
-              + f" | {rate if rate else '-'} | `{layer['formula']}` |")  # fmt: skip
+        print(
+            f"| {n} | {layer['kind']} | "
+            + " | ".join(cells)
+            + f" | {rate if rate else '-'} | `{layer['formula']}` |"
+        )
     final: dict[str, dict[int, dict]] = {}
     for layer in layers:
         rate = _chosen(runs, layer["layer"])
-        final[layer["layer"]] = {s: runs[layer["layer"], s, rate] for s in SEEDS + PAIR_SEEDS
-                                 if rate and (layer["layer"], s, rate) in runs}  # fmt: skip
-    print("\n| layer | lr | seeds | transfer-validation | transfer-test | diverged | "
-          "runs reused |\n|---|---|---|---|---|---|---|")  # fmt: skip
+        final[layer["layer"]] = {
+            s: runs[layer["layer"], s, rate]
+            for s in SEEDS + PAIR_SEEDS
+            if rate and (layer["layer"], s, rate) in runs
+        }
+    print(
+        "\n| layer | lr | seeds | transfer-validation | transfer-test | diverged | "
+        "runs reused |\n|---|---|---|---|---|---|---|"
+    )
     for layer in layers:
         mine = final[layer["layer"]]
         if not mine:
             continue
 
         def interval(split: str, rows: dict = mine) -> str:
-            return interval_text(mean_interval([_score(r, split) for r in rows.values()])
-                                 .to_dict())  # fmt: skip
+            return interval_text(mean_interval([_score(r, split) for r in rows.values()]).to_dict())
 
         reused = sum(r["source"] != UNITS.name for r in mine.values())
         diverged = [s for s, r in mine.items() if r["status"] != "completed"]
-        print(f"| {layer['layer']} | {_chosen(runs, layer['layer'])} | "
-              f"{','.join(map(str, sorted(mine)))} | {interval('transfer_val')} | "
-              f"{interval('transfer_test')} | {diverged or '-'} | {reused} |")  # fmt: skip
+        print(
+            f"| {layer['layer']} | {_chosen(runs, layer['layer'])} | "
+            f"{','.join(map(str, sorted(mine)))} | {interval('transfer_val')} | "
+            f"{interval('transfer_test')} | {diverged or '-'} | {reused} |"
+        )
     pair = _pair(runs, layers)
     if pair is None:
         print("\nseeds 1-3 are not all in: no comparator yet")
         return
     best, comparator = pair
-    print(f"\ncomparator (best zoo layer on transfer-validation, seeds 1-3): {comparator}; "
-          f"best discovered layer: {best}")  # fmt: skip
+    print(
+        f"\ncomparator (best zoo layer on transfer-validation, seeds 1-3): {comparator}; "
+        f"best discovered layer: {best}"
+    )
 
     def test(name: str) -> dict[int, float]:
         return {s: _score(r, "transfer_test") for s, r in final[name].items()}
 
     others = {x["layer"]: test(x["layer"]) for x in layers if x["kind"] == "discovered"}
-    print("\n| discovered minus comparator, transfer-test | seeds | difference [95%] | p | "
-          "p (Holm) | verdict |\n|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "\n| discovered minus comparator, transfer-test | seeds | difference [95%] | p | "
+        "p (Holm) | verdict |\n|---|---|---|---|---|---|"
+    )
     for c in compare_paired(test(comparator), others):
         d = c.to_dict()
         p = "-" if d["p"] is None else f"{d['p']:.3g}"
         ph = "-" if d["p_holm"] is None else f"{d['p_holm']:.3g}"
-        print(f"| {d['name']} | {','.join(map(str, d['seeds']))} | "
-              f"{interval_text(d['difference'])} | {p} | {ph} | {d['verdict']} |")  # fmt: skip
+        print(
+            f"| {d['name']} | {','.join(map(str, d['seeds']))} | "
+            f"{interval_text(d['difference'])} | {p} | {ph} | {d['verdict']} |"
+        )
         if d["name"] == best:
             fixed = d
     done = len(fixed["seeds"]) == len(SEEDS + PAIR_SEEDS)
-    print(f"\nthe comparison fixed in advance, {best} against {comparator} on seeds "
-          f"{','.join(map(str, fixed['seeds']))}: {fixed['verdict']}"
-          + ("" if done else " (seeds 4-5 not all in yet)"))  # fmt: skip
+    print(
+        f"\nthe comparison fixed in advance, {best} against {comparator} on seeds "
+        f"{','.join(map(str, fixed['seeds']))}: {fixed['verdict']}"
+        + ("" if done else " (seeds 4-5 not all in yet)")
+    )
     if plot is not None:
         _plot(layers, final, plot)
         _drawings(layers, plot.parent)
@@ -366,8 +440,11 @@ def _drawings(layers: list[dict], folder: Path) -> None:
     for layer in layers:
         if layer["kind"] == "discovered":
             path = folder / f"verdict-{layer['layer'].replace('#', '-')}.png"
-            draw_graph(LayerGraph.from_json(layer["graph"]), path,
-                       title=f"{layer['layer']}: {layer['formula']}")  # fmt: skip
+            draw_graph(
+                LayerGraph.from_json(layer["graph"]),
+                path,
+                title=f"{layer['layer']}: {layer['formula']}",
+            )
             print(f"drawing: {path}")
 
 
@@ -384,9 +461,14 @@ def _plot(layers: list[dict], final: dict[str, dict[int, dict]], path: Path) -> 
         rows = [r for r in final[layer["layer"]].values() if r["status"] == "completed"]
         if not rows:  # every run diverged: no curve, and chance accuracy is off the chart
             bars.annotate(
-                "all runs\ndiverged", (k, 0), xycoords=("data", "axes fraction"), xytext=(0, 6),
-                textcoords="offset points", ha="center", fontsize=8,
-            )  # fmt: skip
+                "all runs\ndiverged",
+                (k, 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
             continue
         steps = [step for step, _ in rows[0]["curve"]]
         mean = [statistics.fmean(r["curve"][i][1] for r in rows) for i in range(len(steps))]

@@ -208,9 +208,12 @@ def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
 
 def _db_option(function: Any) -> Any:
     return click.option(
-        "--db", "db_url", default=None, metavar="URL",
+        "--db",
+        "db_url",
+        default=None,
+        metavar="URL",
         help="Results database (default: $EVONORM_DB, else sqlite:///evonorm.db).",
-    )(function)  # fmt: skip
+    )(function)
 
 
 def _open_store(db_url: str | None) -> Any:
@@ -241,10 +244,19 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
             _print_table(
                 f"searches in {mask(store.url)}",
                 ["name", "space", "strategy", "status", "trained", "screened", "best mean"],
-                [[r["name"], r["space"], r["strategy"], r["status"],
-                  f"{r['trained']}/{r['budget']}", str(r["screened"]),
-                  _score((r["best"] or {}).get("mean_score"))] for r in rows],
-            )  # fmt: skip
+                [
+                    [
+                        r["name"],
+                        r["space"],
+                        r["strategy"],
+                        r["status"],
+                        f"{r['trained']}/{r['budget']}",
+                        str(r["screened"]),
+                        _score((r["best"] or {}).get("mean_score")),
+                    ]
+                    for r in rows
+                ],
+            )
             return
         info = store.status(name)
         funnel = store.funnel(name)
@@ -263,37 +275,58 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
             ["status", info["status"]],
             ["trained", f"{info['trained']} of budget {info['budget']}"],
             ["screened", str(info["screened"])],
-            ["queued / running / failed", f"{info['queued']} / {info['running']} / "
-             f"{info['failed']}"],
+            [
+                "queued / running / failed",
+                f"{info['queued']} / {info['running']} / {info['failed']}",
+            ],
             ["duplicates", str(info["duplicates"])],
             ["rejected by stage", rejected],
-            ["worker time", yield_line(info["trained"], info["worker_seconds"],
-                                       info["worker_hours_budget"])],
+            [
+                "worker time",
+                yield_line(info["trained"], info["worker_seconds"], info["worker_hours_budget"]),
+            ],
             ["worker time by fate", shares(info["worker_by_fate"], info["worker_seconds"])],
             ["Pareto front", f"{info['front_size']} candidates"],
-            ["best (mean accuracy)", "-" if best is None else
-             f"#{best['id']} {_score(best['mean_score'])}  {best['formula']}"],
-            ["after the search", ", ".join(
-                f"{stage} {n['runs']} runs of {n['layers']} layers"
-                for stage, n in sorted(info.get("after", {}).items())) or "-"],
+            [
+                "best (mean accuracy)",
+                "-"
+                if best is None
+                else f"#{best['id']} {_score(best['mean_score'])}  {best['formula']}",
+            ],
+            [
+                "after the search",
+                ", ".join(
+                    f"{stage} {n['runs']} runs of {n['layers']} layers"
+                    for stage, n in sorted(info.get("after", {}).items())
+                )
+                or "-",
+            ],
         ],
-    )  # fmt: skip
+    )
     _print_table(
-        "funnel", ["status", "stage", "reason", "count"],
+        "funnel",
+        ["status", "stage", "reason", "count"],
         [[r["status"], r["stage"] or "-", r["reason"] or "-", str(r["count"])] for r in funnel],
-    )  # fmt: skip
+    )
 
 
 @cli.command()
 @click.argument("name")
 @_db_option
 @click.option(
-    "--objectives", default=None, metavar="LIST",
+    "--objectives",
+    default=None,
+    metavar="LIST",
     help="Comma-separated objectives: architecture names (accuracy), mean, cost, nodes "
     "(default: the search's own, per-architecture accuracy unless it chose others).",
-)  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)  # fmt: skip
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -301,12 +334,19 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
     help="Also draw the front over every trained candidate (PNG, SVG or PDF).",
 )
 @click.option(
-    "--with-baselines", is_flag=True,
+    "--with-baselines",
+    is_flag=True,
     help="Also the zoo's layers evaluated on this search's protocol (`baselines evaluate`): "
     "JSON becomes {front, baselines}, tables and CSV gain a baseline column.",
-)  # fmt: skip
-def pareto(name: str, db_url: str | None, objectives: str | None, fmt: str,
-           plot: Path | None, with_baselines: bool) -> None:  # fmt: skip
+)
+def pareto(
+    name: str,
+    db_url: str | None,
+    objectives: str | None,
+    fmt: str,
+    plot: Path | None,
+    with_baselines: bool,
+) -> None:
     """The Pareto front of the search NAME: its non-dominated trained candidates."""
     chosen = [o.strip() for o in objectives.split(",")] if objectives else None
     with _open_store(db_url) as store:
@@ -316,8 +356,11 @@ def pareto(name: str, db_url: str | None, objectives: str | None, fmt: str,
         points = store.trained_points(name) if plot else []
         zoo = store.baseline_layers(name, chosen) if with_baselines else []
     if with_baselines and not zoo:
-        click.echo(f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
-                   f"`{_evaluate_command(search, db_url)}` trains them", err=True)  # fmt: skip
+        click.echo(
+            f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
+            f"`{_evaluate_command(search, db_url)}` trains them",
+            err=True,
+        )
     if plot:
         from evonorm_search.plots import plot_front
 
@@ -333,13 +376,19 @@ def pareto(name: str, db_url: str | None, objectives: str | None, fmt: str,
     else:
         marked = [["", r] for r in rows] + [[r["name"], r] for r in zoo_rows]
         _print_table(
-            f"Pareto front of {name}: {len(rows)} candidates" + (
-                f", and {len(zoo_rows)} baselines on its protocol" if with_baselines else ""),
+            f"Pareto front of {name}: {len(rows)} candidates"
+            + (f", and {len(zoo_rows)} baselines on its protocol" if with_baselines else ""),
             ["id", *(["baseline"] if with_baselines else []), *chosen, "formula"],
-            [[str(r["id"]), *([layer] if with_baselines else []),
-              *[_objective(r["objectives"][o]) for o in chosen], r["formula"] + _fate(r)]
-             for layer, r in marked],
-        )  # fmt: skip
+            [
+                [
+                    str(r["id"]),
+                    *([layer] if with_baselines else []),
+                    *[_objective(r["objectives"][o]) for o in chosen],
+                    r["formula"] + _fate(r),
+                ]
+                for layer, r in marked
+            ],
+        )
     if plot:
         click.echo(f"wrote {plot}", err=True)
 
@@ -361,8 +410,12 @@ def _evaluate_command(search: dict[str, Any], db_url: str | None) -> str:
 
     config = search["config"] or {}
     words = ["evonorm-search", "baselines", "evaluate", "--space", search["space"]]
-    for option, key, default in (("--data", "dataset", "digits"), ("--data-dir", "data_dir", None),
-                                 ("--preset", "preset", None), ("--seed", "seed", 0)):  # fmt: skip
+    for option, key, default in (
+        ("--data", "dataset", "digits"),
+        ("--data-dir", "data_dir", None),
+        ("--preset", "preset", None),
+        ("--seed", "seed", 0),
+    ):
         if config.get(key, default) != default:
             words += [option, str(config[key])]
     return shlex.join(words + (["--db", mask(db_url)] if db_url else []))
@@ -372,8 +425,11 @@ def _objective(value: float | int | None) -> str:
     return str(value) if isinstance(value, int) else _score(value)
 
 
-def _print_csv(rows: list[dict[str, Any]], objectives: list[str],
-               baseline_rows: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
+def _print_csv(
+    rows: list[dict[str, Any]],
+    objectives: list[str],
+    baseline_rows: list[dict[str, Any]] | None = None,
+) -> None:
     """The front's rows; with ``baseline_rows`` (even none) a last column ``baseline``
     that names the zoo layer of each of those rows, appended after the front's."""
     import csv
@@ -382,8 +438,15 @@ def _print_csv(rows: list[dict[str, Any]], objectives: list[str],
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["id", *objectives, "mean_score", "formula", *(["baseline"] * extra)])
     for r in [*rows, *(baseline_rows or [])]:
-        writer.writerow([r["id"], *[r["objectives"][o] for o in objectives], r["mean_score"],
-                         r["formula"], *([r.get("name", "")] * extra)])  # fmt: skip
+        writer.writerow(
+            [
+                r["id"],
+                *[r["objectives"][o] for o in objectives],
+                r["mean_score"],
+                r["formula"],
+                *([r.get("name", "")] * extra),
+            ]
+        )
 
 
 @cli.command()
@@ -406,8 +469,11 @@ def show(candidate_id: int, db_url: str | None, fmt: str, draw: Path | None) -> 
 
         if record["formula"] is None:
             raise click.ClickException(f"candidate {candidate_id} did not parse: no graph to draw")
-        draw_graph(LayerGraph.from_json(record["graph"]), draw,
-                   title=f"#{candidate_id}  {record['formula']}")  # fmt: skip
+        draw_graph(
+            LayerGraph.from_json(record["graph"]),
+            draw,
+            title=f"#{candidate_id}  {record['formula']}",
+        )
     if fmt == "json":
         _print_json(record)
     else:
@@ -420,12 +486,17 @@ def _compiled_summary(c: dict[str, Any] | None) -> str:
     """The compile stage's figures in one line."""
     if not c:
         return "-"
-    kernels = (f"{c['kernels']} kernels for {c['target']}, {c['registers']} registers, "
-               f"{c['spill_bytes']} B spilled, {c['compile_s']:.2f} s; " if c["kernels"] else
-               "")  # fmt: skip
-    return (f"{kernels}traffic {c['traffic_fwd']}/{c['traffic_bwd']} at "
-            f"{','.join(map(str, c['shape']))} {c['dtype']}; kernels {c['kernel_hash']}"
-            + ("; verified" if c["verified"] else ""))  # fmt: skip
+    kernels = (
+        f"{c['kernels']} kernels for {c['target']}, {c['registers']} registers, "
+        f"{c['spill_bytes']} B spilled, {c['compile_s']:.2f} s; "
+        if c["kernels"]
+        else ""
+    )
+    return (
+        f"{kernels}traffic {c['traffic_fwd']}/{c['traffic_bwd']} at "
+        f"{','.join(map(str, c['shape']))} {c['dtype']}; kernels {c['kernel_hash']}"
+        + ("; verified" if c["verified"] else "")
+    )
 
 
 def _print_candidate(r: dict[str, Any]) -> None:
@@ -447,28 +518,54 @@ def _print_candidate(r: dict[str, Any]) -> None:
             ["functional hash", r["functional_hash"] or "-"],
             ["compiled", _compiled_summary(r.get("compiled"))],
         ],
-    )  # fmt: skip
+    )
     if r["evaluations"]:
         _print_table(
             "evaluations",
             ["stage", "architecture", "seed", "steps", "accuracy", "status", "node"],
-            [[e["stage"], e["architecture"], str(e["seed"]), str(e["steps"]),
-              _score(e["accuracy"]), e["status"], (e.get("node") or "-")[:16]]
-             for e in r["evaluations"]],
-        )  # fmt: skip
+            [
+                [
+                    e["stage"],
+                    e["architecture"],
+                    str(e["seed"]),
+                    str(e["steps"]),
+                    _score(e["accuracy"]),
+                    e["status"],
+                    (e.get("node") or "-")[:16],
+                ]
+                for e in r["evaluations"]
+            ],
+        )
     if r.get("transfer"):
         _print_table(
             "transfer: accuracy, mean [95% t-interval] over seeds",
             ["network", "lr", "seeds", "transfer-validation", "transfer-test", "test"],
-            [[t["network"], f"{t['learning_rate']:g}",
-              f"{t['completed']} of {len(t['seeds'])}", interval_text(t["transfer_val"]),
-              interval_text(t["transfer_test"]), interval_text(t["test"])] for t in r["transfer"]],
-        )  # fmt: skip
+            [
+                [
+                    t["network"],
+                    f"{t['learning_rate']:g}",
+                    f"{t['completed']} of {len(t['seeds'])}",
+                    interval_text(t["transfer_val"]),
+                    interval_text(t["transfer_test"]),
+                    interval_text(t["test"]),
+                ]
+                for t in r["transfer"]
+            ],
+        )
     _print_table(
-        "lineage (newest first)", ["id", "status", "mean", "mutation", "formula"],
-        [[str(a["id"]), a["status"], _score(a["mean_score"]), a["mutation"] or "(initial)",
-          a["formula"] or "-"] for a in r["lineage"]],
-    )  # fmt: skip
+        "lineage (newest first)",
+        ["id", "status", "mean", "mutation", "formula"],
+        [
+            [
+                str(a["id"]),
+                a["status"],
+                _score(a["mean_score"]),
+                a["mutation"] or "(initial)",
+                a["formula"] or "-",
+            ]
+            for a in r["lineage"]
+        ],
+    )
 
 
 # -- compiling a layer -----------------------------------------------------------------
@@ -492,8 +589,12 @@ class _Shape(click.ParamType):
         except ValueError:
             dims = ()
         if not (2 <= len(dims) <= 5 and min(dims) >= 1):
-            self.fail(f"expected 2 to 5 comma-separated positive sizes such as 128,64,56,56, "
-                      f"got {value!r}", param, ctx)  # fmt: skip
+            self.fail(
+                f"expected 2 to 5 comma-separated positive sizes such as 128,64,56,56, "
+                f"got {value!r}",
+                param,
+                ctx,
+            )
         return dims
 
 
@@ -518,8 +619,10 @@ def _compile_subject(
     try:
         c = load_space(space_name).compile
     except SpaceError as e:
-        click.echo(f"evonorm-search: warning: {e}; compiling at the default target, shape and "
-                   f"dtype", err=True)  # fmt: skip
+        click.echo(
+            f"evonorm-search: warning: {e}; compiling at the default target, shape and dtype",
+            err=True,
+        )
         return graph, DEFAULT_COMPILE
     return graph, (c.target, tuple(c.reference_shape), c.dtype)
 
@@ -566,9 +669,17 @@ def _compile_subject(
     default=None,
     help="Also write the generated Triton module into this folder.",
 )
-def compile_command(subject: str, db_url: str | None, target: str | None,
-                    shape: tuple[int, ...] | None, dtype: str | None, groups: int, verify: bool,
-                    fmt: str, source_dir: Path | None) -> None:  # fmt: skip
+def compile_command(
+    subject: str,
+    db_url: str | None,
+    target: str | None,
+    shape: tuple[int, ...] | None,
+    dtype: str | None,
+    groups: int,
+    verify: bool,
+    fmt: str,
+    source_dir: Path | None,
+) -> None:
     """Compile a layer to its fused Triton kernels and report their costs.
 
     EXPR|ID is a formula, graph JSON or the id of a candidate in the database (whose
@@ -579,8 +690,9 @@ def compile_command(subject: str, db_url: str | None, target: str | None,
     """
     graph, (default_target, default_shape, default_dtype) = _compile_subject(subject, db_url)
     if importlib.util.find_spec("triton") is None:
-        raise click.ClickException("triton is not installed: the compiler needs it "
-                                   "(pip install triton, on Linux)")  # fmt: skip
+        raise click.ClickException(
+            "triton is not installed: the compiler needs it (pip install triton, on Linux)"
+        )
     # The compiler's modules load only once triton is known to be installed.
     import torch
 
@@ -591,23 +703,34 @@ def compile_command(subject: str, db_url: str | None, target: str | None,
 
     target = target or default_target
     if target not in TARGETS:  # checked here, not by click: a search space may name any sm_XY
-        raise click.BadParameter(f"{target!r} is not a target of the compiler (choose from "
-                                 f"{', '.join(TARGETS)})", param_hint="'--target'")  # fmt: skip
+        raise click.BadParameter(
+            f"{target!r} is not a target of the compiler (choose from {', '.join(TARGETS)})",
+            param_hint="'--target'",
+        )
     shape = shape or default_shape
     dtype_name = DTYPES[dtype] if dtype else default_dtype
     aot = has_cuda_backend()
     if not aot:
-        click.echo(f"evonorm-search: warning: the installed triton has no CUDA backend: no "
-                   f"kernels compiled for {target}, traffic model only", err=True)  # fmt: skip
+        click.echo(
+            f"evonorm-search: warning: the installed triton has no CUDA backend: no "
+            f"kernels compiled for {target}, traffic model only",
+            err=True,
+        )
     if source_dir is not None and unsupported(graph) is None:
         try:
             path = write_source(generate(graph), source_dir)
         except OSError as e:
             raise click.ClickException(f"cannot write into {source_dir}: {e.strerror}") from None
         click.echo(f"wrote {path}", err=True)
-    result = compile_layer(graph, target=target, shape=shape, dtype=getattr(torch, dtype_name),
-                           groups=groups, verify=verify,
-                           aot=aot)  # fmt: skip
+    result = compile_layer(
+        graph,
+        target=target,
+        shape=shape,
+        dtype=getattr(torch, dtype_name),
+        groups=groups,
+        verify=verify,
+        aot=aot,
+    )
     if not result.ok:
         raise click.ClickException(f"cannot compile {result.formula}: {result.reason}")
     if fmt == "json":
@@ -621,21 +744,45 @@ def _print_compiled(r: CompiledLayer) -> None:
         _print_table(
             f"{len(r.kernels)} kernels of {r.formula} for {r.target} at "
             f"{','.join(map(str, r.shape))} {r.dtype}",
-            ["kernel", "mode", "stage", "direction", "registers", "spill bytes",
-             "shared bytes", "compile s"],
-            [[k.kernel, k.mode, "-" if k.stage is None else str(k.stage), k.direction,
-              str(k.registers), str(k.spill_bytes), str(k.shared_bytes), f"{k.compile_s:.2f}"]
-             for k in r.kernels],
-        )  # fmt: skip
-        click.echo(f"compile: {r.compile_s:.2f} s for {len(r.kernels)} kernels "
-                   f"({r.seconds:.2f} s for the whole stage)")  # fmt: skip
+            [
+                "kernel",
+                "mode",
+                "stage",
+                "direction",
+                "registers",
+                "spill bytes",
+                "shared bytes",
+                "compile s",
+            ],
+            [
+                [
+                    k.kernel,
+                    k.mode,
+                    "-" if k.stage is None else str(k.stage),
+                    k.direction,
+                    str(k.registers),
+                    str(k.spill_bytes),
+                    str(k.shared_bytes),
+                    f"{k.compile_s:.2f}",
+                ]
+                for k in r.kernels
+            ],
+        )
+        click.echo(
+            f"compile: {r.compile_s:.2f} s for {len(r.kernels)} kernels "
+            f"({r.seconds:.2f} s for the whole stage)"
+        )
     else:
         click.echo(f"formula: {r.formula}")
-    click.echo(f"traffic: forward {r.traffic_fwd}, backward {r.traffic_bwd} full-size elements "
-               f"moved per element (minimum 2 and 3)")  # fmt: skip
+    click.echo(
+        f"traffic: forward {r.traffic_fwd}, backward {r.traffic_bwd} full-size elements "
+        f"moved per element (minimum 2 and 3)"
+    )
     click.echo(f"kernel hash: {r.kernel_hash}")
-    click.echo("verified against the eager layer in triton's interpreter: "
-               + ("yes" if r.verified else "no (--no-verify)"))  # fmt: skip
+    click.echo(
+        "verified against the eager layer in triton's interpreter: "
+        + ("yes" if r.verified else "no (--no-verify)")
+    )
 
 
 # -- exporting a layer ---------------------------------------------------------------------
@@ -659,14 +806,23 @@ def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The Python file to write.",
 )
-@click.option("--class-name", default="EvolvedNormAct", show_default=True, callback=_class_name,
-              help="The module class's name.")  # fmt: skip
-@click.option("--kernels", is_flag=True,
-              help="Also carry the layer's Triton kernels, run on CUDA tensors where triton "
-                   "is installed (PyTorch ops elsewhere).")  # fmt: skip
+@click.option(
+    "--class-name",
+    default="EvolvedNormAct",
+    show_default=True,
+    callback=_class_name,
+    help="The module class's name.",
+)
+@click.option(
+    "--kernels",
+    is_flag=True,
+    help="Also carry the layer's Triton kernels, run on CUDA tensors where triton "
+    "is installed (PyTorch ops elsewhere).",
+)
 @_db_option
-def export_command(candidate_id: int, output: Path, class_name: str, kernels: bool,
-                   db_url: str | None) -> None:  # fmt: skip
+def export_command(
+    candidate_id: int, output: Path, class_name: str, kernels: bool, db_url: str | None
+) -> None:
     """Write candidate ID as a standalone PyTorch module that needs only torch.
 
     The class computes the candidate's canonical graph as GraphNormAct does, with the same
@@ -678,23 +834,33 @@ def export_command(candidate_id: int, output: Path, class_name: str, kernels: bo
 
     graph, record = read_candidate(db_url, candidate_id)
     provenance = provenance_of(record)
-    source = export_source(graph, class_name, provenance=provenance, kernels=kernels,
-                           compiled=record["compiled"])  # fmt: skip
+    source = export_source(
+        graph, class_name, provenance=provenance, kernels=kernels, compiled=record["compiled"]
+    )
     try:
         output.write_text(source, encoding="utf-8")
     except OSError as e:
         raise click.ClickException(f"cannot write {output}: {e.strerror}") from None
     what = f"class {class_name} with its Triton kernels" if kernels else f"class {class_name}"
-    click.echo(f"wrote {output}: {what}, candidate {candidate_id} of search "
-               f"{provenance['search']}")  # fmt: skip
+    click.echo(f"wrote {output}: {what}, candidate {candidate_id} of search {provenance['search']}")
 
 
 @cli.command()
 @click.argument("name")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="report.html (figures inlined) or report.md (figures beside it).")  # fmt: skip
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Layers drawn and compared.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="report.html (figures inlined) or report.md (figures beside it).",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Layers drawn and compared.",
+)
 @_db_option
 def report(name: str, output: Path, top: int, db_url: str | None) -> None:
     """Write the report of the search NAME: settings, funnel, Pareto front, top layers."""
@@ -707,16 +873,30 @@ def report(name: str, output: Path, top: int, db_url: str | None) -> None:
 
 @cli.command()
 @_db_option
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback shows every search to the "
-              "network (no authentication).")  # fmt: skip
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="Port to listen on (0: any free one, printed).")  # fmt: skip
-@click.option("--allow-host", "allow_hosts", metavar="NAME", multiple=True,
-              help="Also answer requests addressed to NAME (repeatable): a reverse proxy's "
-              "public name, or this machine's names and addresses with --host 0.0.0.0 or ::; "
-              "'*.example.com' allows its subdomains. Requests for any host but these, "
-              "127.0.0.1, localhost and --host get 400 (against DNS rebinding).")  # fmt: skip
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback shows every search to the "
+    "network (no authentication).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free one, printed).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    metavar="NAME",
+    multiple=True,
+    help="Also answer requests addressed to NAME (repeatable): a reverse proxy's "
+    "public name, or this machine's names and addresses with --host 0.0.0.0 or ::; "
+    "'*.example.com' allows its subdomains. Requests for any host but these, "
+    "127.0.0.1, localhost and --host get 400 (against DNS rebinding).",
+)
 def dashboard(db_url: str | None, host: str, port: int, allow_hosts: tuple[str, ...]) -> None:
     """Serve a read-only web dashboard over the database: searches, live progress, the
     Pareto front, candidates (JSON under /api)."""
@@ -738,9 +918,11 @@ def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
     summary = store.status(settings.name)
     reason = view.progress.stopped_reason if view.progress else None
     why = f" ({reason})" if status == "exhausted" and reason else ""
-    click.echo(f"search {settings.name}: {status}{why}, {summary['trained']}/"
-               f"{summary['budget']} trained, {summary['screened']} screened; see "
-               f"`evonorm-search status {settings.name}` and `pareto {settings.name}`")  # fmt: skip
+    click.echo(
+        f"search {settings.name}: {status}{why}, {summary['trained']}/"
+        f"{summary['budget']} trained, {summary['screened']} screened; see "
+        f"`evonorm-search status {settings.name}` and `pareto {settings.name}`"
+    )
     if status == "stopped":
         sys.exit(130)
 
@@ -753,10 +935,16 @@ def _writable_store(db_url: str | None) -> Any:
 
 @cli.command()
 @click.option("--name", required=True, help="A new search's name (no '/').")
-@click.option("--space", default="evonorm_b", show_default=True,
-              help="A shipped space or a TOML file.")  # fmt: skip
-@click.option("--data", "dataset", type=click.Choice(["digits", "cifar10", "synthetic"]),
-              default="digits", show_default=True)  # fmt: skip
+@click.option(
+    "--space", default="evonorm_b", show_default=True, help="A shipped space or a TOML file."
+)
+@click.option(
+    "--data",
+    "dataset",
+    type=click.Choice(["digits", "cifar10", "synthetic"]),
+    default="digits",
+    show_default=True,
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -776,21 +964,43 @@ def _writable_store(db_url: str | None) -> Any:
     show_default=True,
     help="Candidates to train fully.",
 )
-@click.option("--population", type=click.IntRange(min=2), default=None,
-              help="Candidates sampled before a strategy learns: evolution's population "
-              "(default: the space's), NSGA-II's generation (the space's), TPE's random "
-              "start-up (10).")  # fmt: skip
-@click.option("--tournament", type=click.IntRange(min=1), default=None,
-              help="Evolution's tournament size (default: the space's).")  # fmt: skip
-@click.option("--initial", type=click.Choice(["random", "baselines"]), default="random",
-              show_default=True, help="The first proposals: random graphs, or the zoo's "
-              "layers first (evolution and random); evolution then fills its population with "
-              "mutants of trained ones and random graphs.")  # fmt: skip
-@click.option("--initial-mutants", type=click.FloatRange(0.0, 1.0), default=None,
-              metavar="SHARE", help="Share of mutants of trained candidates among the initial "
-              "population's proposals once one is trained (default: the space's).")  # fmt: skip
-@click.option("--strategy", type=click.Choice(["evolution", "random", "tpe", "nsga2"]),
-              default="evolution", show_default=True)  # fmt: skip
+@click.option(
+    "--population",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Candidates sampled before a strategy learns: evolution's population "
+    "(default: the space's), NSGA-II's generation (the space's), TPE's random "
+    "start-up (10).",
+)
+@click.option(
+    "--tournament",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evolution's tournament size (default: the space's).",
+)
+@click.option(
+    "--initial",
+    type=click.Choice(["random", "baselines"]),
+    default="random",
+    show_default=True,
+    help="The first proposals: random graphs, or the zoo's "
+    "layers first (evolution and random); evolution then fills its population with "
+    "mutants of trained ones and random graphs.",
+)
+@click.option(
+    "--initial-mutants",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    metavar="SHARE",
+    help="Share of mutants of trained candidates among the initial "
+    "population's proposals once one is trained (default: the space's).",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["evolution", "random", "tpe", "nsga2"]),
+    default="evolution",
+    show_default=True,
+)
 @click.option(
     "--objectives",
     default=None,
@@ -800,29 +1010,45 @@ def _writable_store(db_url: str | None) -> Any:
 @click.option(
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrent trials."
 )
-@click.option("--cpus-per-trial", type=click.FloatRange(min=0.0), default=1.0,
-              show_default=True)  # fmt: skip
-@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0,
-              show_default=True)  # fmt: skip
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0.0), default=1.0, show_default=True)
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
 @click.option(
     "--max-candidates",
     type=click.IntRange(min=1),
     default=None,
     help="Stop after screening this many (default: 100 x budget).",
 )
-@click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              metavar="SECONDS", help="Stop this sitting after this much wall time.")  # fmt: skip
-@click.option("--worker-hours", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              metavar="HOURS", help="Stop after this much worker time (wall time x workers), "
-              "counted over every sitting and kept in the database.")  # fmt: skip
-@click.option("--compile-order", type=click.Choice(["auto", "first", "after-quality"]),
-              default="auto", show_default=True,
-              help="When a trial compiles the layer's kernels: first where training runs "
-              "them (auto: on CUDA), after the quality check where it does not (auto: on a "
-              "CPU).")  # fmt: skip
-@click.option("--signal-stage/--no-signal-stage", default=True, show_default=True,
-              help="Reject layers without a learning signal after the first training steps "
-              "(the space's [signal] thresholds).")  # fmt: skip
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop this sitting after this much wall time.",
+)
+@click.option(
+    "--worker-hours",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="HOURS",
+    help="Stop after this much worker time (wall time x workers), "
+    "counted over every sitting and kept in the database.",
+)
+@click.option(
+    "--compile-order",
+    type=click.Choice(["auto", "first", "after-quality"]),
+    default="auto",
+    show_default=True,
+    help="When a trial compiles the layer's kernels: first where training runs "
+    "them (auto: on CUDA), after the quality check where it does not (auto: on a "
+    "CPU).",
+)
+@click.option(
+    "--signal-stage/--no-signal-stage",
+    default=True,
+    show_default=True,
+    help="Reject layers without a learning signal after the first training steps "
+    "(the space's [signal] thresholds).",
+)
 @click.option(
     "--verify/--no-verify",
     default=True,
@@ -843,13 +1069,33 @@ def _writable_store(db_url: str | None) -> Any:
     help="Join this Ray cluster (trusted networks only), e.g. 10.0.0.1:6379.",
 )
 @_db_option
-def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str | None,
-        budget: int, population: int | None, tournament: int | None, initial: str,
-        initial_mutants: float | None, strategy: str, objectives: str | None, workers: int,
-        cpus_per_trial: float, gpus_per_trial: float, max_candidates: int | None,
-        time_limit: float | None, worker_hours: float | None, compile_order: str,
-        signal_stage: bool, verify: bool, seed: int, trial_retries: int, address: str | None,
-        db_url: str | None) -> None:  # fmt: skip
+def run(
+    name: str,
+    space: str,
+    dataset: str,
+    data_dir: str | None,
+    preset: str | None,
+    budget: int,
+    population: int | None,
+    tournament: int | None,
+    initial: str,
+    initial_mutants: float | None,
+    strategy: str,
+    objectives: str | None,
+    workers: int,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    max_candidates: int | None,
+    time_limit: float | None,
+    worker_hours: float | None,
+    compile_order: str,
+    signal_stage: bool,
+    verify: bool,
+    seed: int,
+    trial_retries: int,
+    address: str | None,
+    db_url: str | None,
+) -> None:
     """Start a search: screen, compile and train candidates until BUDGET are trained."""
     from evonorm_search.search.driver import SearchSettings, check_data, settings_space
     from evonorm_search.store import check_search_name
@@ -858,22 +1104,41 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
     check_search_name(name)
     chosen = tuple(o.strip() for o in objectives.split(",")) if objectives else None
     settings = SearchSettings(
-        name=name, space=space, dataset=dataset, data_dir=data_dir, preset=preset,
-        budget=budget, strategy=strategy, population=population, tournament=tournament,
-        initial=initial, initial_mutants=initial_mutants, objectives=chosen, seed=seed,
-        workers=workers, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        max_candidates=max_candidates, time_limit=time_limit, worker_hours=worker_hours,
-        compile_order=compile_order, signal_stage=signal_stage, verify=verify,
-        address=address, max_failures=trial_retries,
-    )  # fmt: skip
+        name=name,
+        space=space,
+        dataset=dataset,
+        data_dir=data_dir,
+        preset=preset,
+        budget=budget,
+        strategy=strategy,
+        population=population,
+        tournament=tournament,
+        initial=initial,
+        initial_mutants=initial_mutants,
+        objectives=chosen,
+        seed=seed,
+        workers=workers,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_candidates=max_candidates,
+        time_limit=time_limit,
+        worker_hours=worker_hours,
+        compile_order=compile_order,
+        signal_stage=signal_stage,
+        verify=verify,
+        address=address,
+        max_failures=trial_retries,
+    )
     architectures = settings_space(settings).proxy.architectures
     if chosen:
         validate_objectives(chosen, architectures)
     check_data(dataset, data_dir)
     with _writable_store(db_url) as store:
         if any(s["name"] == name for s in store.searches()):
-            raise click.ClickException(f"a search named {name!r} exists already: "
-                                       f"`evonorm-search resume {name}` continues it")  # fmt: skip
+            raise click.ClickException(
+                f"a search named {name!r} exists already: "
+                f"`evonorm-search resume {name}` continues it"
+            )
         _search_run(store, settings, resume=False)
 
 
@@ -886,11 +1151,20 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
     help="Concurrent trials (default: as started).",
 )
 @click.option("--address", default=None, help="Join this Ray cluster instead.")
-@click.option("--time-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              metavar="SECONDS", help="Stop this sitting after this much wall time.")  # fmt: skip
-@click.option("--worker-hours", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              metavar="HOURS", help="A new worker-time budget, over every sitting (default: "
-              "as started).")  # fmt: skip
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop this sitting after this much wall time.",
+)
+@click.option(
+    "--worker-hours",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="HOURS",
+    help="A new worker-time budget, over every sitting (default: as started).",
+)
 @click.option(
     "--max-candidates",
     type=click.IntRange(min=1),
@@ -898,9 +1172,15 @@ def run(name: str, space: str, dataset: str, data_dir: str | None, preset: str |
     help="A new cap on candidates screened (an exhausted search needs a higher one).",
 )
 @_db_option
-def resume(name: str, workers: int | None, address: str | None, time_limit: float | None,
-           worker_hours: float | None, max_candidates: int | None,
-           db_url: str | None) -> None:  # fmt: skip
+def resume(
+    name: str,
+    workers: int | None,
+    address: str | None,
+    time_limit: float | None,
+    worker_hours: float | None,
+    max_candidates: int | None,
+    db_url: str | None,
+) -> None:
     """Continue the search NAME to its budget from the database alone."""
     import dataclasses
 
@@ -911,8 +1191,13 @@ def resume(name: str, workers: int | None, address: str | None, time_limit: floa
         if search["status"] == "completed":
             raise click.ClickException(f"search {name!r} is complete: its budget is trained")
         settings = SearchSettings.from_config(search["config"])
-        given = {"workers": workers, "address": address, "time_limit": time_limit,
-                 "worker_hours": worker_hours, "max_candidates": max_candidates}  # fmt: skip
+        given = {
+            "workers": workers,
+            "address": address,
+            "time_limit": time_limit,
+            "worker_hours": worker_hours,
+            "max_candidates": max_candidates,
+        }
         changes = {k: v for k, v in given.items() if v is not None}
         _search_run(store, dataclasses.replace(settings, **changes), resume=True)
 
@@ -921,9 +1206,16 @@ def resume(name: str, workers: int | None, address: str | None, time_limit: floa
 
 
 @baselines_command.command("evaluate")
-def baselines_evaluate(space: str, dataset: str, data_dir: str | None, preset: str | None,
-                       seed: int, workers: int, verify: bool,
-                       db_url: str | None) -> None:  # fmt: skip
+def baselines_evaluate(
+    space: str,
+    dataset: str,
+    data_dir: str | None,
+    preset: str | None,
+    seed: int,
+    workers: int,
+    verify: bool,
+    db_url: str | None,
+) -> None:
     """Train the zoo's layers of a space exactly as a search trains its candidates.
 
     The same funnel, compile stage and proxy training, in the search
@@ -940,16 +1232,24 @@ def baselines_evaluate(space: str, dataset: str, data_dir: str | None, preset: s
     from evonorm_search.search.strategies import Zoo, zoo_layers
     from evonorm_search.store import check_search_name
 
-    settings = SearchSettings(name="baselines", space=space, dataset=dataset, data_dir=data_dir,
-                              preset=preset, strategy=Zoo.name, seed=seed, workers=workers,
-                              verify=verify)  # fmt: skip
+    settings = SearchSettings(
+        name="baselines",
+        space=space,
+        dataset=dataset,
+        data_dir=data_dir,
+        preset=preset,
+        strategy=Zoo.name,
+        seed=seed,
+        workers=workers,
+        verify=verify,
+    )
     loaded = settings_space(settings)
     layers = zoo_layers(loaded)
     if not layers:
-        raise click.ClickException(f"no layer of the baseline zoo belongs to space "
-                                   f"{loaded.name!r}")  # fmt: skip
-    name = check_search_name(f"baselines-{loaded.name}-{loaded.proxy.dataset}-"
-                             f"{loaded.proxy.preset}-s{seed}")  # fmt: skip
+        raise click.ClickException(f"no layer of the baseline zoo belongs to space {loaded.name!r}")
+    name = check_search_name(
+        f"baselines-{loaded.name}-{loaded.proxy.dataset}-{loaded.proxy.preset}-s{seed}"
+    )
     # The budget when every layer trains; else the driver ends the search (`exhausted`)
     # once the zoo has nothing more to propose and no re-queued layer is left to train.
     settings = dataclasses.replace(settings, name=name, budget=len(layers))
@@ -963,25 +1263,32 @@ def baselines_evaluate(space: str, dataset: str, data_dir: str | None, preset: s
 
 # `run`'s own options (the same objects): the same defaults make the same protocol.
 baselines_evaluate.params += [
-    p for p in run.params
+    p
+    for p in run.params
     if p.name in ("space", "dataset", "data_dir", "preset", "seed", "workers", "verify", "db_url")
-]  # fmt: skip
+]
 
 
 def _evaluated_already(search: dict[str, Any], strategy: str, key: str) -> None:
     """One line on the baseline search of this protocol that exists already."""
     name = search["name"]
     if search["strategy"] != strategy or search["proxy_key"] != key:
-        raise click.ClickException(f"search {name!r} exists but holds no baselines of this "
-                                   "protocol (the space file or the training protocol changed "
-                                   "since): use another --db")  # fmt: skip
+        raise click.ClickException(
+            f"search {name!r} exists but holds no baselines of this "
+            "protocol (the space file or the training protocol changed "
+            "since): use another --db"
+        )
     if search["status"] not in ("completed", "exhausted"):
-        raise click.ClickException(f"the baselines of this protocol are search {name!r} "
-                                   f"({search['status']}): `evonorm-search resume {name}` "
-                                   "continues it")  # fmt: skip
-    click.echo(f"the baselines of this protocol are evaluated already: search {name} "
-               f"({search['status']}); see `evonorm-search status {name}`, and `pareto "
-               "SEARCH --with-baselines` for a search on this protocol")  # fmt: skip
+        raise click.ClickException(
+            f"the baselines of this protocol are search {name!r} "
+            f"({search['status']}): `evonorm-search resume {name}` "
+            "continues it"
+        )
+    click.echo(
+        f"the baselines of this protocol are evaluated already: search {name} "
+        f"({search['status']}); see `evonorm-search status {name}`, and `pareto "
+        "SEARCH --with-baselines` for a search on this protocol"
+    )
 
 
 # -- final re-ranking ----------------------------------------------------------------------
@@ -989,24 +1296,51 @@ def _evaluated_already(search: dict[str, Any], strategy: str, key: str) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--top", type=click.IntRange(min=1), required=True,
-              help="Candidates of the Pareto front retuned, best mean accuracy first.")  # fmt: skip
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Final runs with the chosen learning rate (seeds 1..S).")  # fmt: skip
-@click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Training steps per run (default: twice the space's).")  # fmt: skip
-@click.option("--lr-trials", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Learning rates tried per layer (Optuna TPE).")  # fmt: skip
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Concurrent trials.")  # fmt: skip
-@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0,
-              show_default=True)  # fmt: skip
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Candidates of the Pareto front retuned, best mean accuracy first.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Final runs with the chosen learning rate (seeds 1..S).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training steps per run (default: twice the space's).",
+)
+@click.option(
+    "--lr-trials",
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
+    help="Learning rates tried per layer (Optuna TPE).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrent trials."
+)
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
 @click.option("--address", default=None, help="Join this Ray cluster (trusted networks only).")
 @_db_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def retune(name: str, top: int, seeds: int, steps: int | None, lr_trials: int, workers: int,
-           gpus_per_trial: float, address: str | None, db_url: str | None,
-           fmt: str) -> None:  # fmt: skip
+def retune(
+    name: str,
+    top: int,
+    seeds: int,
+    steps: int | None,
+    lr_trials: int,
+    workers: int,
+    gpus_per_trial: float,
+    address: str | None,
+    db_url: str | None,
+    fmt: str,
+) -> None:
     """Re-rank the best layers of the search NAME with a tuned learning rate.
 
     The TOP candidates of its Pareto front and the zoo's layers trained on its protocol
@@ -1023,23 +1357,37 @@ def retune(name: str, top: int, seeds: int, steps: int | None, lr_trials: int, w
         plan = plan_retune(store, name, top=top, seeds=seeds, steps=steps, lr_trials=lr_trials)
         search = store.search(name)
     if not plan.baselines:
-        click.echo(f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
-                   f"`{_evaluate_command(search, db_url)}` trains them", err=True)  # fmt: skip
+        click.echo(
+            f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
+            f"`{_evaluate_command(search, db_url)}` trains them",
+            err=True,
+        )
     for layer in plan.skipped:
-        click.echo(f"{layer.label}: retuned already with these settings, not trained again",
-                   err=True)  # fmt: skip
+        click.echo(
+            f"{layer.label}: retuned already with these settings, not trained again", err=True
+        )
     if plan.layers:
         check_data(plan.search.dataset, plan.search.data_dir)
-        click.echo(f"retuning {len(plan.layers)} layers: {plan.settings['lr_trials']} learning "
-                   f"rates, then {seeds} seeds, {plan.settings['steps']} steps each",
-                   err=True)  # fmt: skip
+        click.echo(
+            f"retuning {len(plan.layers)} layers: {plan.settings['lr_trials']} learning "
+            f"rates, then {seeds} seeds, {plan.settings['steps']} steps each",
+            err=True,
+        )
         with _writable_store(db_url) as store:
-            unfinished = run_retune(store, plan, workers=workers, gpus_per_trial=gpus_per_trial,
-                                    address=address,
-                                    on_event=lambda line: click.echo(line, err=True))  # fmt: skip
+            unfinished = run_retune(
+                store,
+                plan,
+                workers=workers,
+                gpus_per_trial=gpus_per_trial,
+                address=address,
+                on_event=lambda line: click.echo(line, err=True),
+            )
         if unfinished:
-            _fail(f"interrupted: {', '.join(unfinished)} not retuned (the other layers are "
-                  "recorded; run the command again to train these)", code=130)  # fmt: skip
+            _fail(
+                f"interrupted: {', '.join(unfinished)} not retuned (the other layers are "
+                "recorded; run the command again to train these)",
+                code=130,
+            )
     with _open_store(db_url) as store:
         results = store.retune_results(name)
     if fmt == "json":
@@ -1053,37 +1401,74 @@ def retune(name: str, top: int, seeds: int, steps: int | None, lr_trials: int, w
     _print_table(
         f"search {name} re-ranked: mean over seeds ± sample std",
         ["layer", "lr", "split", "seeds", *architectures, "mean", "proxy mean", "formula"],
-        [[r["layer"], f"{r['learning_rate']:.4g}", r["split"] or "-", str(len(r["seeds"])),
-          *[spread(**r["scores"][a]) for a in architectures], spread(r["mean"], r["std"]),
-          _score(r["proxy_mean"]), r["formula"] or "-"] for r in results],
-    )  # fmt: skip
+        [
+            [
+                r["layer"],
+                f"{r['learning_rate']:.4g}",
+                r["split"] or "-",
+                str(len(r["seeds"])),
+                *[spread(**r["scores"][a]) for a in architectures],
+                spread(r["mean"], r["std"]),
+                _score(r["proxy_mean"]),
+                r["formula"] or "-",
+            ]
+            for r in results
+        ],
+    )
 
 
 def _runner_options(function: Any) -> Any:
     """``--workers``, ``--gpus-per-trial`` and ``--address`` of the stages after a search."""
-    for option in reversed([
-        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Concurrent runs."),
-        click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0,
-                     show_default=True),
-        click.option("--address", default=None,
-                     help="Join this Ray cluster (trusted networks only)."),
-    ]):  # fmt: skip
+    for option in reversed(
+        [
+            click.option(
+                "--workers",
+                type=click.IntRange(min=1),
+                default=1,
+                show_default=True,
+                help="Concurrent runs.",
+            ),
+            click.option(
+                "--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True
+            ),
+            click.option(
+                "--address", default=None, help="Join this Ray cluster (trusted networks only)."
+            ),
+        ]
+    ):
         function = option(function)
     return function
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--top", type=click.IntRange(min=1), default=8, show_default=True,
-              help="The best distinct layers of the search by its own score.")  # fmt: skip
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="New seeds per layer (the search's seed + 1 .. + S).")  # fmt: skip
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="The best distinct layers of the search by its own score.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="New seeds per layer (the search's seed + 1 .. + S).",
+)
 @_runner_options
 @_db_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: float,
-               address: str | None, db_url: str | None, fmt: str) -> None:  # fmt: skip
+def reevaluate(
+    name: str,
+    top: int,
+    seeds: int,
+    workers: int,
+    gpus_per_trial: float,
+    address: str | None,
+    db_url: str | None,
+    fmt: str,
+) -> None:
     """Train the best layers of the search NAME again on its proxy with new seeds.
 
     A search scores each layer on one seed, so its top is where lucky seeds collect. The
@@ -1102,15 +1487,25 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
         plan = plan_reevaluation(store, name, top=top, seeds=seeds)
     if plan.units:
         check_data(plan.search.dataset, plan.search.data_dir)
-        click.echo(f"re-evaluating {len(plan.layers)} layers: {len(plan.units)} runs "
-                   f"(seeds {plan.seeds[0]}..{plan.seeds[-1]})", err=True)  # fmt: skip
+        click.echo(
+            f"re-evaluating {len(plan.layers)} layers: {len(plan.units)} runs "
+            f"(seeds {plan.seeds[0]}..{plan.seeds[-1]})",
+            err=True,
+        )
         with _writable_store(db_url) as store:
-            left = run_reevaluation(store, plan, workers=workers, gpus_per_trial=gpus_per_trial,
-                                    address=address,
-                                    on_event=lambda line: click.echo(line, err=True))  # fmt: skip
+            left = run_reevaluation(
+                store,
+                plan,
+                workers=workers,
+                gpus_per_trial=gpus_per_trial,
+                address=address,
+                on_event=lambda line: click.echo(line, err=True),
+            )
         if left:
-            _fail(f"{left} runs not recorded (the others are); run the command again to "
-                  "train them", code=130)  # fmt: skip
+            _fail(
+                f"{left} runs not recorded (the others are); run the command again to train them",
+                code=130,
+            )
     with _open_store(db_url) as store:
         ranking = reevaluation_ranking(store, name, top=top, seeds=plan.seeds)
     if fmt == "json":
@@ -1119,17 +1514,31 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
     _print_table(
         f"search {name} re-evaluated: mean over new seeds [95% t-interval]",
         ["rank", "id", "re-evaluated mean", "seeds", "search's score", "formula"],
-        [[str(k), f"#{r['id']}", interval_text({"mean": r["mean"], "low": r["low"],
-                                            "high": r["high"], "n": len(r["seeds"])}),
-          ",".join(map(str, r["seeds"])), _score(r["proxy_mean"]), r["formula"] or "-"]
-         for k, r in enumerate(ranking, start=1)],
-    )  # fmt: skip
+        [
+            [
+                str(k),
+                f"#{r['id']}",
+                interval_text(
+                    {"mean": r["mean"], "low": r["low"], "high": r["high"], "n": len(r["seeds"])}
+                ),
+                ",".join(map(str, r["seeds"])),
+                _score(r["proxy_mean"]),
+                r["formula"] or "-",
+            ]
+            for k, r in enumerate(ranking, start=1)
+        ],
+    )
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--top", type=click.IntRange(min=0), default=2, show_default=True,
-              help="The best re-evaluated layers of the search (see `reevaluate`).")  # fmt: skip
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="The best re-evaluated layers of the search (see `reevaluate`).",
+)
 @click.option(
     "--layer",
     "layers",
@@ -1193,18 +1602,36 @@ def reevaluate(name: str, top: int, seeds: int, workers: int, gpus_per_trial: fl
     default=None,
     help="Minutes between a run's checkpoints (default: 3).",
 )
-@click.option("--comparator", default=None, metavar="LABEL",
-              help="The layer every other is compared with (default: the zoo layer with the "
-                   "best mean transfer-validation accuracy).")  # fmt: skip
+@click.option(
+    "--comparator",
+    default=None,
+    metavar="LABEL",
+    help="The layer every other is compared with (default: the zoo layer with the "
+    "best mean transfer-validation accuracy).",
+)
 @_runner_options
 @_db_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def transfer(name: str, top: int, layers: tuple[str, ...], zoo_layers: str | None,
-             seeds: int | None, steps: int | None, batch_size: int | None, networks: str | None,
-             learning_rate: float | None, learning_rates: str | None, eval_every: int | None,
-             checkpoint_minutes: float | None, comparator: str | None, workers: int,
-             gpus_per_trial: float, address: str | None, db_url: str | None,
-             fmt: str) -> None:  # fmt: skip
+def transfer(
+    name: str,
+    top: int,
+    layers: tuple[str, ...],
+    zoo_layers: str | None,
+    seeds: int | None,
+    steps: int | None,
+    batch_size: int | None,
+    networks: str | None,
+    learning_rate: float | None,
+    learning_rates: str | None,
+    eval_every: int | None,
+    checkpoint_minutes: float | None,
+    comparator: str | None,
+    workers: int,
+    gpus_per_trial: float,
+    address: str | None,
+    db_url: str | None,
+    fmt: str,
+) -> None:
     """Train layers of the search NAME from scratch on bigger networks, over shared seeds.
 
     The TOP best re-evaluated layers, the zoo's layers trained on its protocol (or those
@@ -1230,33 +1657,55 @@ def transfer(name: str, top: int, layers: tuple[str, ...], zoo_layers: str | Non
         try:
             values = tuple(float(v) for v in text.split(",") if v.strip())
         except ValueError:
-            raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers",
-                                     param_hint=what) from None  # fmt: skip
+            raise click.BadParameter(
+                f"{text!r} is not a comma-separated list of numbers", param_hint=what
+            ) from None
         if not values or min(values) <= 0:
             raise click.BadParameter("rates must be > 0", param_hint=what)
         return values
 
-    overrides = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-                 "eval_every": eval_every,
-                 "learning_rates": numbers(learning_rates, "--learning-rates"),
-                 "networks": None if networks is None else names(networks)}  # fmt: skip
+    overrides = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "eval_every": eval_every,
+        "learning_rates": numbers(learning_rates, "--learning-rates"),
+        "networks": None if networks is None else names(networks),
+    }
     with _open_store(db_url) as store:
         zoo = None if zoo_layers is None else tuple(n for n in names(zoo_layers) if n != "none")
-        plan = plan_transfer(store, name, top=top, layers=layers, zoo_layers=zoo, seeds=seeds,
-                             comparator=comparator, checkpoint_minutes=checkpoint_minutes,
-                             **overrides)  # fmt: skip
+        plan = plan_transfer(
+            store,
+            name,
+            top=top,
+            layers=layers,
+            zoo_layers=zoo,
+            seeds=seeds,
+            comparator=comparator,
+            checkpoint_minutes=checkpoint_minutes,
+            **overrides,
+        )
         search = store.search(name)
     if not plan.baselines:
-        click.echo(f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
-                   f"`{_evaluate_command(search, db_url)}` trains them (the zoo is the "
-                   "comparator)", err=True)  # fmt: skip
+        click.echo(
+            f"evonorm-search: no baselines evaluated on the protocol of search {name}: "
+            f"`{_evaluate_command(search, db_url)}` trains them (the zoo is the "
+            "comparator)",
+            err=True,
+        )
     with _writable_store(db_url) as store:
         check_data(plan.search.dataset, plan.search.data_dir)
         s = plan.settings
-        click.echo(f"transfer of {len(plan.layers)} layers to {', '.join(s['networks'])}: "
-                   f"{s['steps']} steps, seeds 1..{len(plan.seeds)}"
-                   + (f", a sweep of {len(s['learning_rates'])} rates" if s["learning_rates"]
-                      else f", lr {s['learning_rate']:g}"), err=True)  # fmt: skip
+        click.echo(
+            f"transfer of {len(plan.layers)} layers to {', '.join(s['networks'])}: "
+            f"{s['steps']} steps, seeds 1..{len(plan.seeds)}"
+            + (
+                f", a sweep of {len(s['learning_rates'])} rates"
+                if s["learning_rates"]
+                else f", lr {s['learning_rate']:g}"
+            ),
+            err=True,
+        )
         left = run_transfer(
             store,
             plan,
@@ -1271,8 +1720,11 @@ def transfer(name: str, top: int, layers: tuple[str, ...], zoo_layers: str | Non
     else:
         _print_transfer(results)
     if left:
-        _fail(f"{left} runs not recorded (the others are); run the command again to train "
-              "them, each from its checkpoint", code=130)  # fmt: skip
+        _fail(
+            f"{left} runs not recorded (the others are); run the command again to train "
+            "them, each from its checkpoint",
+            code=130,
+        )
 
 
 def _print_transfer(results: dict[str, Any]) -> None:
@@ -1280,8 +1732,12 @@ def _print_transfer(results: dict[str, Any]) -> None:
 
     for network, comparison in results["comparisons"].items():
         header, rows = transfer_table(results, network)
-        _print_table(f"search {results['search']} transferred to {network}: accuracy, mean "
-                     "[95% t-interval] over seeds", header, rows)  # fmt: skip
+        _print_table(
+            f"search {results['search']} transferred to {network}: accuracy, mean "
+            "[95% t-interval] over seeds",
+            header,
+            rows,
+        )
         if comparison["comparator"] is None:
             click.echo(f"no comparison on {network}: {comparison['rule']}")
             continue

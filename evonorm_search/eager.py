@@ -292,9 +292,15 @@ class NormAct(nn.Module):
 
     def settings(self) -> dict:
         """The keyword arguments every statistic of this layer takes."""
-        return {"groups": self.groups, "eps": self.eps, "training": self.training,
-                "momentum": self.momentum}  # fmt: skip
+        return {
+            "groups": self.groups,
+            "eps": self.eps,
+            "training": self.training,
+            "momentum": self.momentum,
+        }
 
     def extra_repr(self) -> str:
-        return (f"{self.num_channels}, groups={self.groups}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}")  # fmt: skip
+        return (
+            f"{self.num_channels}, groups={self.groups}, eps={self.eps}, "
+            f"momentum={self.momentum}, affine={self.affine}"
+        )

@@ -55,10 +55,14 @@ def _statistic_template(op: str, axis: str) -> str:
     """A call of the eager runtime's ``statistic`` with the registry's facts of ``op`` as
     literals; ``{a}`` is its input, ``{buffer}`` a batch statistic's running estimate."""
     stat = STATISTICS[op]
-    batch = (f", unbiased={stat.running_unbiased}, running=self.{{buffer}}"
-             if AXIS_KINDS[axis].running else "")  # fmt: skip
-    return (f'statistic({{a}}, x.shape, "{axis}", "{stat.moment}", root={stat.root}{batch}, '
-            "**settings)")  # fmt: skip
+    batch = (
+        f", unbiased={stat.running_unbiased}, running=self.{{buffer}}"
+        if AXIS_KINDS[axis].running
+        else ""
+    )
+    return (
+        f'statistic({{a}}, x.shape, "{axis}", "{stat.moment}", root={stat.root}{batch}, **settings)'
+    )
 
 
 # Every op the exporter can write, keyed by (op, axis): the only source of generated code.
@@ -144,10 +148,25 @@ _KERNELS_INIT = """
 # modules' text included): a class must not shadow them.
 _RESERVED = (
     frozenset(dir(builtins))
-    | {"torch", "nn", "Tensor", "Any", "Callable", "NamedTuple", "Mapping", "GRAPH",
-       "NAMESPACE", "warnings", "math", "numbers", "operator", "triton", "tl"}
+    | {
+        "torch",
+        "nn",
+        "Tensor",
+        "Any",
+        "Callable",
+        "NamedTuple",
+        "Mapping",
+        "GRAPH",
+        "NAMESPACE",
+        "warnings",
+        "math",
+        "numbers",
+        "operator",
+        "triton",
+        "tl",
+    }
     | {name for module in (eager, launch) for name in vars(module) if not name.startswith("_")}
-)  # fmt: skip
+)
 
 
 def check_class_name(name: Any) -> str:
@@ -156,8 +175,9 @@ def check_class_name(name: Any) -> str:
     if not (isinstance(name, str) and name.isidentifier()) or keyword.iskeyword(name):
         raise ValueError(f"class name {name!r} is not a Python identifier")
     if name.startswith("_") or name in _RESERVED:
-        raise ValueError(f"class name {name!r} is reserved (choose a public name such as "
-                         "EvolvedNormAct)")  # fmt: skip
+        raise ValueError(
+            f"class name {name!r} is reserved (choose a public name such as EvolvedNormAct)"
+        )
     return name
 
 
@@ -186,9 +206,11 @@ def export_source(
     _check_exportable(graph)
     program = graph.validate().canonical()
     source = _layer_source(program) if kernels else None
-    running = {running_buffer_name(program, i): STATISTICS[node.op].running_init
-               for i, node in enumerate(program.nodes, start=NUM_INITIAL)
-               if keeps_running(node.axis)}  # fmt: skip
+    running = {
+        running_buffer_name(program, i): STATISTICS[node.op].running_init
+        for i, node in enumerate(program.nodes, start=NUM_INITIAL)
+        if keeps_running(node.axis)
+    }
     header = _CLASS_HEADER.format(
         class_name=class_name,
         formula=_doc_text(program.formula()),
@@ -223,14 +245,18 @@ def _check_exportable(graph: LayerGraph) -> None:
     that is not the index of an earlier node (a graph built around LayerGraph's checks)."""
     for index, node in enumerate(graph.nodes, start=NUM_INITIAL):
         if (node.op, node.axis) not in TEMPLATES:
-            raise GraphError(f"node {index}: {str(node.op)[:60]!r} with axis "
-                             f"{str(node.axis)[:20]!r} has no export template")  # fmt: skip
+            raise GraphError(
+                f"node {index}: {str(node.op)[:60]!r} with axis "
+                f"{str(node.axis)[:20]!r} has no export template"
+            )
         arity = OPS[node.op].arity
         if len(node.inputs) != arity or not all(
             type(j) is int and 0 <= j < index for j in node.inputs
         ):
-            raise GraphError(f"node {index} ({node.op}): inputs must be {arity} indices of "
-                             f"earlier nodes, got {str(node.inputs)[:60]}")  # fmt: skip
+            raise GraphError(
+                f"node {index} ({node.op}): inputs must be {arity} indices of "
+                f"earlier nodes, got {str(node.inputs)[:60]}"
+            )
 
 
 def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
@@ -239,9 +265,11 @@ def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
     read = {j for node in program.nodes for j in node.inputs}
     lines = ["self.check_input(x)"]
     if kernels:
-        running = ", ".join(f"self.{running_buffer_name(program, i)}"
-                            for i, node in enumerate(program.nodes, start=NUM_INITIAL)
-                            if keeps_running(node.axis))  # fmt: skip
+        running = ", ".join(
+            f"self.{running_buffer_name(program, i)}"
+            for i, node in enumerate(program.nodes, start=NUM_INITIAL)
+            if keeps_running(node.axis)
+        )
         lines += [
             "if _runs_kernels(x):",
             "    return _fused_norm_act(",
@@ -254,8 +282,11 @@ def _forward_lines(program: LayerGraph, *, kernels: bool = False) -> list[str]:
     lines += ["dtype = x.dtype", "x = self.compute(x)  # float32, or float64 for float64 inputs"]
     if 1 in read:
         lines.append("zero = x.new_zeros(())")
-    lines += [f"{_INITIAL_NAMES[i]} = per_channel(self.{_INITIAL_NAMES[i]}, x)"
-              for i in (2, 3) if i in read]  # fmt: skip
+    lines += [
+        f"{_INITIAL_NAMES[i]} = per_channel(self.{_INITIAL_NAMES[i]}, x)"
+        for i in (2, 3)
+        if i in read
+    ]
     if any(node.axis for node in program.nodes):
         lines.append("settings = self.settings()  # groups, eps, training, momentum")
     for index, node in enumerate(program.nodes, start=NUM_INITIAL):
@@ -357,8 +388,9 @@ def _layer_source(program: LayerGraph) -> Any:
     return generate(program)
 
 
-def _sm90_figures(program: LayerGraph, source: Any,
-                  compiled: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def _sm90_figures(
+    program: LayerGraph, source: Any, compiled: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """``compiled`` where it gives these kernels' figures for sm_90a (stored figures of
     other kernels, of no compilation or not well formed are passed over), else those of an
     ahead-of-time compilation run now (no registers where triton cannot compile for
@@ -388,12 +420,16 @@ def _compiled_text(figures: Mapping[str, Any]) -> str:
     where = f"x of ({shape}) {_doc_text(figures['dtype'])}, training"
     if figures["kernels"]:
         title = f"Its Triton kernels, compiled ahead of time for sm_90a at {where}:"
-        compiled = (f"        {figures['kernels']} kernels, at most "
-                    f"{figures['registers']} registers per thread, "
-                    f"{figures['spill_bytes']} bytes spilled;\n")  # fmt: skip
+        compiled = (
+            f"        {figures['kernels']} kernels, at most "
+            f"{figures['registers']} registers per thread, "
+            f"{figures['spill_bytes']} bytes spilled;\n"
+        )
     else:
-        title = (f"Its Triton kernels at {where} (not compiled for sm_90a: the triton that "
-                 "exported them has no CUDA backend):")  # fmt: skip
+        title = (
+            f"Its Triton kernels at {where} (not compiled for sm_90a: the triton that "
+            "exported them has no CUDA backend):"
+        )
         compiled = ""
     return (
         f"\n    {textwrap.fill(title, 88, subsequent_indent='    ')}\n{compiled}"
@@ -424,8 +460,9 @@ def _carried_text(module: ModuleType) -> str:
     first as comments."""
     path = Path(module.__file__)
     tree = ast.parse(path.read_text())
-    last_import = max(node.end_lineno for node in tree.body
-                      if isinstance(node, ast.Import | ast.ImportFrom))  # fmt: skip
+    last_import = max(
+        node.end_lineno for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+    )
     name = f"evonorm_search/{path.relative_to(Path(eager.__file__).parent).as_posix()}"
     rule = f"# -- {name}, verbatim below its docstring "
     notes = [f"# {line}".rstrip() for line in ast.get_docstring(tree).splitlines()]
@@ -513,8 +550,7 @@ def read_candidate(db_url: str | None, candidate_id: int) -> tuple[LayerGraph, d
 def provenance_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """What an exported module's docstring says of the stored candidate ``record``
     (``Store.candidate``): search, candidate, status and, when trained, its scores."""
-    provenance = {"search": record["search"], "candidate": record["id"],
-                  "status": record["status"]}  # fmt: skip
+    provenance = {"search": record["search"], "candidate": record["id"], "status": record["status"]}
     if record["scores"]:
         provenance.update(scores=record["scores"], mean_score=record["mean_score"])
     return provenance

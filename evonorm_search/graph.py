@@ -535,8 +535,11 @@ def _excerpt(text: str, limit: int = 60) -> str:
 
 # Binary infix operators come from the registry's symbols; "-" is neg, and a - b is a + -b.
 _AST_OPERATORS = {"+": ast.Add, "*": ast.Mult, "/": ast.Div}
-_BINARY = {_AST_OPERATORS[op.symbol]: name for name, op in ELEMENTWISE.items()
-           if op.symbol and op.arity == 2}  # fmt: skip
+_BINARY = {
+    _AST_OPERATORS[op.symbol]: name
+    for name, op in ELEMENTWISE.items()
+    if op.symbol and op.arity == 2
+}
 
 
 class _FormulaBuilder:

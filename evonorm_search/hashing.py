@@ -114,8 +114,10 @@ def _make_probe(seed: int) -> _Probe:
         return v.repeat_interleave(BATCHES, 0).view(DRAWS * BATCHES, 1, C, 1)
 
     # Batch k of K enters the final running estimate with weight m (1 - m)^(K - 1 - k).
-    weights = torch.tensor([MOMENTUM * (1 - MOMENTUM) ** (BATCHES - 1 - k) for k in range(BATCHES)],
-                           dtype=torch.float64)  # fmt: skip
+    weights = torch.tensor(
+        [MOMENTUM * (1 - MOMENTUM) ** (BATCHES - 1 - k) for k in range(BATCHES)],
+        dtype=torch.float64,
+    )
     x = batches.repeat(DRAWS, 1, 1, 1)
     # Floored at 1: normalising the tiny batches to outputs of about 1 is no explosion.
     rms_in = batches.square().mean(dim=(1, 2, 3)).sqrt().clamp(min=1.0).repeat(2).numpy()
@@ -207,9 +209,12 @@ def _full(t: Tensor, p: _Probe) -> Tensor:
 
 
 def _evaluate_node(
-    node: Node, order: tuple[int, ...] | list[int], train: dict[int, Tensor],
-    evaluation: dict[int, Tensor], p: _Probe,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+    node: Node,
+    order: tuple[int, ...] | list[int],
+    train: dict[int, Tensor],
+    evaluation: dict[int, Tensor],
+    p: _Probe,
+) -> tuple[Tensor, Tensor]:
     inputs = [train[j] for j in order]
     same = all(evaluation[j] is train[j] for j in order)  # no batch statistic upstream
     if node.axis is None:
@@ -276,8 +281,11 @@ def probe(graph: LayerGraph, *, seed: int = 0) -> ProbeResult:
     digest.update(quantized_train)
     digest.update(quantized_train if evaluation is train else _quantized(evaluation))
     # Numeric figures at the initial parameters: the first BATCHES lanes, in both modes.
-    init = train[:BATCHES] if evaluation is train else np.concatenate(
-        [train[:BATCHES], evaluation[:BATCHES]])  # fmt: skip
+    init = (
+        train[:BATCHES]
+        if evaluation is train
+        else np.concatenate([train[:BATCHES], evaluation[:BATCHES]])
+    )
     peak = float(np.abs(init).max())  # NaN when any value is
     finite = peak < math.inf
     spread = scale = math.nan

@@ -62,12 +62,21 @@ def evaluate_graph(
             continue
         stat = STATISTICS[node.op]
         # A statistic's input is broadcast to x's full shape first, so n is always x's.
-        values.append(eager.statistic(
-            inputs[0], x.shape, node.axis, stat.moment, root=stat.root, groups=groups,
-            eps=eps, training=training, momentum=momentum,
-            running=running.get(index) if running is not None else None,
-            unbiased=stat.running_unbiased,
-        ))  # fmt: skip
+        values.append(
+            eager.statistic(
+                inputs[0],
+                x.shape,
+                node.axis,
+                stat.moment,
+                root=stat.root,
+                groups=groups,
+                eps=eps,
+                training=training,
+                momentum=momentum,
+                running=running.get(index) if running is not None else None,
+                unbiased=stat.running_unbiased,
+            )
+        )
     return values
 
 
@@ -119,15 +128,24 @@ class GraphNormAct(eager.NormAct):
             raise ValueError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
         graph = as_graph(graph).validate()
         program = graph.canonical()  # what runs: pruned, merged, renumbered
-        running_names = {index: running_buffer_name(program, index)
-                         for index, node in enumerate(program.nodes, start=NUM_INITIAL)
-                         if keeps_running(node.axis)}  # fmt: skip
+        running_names = {
+            index: running_buffer_name(program, index)
+            for index, node in enumerate(program.nodes, start=NUM_INITIAL)
+            if keeps_running(node.axis)
+        }
         super().__init__(
-            num_channels, groups=groups, eps=eps, momentum=momentum, affine=affine,
-            device=device, dtype=dtype,
-            running={name: STATISTICS[program.node(index).op].running_init
-                     for index, name in running_names.items()},
-        )  # fmt: skip
+            num_channels,
+            groups=groups,
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            device=device,
+            dtype=dtype,
+            running={
+                name: STATISTICS[program.node(index).op].running_init
+                for index, name in running_names.items()
+            },
+        )
         self.graph = graph
         self.program = program
         self.formula = program.formula()
@@ -136,8 +154,7 @@ class GraphNormAct(eager.NormAct):
         self.backend = backend
         self._triton_refusal = _triton_refusal(program) if backend != "eager" else None
         if backend == "triton" and self._triton_refusal:
-            raise ValueError(f"backend='triton' cannot run {self.formula}: "
-                             f"{self._triton_refusal}")  # fmt: skip
+            raise ValueError(f"backend='triton' cannot run {self.formula}: {self._triton_refusal}")
         if backend == "triton":
             from evonorm_search.codegen.launch import interpreting
 
@@ -149,11 +166,18 @@ class GraphNormAct(eager.NormAct):
             from evonorm_search.codegen.op import fused_norm_act
 
             return fused_norm_act(
-                self._program_json, x, self.v0, self.v1, self.weight, self.bias,
+                self._program_json,
+                x,
+                self.v0,
+                self.v1,
+                self.weight,
+                self.bias,
                 [getattr(self, name) for name in self._running_names.values()],
-                groups=self.groups, eps=self.eps, training=self.training,
+                groups=self.groups,
+                eps=self.eps,
+                training=self.training,
                 momentum=self.momentum,
-            )  # fmt: skip
+            )
         if self.backend == "inductor":
             return _compiled_forward(self._program_json)(self, x)
         return self._eager_forward(x)
@@ -176,10 +200,16 @@ class GraphNormAct(eager.NormAct):
         running = {i: getattr(self, name) for i, name in self._running_names.items()}
         compute = self.compute(x)
         y = evaluate_graph(
-            self.program, compute, self.v0.to(compute.dtype), self.v1.to(compute.dtype),
-            groups=self.groups, eps=self.eps, training=self.training, momentum=self.momentum,
+            self.program,
+            compute,
+            self.v0.to(compute.dtype),
+            self.v1.to(compute.dtype),
+            groups=self.groups,
+            eps=self.eps,
+            training=self.training,
+            momentum=self.momentum,
             running=running,
-        )[-1]  # fmt: skip
+        )[-1]
         return self.affine_out(y, x.dtype)
 
     def extra_repr(self) -> str:

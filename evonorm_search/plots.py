@@ -33,26 +33,32 @@ def literal(text: str) -> str:
 def _check_path(path: Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in _FORMATS:
-        raise EvoNormError(f"cannot draw {path}: use a file name ending in "
-                           f"{', '.join(_FORMATS)}")  # fmt: skip
+        raise EvoNormError(f"cannot draw {path}: use a file name ending in {', '.join(_FORMATS)}")
     if not path.resolve().parent.is_dir():
         raise EvoNormError(f"cannot write {path}: no directory {path.parent}")
     return path
 
 
 def _value(point: Mapping[str, Any], objective: str) -> float | None:
-    derived = {"mean": point.get("mean_score"), "cost": point.get("bytes_per_element"),
-               "nodes": point.get("node_count")}  # fmt: skip
+    derived = {
+        "mean": point.get("mean_score"),
+        "cost": point.get("bytes_per_element"),
+        "nodes": point.get("node_count"),
+    }
     return (
         derived[objective] if objective in derived else (point.get("scores") or {}).get(objective)
     )
 
 
 def plot_front(
-    points: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]],
-    objectives: Sequence[str], path: Path, *, title: str = "",
+    points: Sequence[Mapping[str, Any]],
+    front: Sequence[Mapping[str, Any]],
+    objectives: Sequence[str],
+    path: Path,
+    *,
+    title: str = "",
     baselines: Sequence[Mapping[str, Any]] = (),
-) -> Path:  # fmt: skip
+) -> Path:
     """Scatter every trained candidate (grey) and the front (highlighted, labelled with
     ids) over each pair of objectives: one panel for two objectives, a grid for more.
     ``baselines`` (rows with a ``name``, e.g. the zoo's layers on the same protocol) are
@@ -70,27 +76,35 @@ def plot_front(
         for group, style in (
             ([p for p in points if p["id"] not in front_ids], dict(c="0.7", s=12, zorder=1)),
             (front, dict(c="tab:red", s=30, zorder=3, edgecolors="black", linewidths=0.5)),
-            (baselines, dict(c="tab:blue", marker="D", s=30, zorder=4, edgecolors="black",
-                             linewidths=0.5)),
-        ):  # fmt: skip
+            (
+                baselines,
+                dict(c="tab:blue", marker="D", s=30, zorder=4, edgecolors="black", linewidths=0.5),
+            ),
+        ):
             xy = [(_value(p, a), _value(p, b)) for p in group]
             xy = [(x, y) for x, y in xy if x is not None and y is not None]
             if xy:
                 axes.scatter(*zip(*xy, strict=True), **style)
-        for p, label in [*((p, str(p["id"])) for p in front),
-                         *((p, p["name"]) for p in baselines)]:  # fmt: skip
+        for p, label in [*((p, str(p["id"])) for p in front), *((p, p["name"]) for p in baselines)]:
             x, y = _value(p, a), _value(p, b)
             if x is not None and y is not None:
-                axes.annotate(literal(label), (x, y), fontsize=7, xytext=(3, 3),
-                              textcoords="offset points")  # fmt: skip
-        axes.set_xlabel(literal(_MINIMISED.get(a, f"{a} accuracy" if a != "mean" else
-                                               "mean accuracy")))  # fmt: skip
-        axes.set_ylabel(literal(_MINIMISED.get(b, f"{b} accuracy" if b != "mean" else
-                                               "mean accuracy")))  # fmt: skip
+                axes.annotate(
+                    literal(label), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+        axes.set_xlabel(
+            literal(_MINIMISED.get(a, f"{a} accuracy" if a != "mean" else "mean accuracy"))
+        )
+        axes.set_ylabel(
+            literal(_MINIMISED.get(b, f"{b} accuracy" if b != "mean" else "mean accuracy"))
+        )
         axes.grid(alpha=0.3)
     shown = sum(_value(p, "mean") is not None for p in baselines)
-    figure.suptitle(literal(f"{title}: {len(front)} on the front (red) of {len(points)} trained"
-                            + (f"; {shown} baselines (blue)" if baselines else "")))  # fmt: skip
+    figure.suptitle(
+        literal(
+            f"{title}: {len(front)} on the front (red) of {len(points)} trained"
+            + (f"; {shown} baselines (blue)" if baselines else "")
+        )
+    )
     figure.savefig(path, dpi=120)
     return path
 
@@ -122,18 +136,29 @@ def graph_figure(graph: LayerGraph, *, title: str | None = None) -> Figure:
     figure = Figure(figsize=(width, 4.5), layout="constrained")
     axes = figure.add_subplot()
     output = view.graph["output"]
-    colours = ["tab:orange" if n == output else "tab:green" if d["op"] in ("x", "0", "v0", "v1")
-               else "tab:blue" for n, d in live.nodes(data=True)]  # fmt: skip
+    colours = [
+        "tab:orange"
+        if n == output
+        else "tab:green"
+        if d["op"] in ("x", "0", "v0", "v1")
+        else "tab:blue"
+        for n, d in live.nodes(data=True)
+    ]
     nx.draw_networkx_nodes(live, position, ax=axes, node_color=colours, node_size=1500, alpha=0.35)
     nx.draw_networkx_labels(live, position, labels, ax=axes, font_size=8)
     # Parallel edges (x + x) bend apart: the k-th argument from one node gets its own arc.
     bends = [f"arc3,rad={0.08 + 0.3 * k}" for k in range(1 + max(k for *_, k in live.edges))]
-    nx.draw_networkx_edges(live, position, ax=axes, arrows=True, node_size=1500,
-                           connectionstyle=bends)  # fmt: skip
-    arguments = {(u, v, k): str(d["arg"]) for u, v, k, d in live.edges(keys=True, data=True)
-                 if len(graph.node(v).inputs) > 1}  # fmt: skip
-    nx.draw_networkx_edge_labels(live, position, arguments, ax=axes, font_size=7,
-                                 node_size=1500, connectionstyle=bends)  # fmt: skip
+    nx.draw_networkx_edges(
+        live, position, ax=axes, arrows=True, node_size=1500, connectionstyle=bends
+    )
+    arguments = {
+        (u, v, k): str(d["arg"])
+        for u, v, k, d in live.edges(keys=True, data=True)
+        if len(graph.node(v).inputs) > 1
+    }
+    nx.draw_networkx_edge_labels(
+        live, position, arguments, ax=axes, font_size=7, node_size=1500, connectionstyle=bends
+    )
     axes.margins(0.15)
     axes.set_title(literal(title or graph.formula()), fontsize=9)
     axes.axis("off")

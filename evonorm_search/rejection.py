@@ -336,11 +336,16 @@ class Funnel:
         fitness = result.fitness = self.cache.get(measured.functional_hash, self.proxy_key)
         twin = fitness.candidate if fitness else self._in_flight.get(measured.functional_hash)
         result.verdicts.append(
-            _reject("functional", "functional_duplicate", f"computes what candidate {twin} "
-                    f"does{'' if fitness else ' (in flight, no fitness yet)'}", candidate=twin)
+            _reject(
+                "functional",
+                "functional_duplicate",
+                f"computes what candidate {twin} "
+                f"does{'' if fitness else ' (in flight, no fitness yet)'}",
+                candidate=twin,
+            )
             if twin is not None
             else Verdict("functional", True)
-        )  # fmt: skip
+        )
         mark = self._timer(result, "functional", mark)
         if twin is not None:
             return result

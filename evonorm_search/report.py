@@ -41,18 +41,23 @@ def _score(value: Any) -> str:
 
 def _settings(search: dict[str, Any], status: dict[str, Any]) -> _Section:
     config = search["config"] or {}
-    rows = [["status", search["status"]],
-            ["trained / budget", f"{status['trained']} / {search['budget']}"],
-            ["screened", str(status["screened"])],
-            ["space", search["space"]], ["strategy", search["strategy"]],
-            ["dataset", str(config.get("dataset", "-"))],
-            ["preset", str(config.get("preset") or "the space's")],
-            ["architectures", ", ".join(search["architectures"])],
-            ["objectives", ", ".join(search["objectives"])],
-            ["population", str(config.get("population") or "the space's")],
-            ["seed", str(search["seed"])], ["workers", str(config.get("workers", "-"))],
-            ["started", search["created_at"]], ["finished", search["finished_at"] or "-"],
-            ["code version", search["code_version"]]]  # fmt: skip
+    rows = [
+        ["status", search["status"]],
+        ["trained / budget", f"{status['trained']} / {search['budget']}"],
+        ["screened", str(status["screened"])],
+        ["space", search["space"]],
+        ["strategy", search["strategy"]],
+        ["dataset", str(config.get("dataset", "-"))],
+        ["preset", str(config.get("preset") or "the space's")],
+        ["architectures", ", ".join(search["architectures"])],
+        ["objectives", ", ".join(search["objectives"])],
+        ["population", str(config.get("population") or "the space's")],
+        ["seed", str(search["seed"])],
+        ["workers", str(config.get("workers", "-"))],
+        ["started", search["created_at"]],
+        ["finished", search["finished_at"] or "-"],
+        ["code version", search["code_version"]],
+    ]
     return _Section("Search settings", tables=[(["setting", "value"], rows)])
 
 
@@ -71,37 +76,60 @@ def _funnel(status: dict[str, Any], reasons: list[dict[str, Any]], directory: Pa
     axes.set_title(f"the funnel: {status['screened']} candidates screened")
     path = directory / "funnel.png"
     figure.savefig(path, dpi=110)
-    rows = [[r["status"], r["stage"] or "-", r["reason"] or "-", str(r["count"])]
-            for r in reasons[:12]]  # fmt: skip
+    rows = [
+        [r["status"], r["stage"] or "-", r["reason"] or "-", str(r["count"])] for r in reasons[:12]
+    ]
     # Where the worker time went: the trials' time by fate, the rest orchestration.
     worker_s = status["worker_seconds"]
     by_fate = dict(status["worker_by_fate"])
     by_fate["orchestration"] = max(worker_s - sum(by_fate.values()), 0.0)
-    time_rows = [[fate, f"{seconds / 3600:.2f}", f"{seconds / worker_s:.0%}" if worker_s else "-"]
-                 for fate, seconds in by_fate.items()]  # fmt: skip
+    time_rows = [
+        [fate, f"{seconds / 3600:.2f}", f"{seconds / worker_s:.0%}" if worker_s else "-"]
+        for fate, seconds in by_fate.items()
+    ]
     summary = yield_line(status["trained"], worker_s, status["worker_hours_budget"])
-    return _Section("The funnel", text=[summary + "."],
-                    figures=[("candidates by the stage that stopped them", path)],
-                    tables=[(["status", "stage", "reason", "count"], rows),
-                            (["worker time by fate", "hours", "share"], time_rows)])  # fmt: skip
+    return _Section(
+        "The funnel",
+        text=[summary + "."],
+        figures=[("candidates by the stage that stopped them", path)],
+        tables=[
+            (["status", "stage", "reason", "count"], rows),
+            (["worker time by fate", "hours", "share"], time_rows),
+        ],
+    )
 
 
-def _front(store: Any, name: str, search: dict[str, Any], directory: Path,
-           zoo: list[dict[str, Any]]) -> _Section:  # fmt: skip
+def _front(
+    store: Any, name: str, search: dict[str, Any], directory: Path, zoo: list[dict[str, Any]]
+) -> _Section:
     from evonorm_search.plots import plot_front
 
     objectives = search["objectives"]
     front = store.pareto(name)
-    path = plot_front(store.trained_points(name), front, objectives, directory / "front.png",
-                      title=name, baselines=zoo)  # fmt: skip
-    rows = [[str(r["id"]), *[_score(r["objectives"][o]) for o in objectives], r["formula"]]
-            for r in front]  # fmt: skip
-    return _Section("The Pareto front",
-                    text=[f"{len(front)} non-dominated candidates over "
-                          f"{', '.join(objectives)}."],
-                    figures=[("every trained candidate (grey), the front (red) and the "
-                              "baselines on the same protocol (blue)", path)],
-                    tables=[(["id", *objectives, "formula"], rows)])  # fmt: skip
+    path = plot_front(
+        store.trained_points(name),
+        front,
+        objectives,
+        directory / "front.png",
+        title=name,
+        baselines=zoo,
+    )
+    rows = [
+        [str(r["id"]), *[_score(r["objectives"][o]) for o in objectives], r["formula"]]
+        for r in front
+    ]
+    return _Section(
+        "The Pareto front",
+        text=[f"{len(front)} non-dominated candidates over {', '.join(objectives)}."],
+        figures=[
+            (
+                "every trained candidate (grey), the front (red) and the "
+                "baselines on the same protocol (blue)",
+                path,
+            )
+        ],
+        tables=[(["id", *objectives, "formula"], rows)],
+    )
 
 
 def _top(store: Any, name: str, search: dict[str, Any], k: int, directory: Path) -> _Section:
@@ -111,36 +139,71 @@ def _top(store: Any, name: str, search: dict[str, Any], k: int, directory: Path)
     best = store.top(name, k)
     rows, figures = [], []
     for rank, c in enumerate(best, start=1):
-        rows.append([str(rank), str(c["id"]), *[_score(c["scores"][a]) for a in architectures],
-                     _score(c["mean_score"]), c["formula"]])  # fmt: skip
-        path = draw_graph(LayerGraph.from_json(c["graph"]), directory / f"layer-{c['id']}.png",
-                          title=f"candidate {c['id']}: {c['formula']}")  # fmt: skip
+        rows.append(
+            [
+                str(rank),
+                str(c["id"]),
+                *[_score(c["scores"][a]) for a in architectures],
+                _score(c["mean_score"]),
+                c["formula"],
+            ]
+        )
+        path = draw_graph(
+            LayerGraph.from_json(c["graph"]),
+            directory / f"layer-{c['id']}.png",
+            title=f"candidate {c['id']}: {c['formula']}",
+        )
         figures.append((f"candidate {c['id']}", path))
-    return _Section(f"The top {len(best)} layers by mean accuracy",
-                    tables=[(["rank", "id", *architectures, "mean", "formula"], rows)],
-                    figures=figures)  # fmt: skip
+    return _Section(
+        f"The top {len(best)} layers by mean accuracy",
+        tables=[(["rank", "id", *architectures, "mean", "formula"], rows)],
+        figures=figures,
+    )
 
 
-def _against_baselines(store: Any, name: str, search: dict[str, Any], top: int,
-                       zoo: list[dict[str, Any]]) -> _Section:  # fmt: skip
+def _against_baselines(
+    store: Any, name: str, search: dict[str, Any], top: int, zoo: list[dict[str, Any]]
+) -> _Section:
     architectures = search["architectures"]
     title = "Against the baselines"
     if not zoo:
-        return _Section(title, text=["No baseline was trained on this search's protocol: "
-                                     "`evonorm-search baselines evaluate` with the search's "
-                                     "space, data and preset trains them."])  # fmt: skip
+        return _Section(
+            title,
+            text=[
+                "No baseline was trained on this search's protocol: "
+                "`evonorm-search baselines evaluate` with the search's "
+                "space, data and preset trains them."
+            ],
+        )
     rows = []
     for c in store.top(name, top):
-        rows.append([f"candidate {c['id']}", *[_score(c["scores"][a]) for a in architectures],
-                     _score(c["mean_score"]), c["formula"]])  # fmt: skip
+        rows.append(
+            [
+                f"candidate {c['id']}",
+                *[_score(c["scores"][a]) for a in architectures],
+                _score(c["mean_score"]),
+                c["formula"],
+            ]
+        )
     for b in zoo:
         scores = b["scores"] or {}
         fate = "" if b["status"] == "trained" or b["twin"] else f" ({b['status']} at {b['stage']})"
-        rows.append([b["name"] + fate, *[_score(scores.get(a)) for a in architectures],
-                     _score(b["mean_score"]), b["formula"]])  # fmt: skip
-    return _Section(title, text=["The top layers and the baseline zoo, trained on the same "
-                                 "protocol (data, preset, steps, architectures)."],
-                    tables=[(["layer", *architectures, "mean", "formula"], rows)])  # fmt: skip
+        rows.append(
+            [
+                b["name"] + fate,
+                *[_score(scores.get(a)) for a in architectures],
+                _score(b["mean_score"]),
+                b["formula"],
+            ]
+        )
+    return _Section(
+        title,
+        text=[
+            "The top layers and the baseline zoo, trained on the same "
+            "protocol (data, preset, steps, architectures)."
+        ],
+        tables=[(["layer", *architectures, "mean", "formula"], rows)],
+    )
 
 
 def _transfer(store: Any, name: str, directory: Path) -> _Section | None:
@@ -153,12 +216,16 @@ def _transfer(store: Any, name: str, directory: Path) -> _Section | None:
     if results is None:
         return None
     s = results["settings"]
-    section = _Section("Transfer to bigger networks", text=[
-        f"Trained from scratch for {s['steps']} steps at batch {s['batch_size']} on seeds "
-        f"{', '.join(map(str, results['seeds']))}, shared by every layer; accuracy on the "
-        "transfer-validation and transfer-test slices of the training data, which no "
-        "training reads (test: CIFAR-10's test_batch, where present). Mean [95% "
-        "t-interval] over seeds."])  # fmt: skip
+    section = _Section(
+        "Transfer to bigger networks",
+        text=[
+            f"Trained from scratch for {s['steps']} steps at batch {s['batch_size']} on seeds "
+            f"{', '.join(map(str, results['seeds']))}, shared by every layer; accuracy on the "
+            "transfer-validation and transfer-test slices of the training data, which no "
+            "training reads (test: CIFAR-10's test_batch, where present). Mean [95% "
+            "t-interval] over seeds."
+        ],
+    )
     for network, comparison in results["comparisons"].items():
         section.tables.append(transfer_table(results, network))
         if comparison["comparator"] is not None:
@@ -173,10 +240,13 @@ def _transfer(store: Any, name: str, directory: Path) -> _Section | None:
 def _sections(store: Any, name: str, top: int, directory: Path) -> list[_Section]:
     search, status = store.search(name), store.status(name)
     zoo = store.baseline_layers(name)
-    sections = [_settings(search, status), _funnel(status, store.funnel(name), directory),
-                _front(store, name, search, directory, zoo),
-                _top(store, name, search, top, directory),
-                _against_baselines(store, name, search, top, zoo)]  # fmt: skip
+    sections = [
+        _settings(search, status),
+        _funnel(status, store.funnel(name), directory),
+        _front(store, name, search, directory, zoo),
+        _top(store, name, search, top, directory),
+        _against_baselines(store, name, search, top, zoo),
+    ]
     transfer = _transfer(store, name, directory)
     return sections if transfer is None else [*sections, transfer]
 
@@ -204,11 +274,13 @@ def write_report(store: Any, name: str, path: Path, *, top: int = 5) -> Path:
 
 def _html(name: str, sections: Sequence[_Section]) -> str:
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(name)}: "
-             "evonorm-search report</title><style>body{font-family:sans-serif;max-width:60em;"
-             "margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
-             "padding:2px 6px;text-align:left} img{max-width:100%}</style></head><body>",
-             f"<h1>Search {e(name)}</h1>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(name)}: "
+        "evonorm-search report</title><style>body{font-family:sans-serif;max-width:60em;"
+        "margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:left} img{max-width:100%}</style></head><body>",
+        f"<h1>Search {e(name)}</h1>",
+    ]
     for s in sections:
         parts.append(f"<h2>{e(s.title)}</h2>")
         parts += [f"<p>{e(t)}</p>" for t in s.text]
@@ -218,8 +290,10 @@ def _html(name: str, sections: Sequence[_Section]) -> str:
             parts.append("</table>")
         for caption, figure in s.figures:
             data = base64.b64encode(figure.read_bytes()).decode()
-            parts.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{e(caption)}</figcaption></figure>")  # fmt: skip
+            parts.append(
+                f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{e(caption)}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

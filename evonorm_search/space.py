@@ -29,8 +29,12 @@ __all__ = ["SearchSpace", "list_spaces", "load_space"]
 
 TENSOR_RANKS = {"image": 4, "sequence": 3}  # x is (N, C, H, W) or (N, C, L)
 # Each proxy network takes one kind of tensor at its normalization sites.
-PROXY_ARCHITECTURES = {"resnet": "image", "mobilenet": "image", "efficientnet": "image",
-                       "vit": "sequence"}  # fmt: skip
+PROXY_ARCHITECTURES = {
+    "resnet": "image",
+    "mobilenet": "image",
+    "efficientnet": "image",
+    "vit": "sequence",
+}
 # The transfer stage's networks (proxy.models.TRANSFER_NETWORKS), with the tensor each takes,
 # and the default for a space of each tensor kind.
 TRANSFER_NETWORK_TENSORS = {"resnet20": "image", "mobilenet_m": "image", "vit_d4": "sequence"}
@@ -132,8 +136,7 @@ class SignalThresholds:
 
     @property
     def rejects_nothing(self) -> bool:
-        return self == dataclasses.replace(SignalThresholds(), steps=self.steps,
-                                           window=self.window)  # fmt: skip
+        return self == dataclasses.replace(SignalThresholds(), steps=self.steps, window=self.window)
 
 
 @dataclass(frozen=True)
@@ -395,18 +398,26 @@ def _check_semantics(space: SearchSpace, where: str) -> None:
     require(s.start_after >= 0, "[search] start_after must be >= 0 (0: twice the tournament)")
     sg = space.signal
     require(sg.steps >= 2 and sg.window >= 1, "[signal] needs steps >= 2 and window >= 1")
-    require(sg.min_input_gradient <= sg.max_input_gradient,
-            "[signal] min_input_gradient must not exceed max_input_gradient")  # fmt: skip
+    require(
+        sg.min_input_gradient <= sg.max_input_gradient,
+        "[signal] min_input_gradient must not exceed max_input_gradient",
+    )
     tr = space.transfer
     subset(tr.networks, TRANSFER_NETWORK_TENSORS, "transfer network")
     for network in tr.networks:
-        require(TRANSFER_NETWORK_TENSORS[network] == space.tensor,
-                f"[transfer] {network} takes {TRANSFER_NETWORK_TENSORS[network]} tensors, "
-                f"not this space's {space.tensor} tensors")  # fmt: skip
-    require(min(tr.steps, tr.batch_size, tr.eval_every, tr.seeds) >= 1,
-            "[transfer] steps, batch_size, eval_every and seeds must be >= 1")  # fmt: skip
-    require(tr.learning_rate > 0 and all(lr > 0 for lr in tr.learning_rates),
-            "[transfer] learning rates must be > 0")  # fmt: skip
+        require(
+            TRANSFER_NETWORK_TENSORS[network] == space.tensor,
+            f"[transfer] {network} takes {TRANSFER_NETWORK_TENSORS[network]} tensors, "
+            f"not this space's {space.tensor} tensors",
+        )
+    require(
+        min(tr.steps, tr.batch_size, tr.eval_every, tr.seeds) >= 1,
+        "[transfer] steps, batch_size, eval_every and seeds must be >= 1",
+    )
+    require(
+        tr.learning_rate > 0 and all(lr > 0 for lr in tr.learning_rates),
+        "[transfer] learning rates must be > 0",
+    )
     require(0 <= tr.momentum < 1, "[transfer] momentum must be in [0, 1)")
     require(tr.weight_decay >= 0, "[transfer] weight_decay must be >= 0")
     require(tr.checkpoint_minutes > 0, "[transfer] checkpoint_minutes must be > 0")

@@ -37,8 +37,13 @@ class Interval:
         return None if self.high is None else self.high - self.mean
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n,
-                "level": self.level}  # fmt: skip
+        return {
+            "mean": self.mean,
+            "low": self.low,
+            "high": self.high,
+            "n": self.n,
+            "level": self.level,
+        }
 
 
 def _t_quantile(level: float, df: int) -> float:
@@ -90,10 +95,15 @@ class Comparison:
     verdict: str
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "seeds": list(self.seeds),
-                "difference": self.difference.to_dict(),
-                "simultaneous": self.simultaneous.to_dict(), "p": self.p,
-                "p_holm": self.p_holm, "verdict": self.verdict}  # fmt: skip
+        return {
+            "name": self.name,
+            "seeds": list(self.seeds),
+            "difference": self.difference.to_dict(),
+            "simultaneous": self.simultaneous.to_dict(),
+            "p": self.p,
+            "p_holm": self.p_holm,
+            "verdict": self.verdict,
+        }
 
 
 def _paired_p(differences: Sequence[float]) -> float | None:
@@ -111,9 +121,12 @@ def _paired_p(differences: Sequence[float]) -> float | None:
     return float(2 * t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
 
 
-def compare_paired(comparator: Mapping[int, float],
-                   candidates: Mapping[str, Mapping[int, float]], *, alpha: float = 0.05,
-                   ) -> list[Comparison]:  # fmt: skip
+def compare_paired(
+    comparator: Mapping[int, float],
+    candidates: Mapping[str, Mapping[int, float]],
+    *,
+    alpha: float = 0.05,
+) -> list[Comparison]:
     """Each candidate (its score per seed) against ``comparator`` (score per seed) on the
     seeds both have, in the order given.  Seeds one side lacks are left out of that pair
     (a run that failed); a candidate with no shared seed is an error."""
@@ -135,9 +148,17 @@ def compare_paired(comparator: Mapping[int, float],
         mean = statistics.fmean(differences)
         significant = p_holm is not None and p_holm < alpha and mean != 0
         verdict = ("better" if mean > 0 else "worse") if significant else "no difference"
-        result.append(Comparison(name, seeds, mean_interval(differences, 1 - alpha),
-                                 mean_interval(differences, 1 - alpha / m), p_values[name],
-                                 p_holm, verdict))  # fmt: skip
+        result.append(
+            Comparison(
+                name,
+                seeds,
+                mean_interval(differences, 1 - alpha),
+                mean_interval(differences, 1 - alpha / m),
+                p_values[name],
+                p_holm,
+                verdict,
+            )
+        )
     return result
 
 
@@ -147,5 +168,7 @@ def interval_text(interval: Mapping[str, object] | None) -> str:
         return "-"
     if interval["low"] is None:
         return f"{interval['mean']:.4f} (n={interval['n']})"
-    return (f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}] "
-            f"(n={interval['n']})")  # fmt: skip
+    return (
+        f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}] "
+        f"(n={interval['n']})"
+    )

@@ -67,8 +67,9 @@ def load_class(path: Path, class_name: str) -> type[nn.Module]:
     return getattr(module, class_name)
 
 
-def train(model: nn.Module, data: dict[str, torch.Tensor], steps: int, batch: int,
-          seed: int) -> tuple[float, float]:  # fmt: skip
+def train(
+    model: nn.Module, data: dict[str, torch.Tensor], steps: int, batch: int, seed: int
+) -> tuple[float, float]:
     """Validation accuracy after ``steps`` of SGD, and milliseconds per step."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     generator = torch.Generator().manual_seed(seed)
@@ -101,8 +102,12 @@ def digits(device: torch.device, validation: int = 297) -> dict[str, torch.Tenso
     y = torch.tensor(labels)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[order].to(device), y[order].to(device)
-    return {"x": x[validation:], "y": y[validation:], "val_x": x[:validation],
-            "val_y": y[:validation]}  # fmt: skip
+    return {
+        "x": x[validation:],
+        "y": y[validation:],
+        "val_x": x[:validation],
+        "val_y": y[:validation],
+    }
 
 
 def main() -> None:

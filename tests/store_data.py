@@ -29,15 +29,29 @@ class History:
     nodes: dict[int, int | None] = field(default_factory=dict)
 
 
-def populate(store: Store, name: str = "demo", *, candidates: int = 150, seed: int = 0,
-             space_name: str = "evonorm_b", decimals: int | None = 2) -> History:  # fmt: skip
+def populate(
+    store: Store,
+    name: str = "demo",
+    *,
+    candidates: int = 150,
+    seed: int = 0,
+    space_name: str = "evonorm_b",
+    decimals: int | None = 2,
+) -> History:
     """Run ``candidates`` graphs of a toy evolution through the funnel into ``store``.
     Scores are rounded to ``decimals`` so that ties (equal points) occur."""
     space = load_space(space_name)
     rng = np.random.default_rng(seed)
-    store.create_search(name, space=space_name, strategy="evolution", seed=seed,
-                        budget=candidates, architectures=space.proxy.architectures,
-                        proxy_key=proxy_key(space), config={"space": space_name})  # fmt: skip
+    store.create_search(
+        name,
+        space=space_name,
+        strategy="evolution",
+        seed=seed,
+        budget=candidates,
+        architectures=space.proxy.architectures,
+        proxy_key=proxy_key(space),
+        config={"space": space_name},
+    )
     funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)), stability=False)
     history = History(name, space.proxy.architectures)
     population: list[tuple[int, object]] = []
@@ -96,10 +110,17 @@ def concurrent_writer(url: str, name: str, seconds: float, done, results) -> Non
                 with store.batch():
                     cid = store.add_candidate(name, graph="x", formula="x", status="running")
                     for a in archs:
-                        store.add_evaluation(cid, architecture=a, dataset="synthetic",
-                                             preset="tiny", seed=0, steps=10,
-                                             status="completed", seconds=0.1,
-                                             accuracy=float(rng.random()))  # fmt: skip
+                        store.add_evaluation(
+                            cid,
+                            architecture=a,
+                            dataset="synthetic",
+                            preset="tiny",
+                            seed=0,
+                            steps=10,
+                            status="completed",
+                            seconds=0.1,
+                            accuracy=float(rng.random()),
+                        )
                     store.set_fitness(cid, {a: float(rng.random()) for a in archs})
                 committed += 1
                 evaluations += len(archs)

@@ -19,8 +19,13 @@ pytest.importorskip("triton", reason="the fused backend needs triton")
 
 def run_interpreted(code: str, tmp_path) -> str:
     env = {**os.environ, "TRITON_INTERPRET": "1", "EVONORM_KERNEL_CACHE": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                         text=True, env=env, timeout=900)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -210,14 +215,22 @@ def test_compile_stage_refuses_spills_and_mismatches(monkeypatch):
     if has_cuda_backend():
         refusal = compiler.compile_layer(graph, max_spill_bytes=-1)  # every kernel "spills"
         assert not refusal.ok and refusal.reason.startswith("spills: fused_")
-    bad = {"formula": graph.formula(), "shape": [3, 6, 7], "training": False, "output": 0.5,
-           "buffers": 0.0, "gradients": 0.0, "gradient_presence": []}  # fmt: skip
-    monkeypatch.setattr("evonorm_search.codegen.verify.verify_in_subprocess",
-                        lambda graphs: [bad])  # fmt: skip
+    bad = {
+        "formula": graph.formula(),
+        "shape": [3, 6, 7],
+        "training": False,
+        "output": 0.5,
+        "buffers": 0.0,
+        "gradients": 0.0,
+        "gradient_presence": [],
+    }
+    monkeypatch.setattr("evonorm_search.codegen.verify.verify_in_subprocess", lambda graphs: [bad])
     refusal = compiler.compile_layer(graph, aot=False, verify=True)
     assert not refusal.ok
-    assert refusal.reason == ("mismatch: the kernels disagree with the eager layer at shape "
-                              "(3, 6, 7) in eval mode: error 0.5 (tolerance 0.0001)")  # fmt: skip
+    assert refusal.reason == (
+        "mismatch: the kernels disagree with the eager layer at shape "
+        "(3, 6, 7) in eval mode: error 0.5 (tolerance 0.0001)"
+    )
 
 
 def test_compile_stage_verifies_in_the_interpreter(tmp_path, monkeypatch):

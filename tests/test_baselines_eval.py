@@ -37,8 +37,7 @@ def zoo_space(tmp_path):
 
 
 def run(*args):
-    result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search",
-                                env={"COLUMNS": "200"})  # fmt: skip
+    result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search", env={"COLUMNS": "200"})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -67,8 +66,9 @@ def test_the_zoo_strategy_proposes_each_layer_of_the_space_once(zoo_space):
 def test_the_driver_ends_a_search_whose_strategy_is_exhausted(zoo_space):
     """However high the cap on screening (`resume --max-candidates`), the driver asks the
     zoo no more once every layer was proposed, and a resume re-queues what was in flight."""
-    store, settings, space, driver = new_driver(*zoo_space, NAME, strategy="zoo", budget=10,
-                                                max_candidates=100)  # fmt: skip
+    store, settings, space, driver = new_driver(
+        *zoo_space, NAME, strategy="zoo", budget=10, max_candidates=100
+    )
     with store:
         configs = [driver.suggest(f"t{i}") for i in range(len(ZOO))]
         assert all(c is not None for c in configs)
@@ -103,21 +103,32 @@ def protocol_store(tmp_path):
         funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)))
 
         def search(name: str, strategy: str, seed: int, protocol: str = key) -> None:
-            store.create_search(name, space="evonorm_b", strategy=strategy, seed=seed,
-                                budget=5, architectures=architectures, proxy_key=protocol,
-                                config={"space": "evonorm_b", "dataset": "digits",
-                                        "seed": seed})  # fmt: skip
+            store.create_search(
+                name,
+                space="evonorm_b",
+                strategy=strategy,
+                seed=seed,
+                budget=5,
+                architectures=architectures,
+                proxy_key=protocol,
+                config={"space": "evonorm_b", "dataset": "digits", "seed": seed},
+            )
 
         def screen(search_name: str, layer: str, mutation: str) -> int:
-            return store.record_screening(search_name, funnel.screen(baselines.get(layer)),
-                                          mutation=mutation)  # fmt: skip
+            return store.record_screening(
+                search_name, funnel.screen(baselines.get(layer)), mutation=mutation
+            )
 
         search("baselines-old-s1", "zoo", seed=1)
         for layer in ("relu", "gn_relu"):
             graph = baselines.get(layer)
-            old = store.add_candidate("baselines-old-s1", graph=graph.to_json(),
-                                      formula=graph.formula(), status="queued",
-                                      mutation=f"baseline {layer}")  # fmt: skip
+            old = store.add_candidate(
+                "baselines-old-s1",
+                graph=graph.to_json(),
+                formula=graph.formula(),
+                status="queued",
+                mutation=f"baseline {layer}",
+            )
             store.set_fitness(old, scores(0.9, 0.9, 0.9))
         search("main", "evolution", seed=0)
         twin = screen("main", "evonorm_s0", "initial: baseline evonorm_s0")
@@ -125,8 +136,9 @@ def protocol_store(tmp_path):
         funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)))  # a new search
         search("baselines-s0", "zoo", seed=0)
         relu = screen("baselines-s0", "relu", "baseline relu")
-        store.update_candidate(relu, status="rejected", stage="quality",
-                               reason="below the quality threshold on resnet")  # fmt: skip
+        store.update_candidate(
+            relu, status="rejected", stage="quality", reason="below the quality threshold on resnet"
+        )
         bn_relu = screen("baselines-s0", "bn_relu", "baseline bn_relu")
         store.set_fitness(bn_relu, scores(0.4, 0.5, 0.6))
         hit = screen("baselines-s0", "evonorm_s0", "baseline evonorm_s0")
@@ -143,8 +155,11 @@ def test_baseline_layers_of_a_protocol_with_fates_and_fec_twins(protocol_store):
     assert list(layers) == ["relu", "bn_relu", "gn_relu", "evonorm_s0"]  # the zoo's order
     # The search's seed wins over an older baseline search; gn_relu is only in that one.
     assert {n: r["search"] for n, r in layers.items()} == {
-        "relu": "baselines-s0", "bn_relu": "baselines-s0", "gn_relu": "baselines-old-s1",
-        "evonorm_s0": "baselines-s0"}  # fmt: skip
+        "relu": "baselines-s0",
+        "bn_relu": "baselines-s0",
+        "gn_relu": "baselines-old-s1",
+        "evonorm_s0": "baselines-s0",
+    }
     assert layers["gn_relu"]["seed"] == 1
     relu, bn_relu, s0 = layers["relu"], layers["bn_relu"], layers["evonorm_s0"]
     assert (relu["status"], relu["stage"], relu["scores"]) == ("rejected", "quality", None)
@@ -203,9 +218,15 @@ def test_evaluate_again_says_so_in_one_line(zoo_space):
     space_path, url = zoo_space
     space = settings_space(SearchSettings(name=NAME, space=str(space_path)))
     with Store(url) as store:
-        store.create_search(NAME, space=str(space_path), strategy="zoo", seed=0, budget=4,
-                            architectures=space.proxy.architectures,
-                            proxy_key=proxy_key(space))  # fmt: skip
+        store.create_search(
+            NAME,
+            space=str(space_path),
+            strategy="zoo",
+            seed=0,
+            budget=4,
+            architectures=space.proxy.architectures,
+            proxy_key=proxy_key(space),
+        )
         store.set_search_status(NAME, "stopped")
     evaluate = ("baselines", "evaluate", "--space", str(space_path), "--no-verify", "--db", url)
     code, _, err = run(*evaluate)
@@ -217,9 +238,15 @@ def test_evaluate_again_says_so_in_one_line(zoo_space):
     assert code == 0 and out.count("\n") == 1 and "evaluated already" in out
     other = url.replace("search.db", "other.db")
     with Store(other) as store:  # a search of that name that holds no baselines
-        store.create_search(NAME, space=str(space_path), strategy="evolution", seed=0,
-                            budget=4, architectures=space.proxy.architectures,
-                            proxy_key=proxy_key(space))  # fmt: skip
+        store.create_search(
+            NAME,
+            space=str(space_path),
+            strategy="evolution",
+            seed=0,
+            budget=4,
+            architectures=space.proxy.architectures,
+            proxy_key=proxy_key(space),
+        )
     code, _, err = run(*evaluate[:-1], other)
     assert code == 2 and err.count("\n") == 1
     assert f"search '{NAME}' exists but holds no baselines of this protocol" in err
@@ -235,18 +262,33 @@ def test_evaluate_then_compare_with_a_search_on_the_same_protocol(zoo_space, tmp
     out = command(*evaluate)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"search {NAME}: completed, 4/4 trained" in out.stdout
-    stored = rows(url, "SELECT c.mutation, c.status, c.stage FROM candidates c JOIN searches "
-                       f"s ON s.id = c.search_id WHERE s.name = '{NAME}' "
-                       "ORDER BY c.birth")  # fmt: skip
+    stored = rows(
+        url,
+        "SELECT c.mutation, c.status, c.stage FROM candidates c JOIN searches "
+        f"s ON s.id = c.search_id WHERE s.name = '{NAME}' "
+        "ORDER BY c.birth",
+    )
     assert [m for m, _, _ in stored] == [f"baseline {n}" for n in ZOO]
-    assert all(status in ("trained", "rejected", "duplicate", "failed") and stage
-               for _, status, stage in stored)  # fmt: skip
+    assert all(
+        status in ("trained", "rejected", "duplicate", "failed") and stage
+        for _, status, stage in stored
+    )
     again = command(*evaluate)
     assert again.returncode == 0 and again.stdout.count("\n") == 1
     assert "evaluated already" in again.stdout and again.stderr == ""
 
-    search = command("run", "--name", "s", "--space", str(space_path), "--budget", "2",
-                     "--no-verify", "--db", url)  # fmt: skip
+    search = command(
+        "run",
+        "--name",
+        "s",
+        "--space",
+        str(space_path),
+        "--budget",
+        "2",
+        "--no-verify",
+        "--db",
+        url,
+    )
     assert search.returncode == 0, search.stderr[-3000:]
     out = command("pareto", "s", "--with-baselines", "--format", "json", "--db", url)
     assert out.returncode == 0 and out.stderr == "", out.stderr
@@ -266,12 +308,20 @@ def test_evaluate_then_compare_with_a_search_on_the_same_protocol(zoo_space, tmp
     other_path.write_text(ZOO_SPACE.replace("steps = 8", "steps = 16"))
     settings = SearchSettings(name="longer", space=str(other_path), budget=1)
     other = settings_space(settings)
-    assert proxy_key(other) != proxy_key(settings_space(dataclasses.replace(
-        settings, space=str(space_path))))  # fmt: skip
+    assert proxy_key(other) != proxy_key(
+        settings_space(dataclasses.replace(settings, space=str(space_path)))
+    )
     with Store(url) as store:
-        store.create_search("longer", space=settings.space, strategy="evolution", seed=0,
-                            budget=1, architectures=other.proxy.architectures,
-                            proxy_key=proxy_key(other), config=settings.to_config())  # fmt: skip
+        store.create_search(
+            "longer",
+            space=settings.space,
+            strategy="evolution",
+            seed=0,
+            budget=1,
+            architectures=other.proxy.architectures,
+            proxy_key=proxy_key(other),
+            config=settings.to_config(),
+        )
     out = command("pareto", "longer", "--with-baselines", "--db", url)
     assert out.returncode == 0 and "Pareto front of longer" in out.stdout
     assert out.stderr.count("\n") == 1

@@ -49,8 +49,11 @@ def test_json_has_every_kernel_and_the_traffic_model():
     info = json.loads(out)
     assert (info["traffic_fwd"], info["traffic_bwd"]) == (2, 3)  # its groups fit on chip
     assert info["kernel_hash"] == generate(graph).digest and info["verified"] is False
-    assert (info["target"], info["shape"], info["dtype"]) == ("sm_90a", [128, 64, 56, 56],
-                                                              "bfloat16")  # fmt: skip
+    assert (info["target"], info["shape"], info["dtype"]) == (
+        "sm_90a",
+        [128, 64, 56, 56],
+        "bfloat16",
+    )
     if not has_cuda_backend():
         pytest.skip(NO_AOT)
     kernels = info["kernels"]
@@ -66,8 +69,17 @@ def test_json_has_every_kernel_and_the_traffic_model():
 def test_table_and_source(tmp_path):
     graph = baselines.get("gn_relu")
     folder = tmp_path / "generated"
-    code, out, err = run("compile", graph.formula(), "--no-verify", "--dtype", "fp32",
-                         "--shape", "8,64,14,14", "--source", str(folder))  # fmt: skip
+    code, out, err = run(
+        "compile",
+        graph.formula(),
+        "--no-verify",
+        "--dtype",
+        "fp32",
+        "--shape",
+        "8,64,14,14",
+        "--source",
+        str(folder),
+    )
     assert code == 0, err
     source = generate(graph)
     written = folder / f"evonorm_kernels_{source.digest}.py"
@@ -117,12 +129,15 @@ def test_bad_requests_are_one_line(filled, args, message):
 
 
 def test_a_refusal_names_its_reason(monkeypatch):
-    monkeypatch.setattr("evonorm_search.codegen.compiler.unsupported",
-                        lambda graph: "no kernels in this test")  # fmt: skip
+    monkeypatch.setattr(
+        "evonorm_search.codegen.compiler.unsupported", lambda graph: "no kernels in this test"
+    )
     code, _, err = run("compile", "x / std_group(x)", "--no-verify")
     assert code == 2
-    assert err == ("evonorm-search: error: cannot compile x / std_group(x): unsupported: no "
-                   "kernels in this test\n")  # fmt: skip
+    assert err == (
+        "evonorm-search: error: cannot compile x / std_group(x): unsupported: no "
+        "kernels in this test\n"
+    )
 
 
 def test_without_the_cuda_backend_only_traffic(monkeypatch):

@@ -36,8 +36,17 @@ def test_status_of_every_search_and_of_one(filled):
     assert code == 0 and [s["name"] for s in json.loads(out)] == ["demo"]
     code, out, _ = run("status", "demo", "--db", url, "--format", "json")
     info = json.loads(out)
-    for key in ("name", "budget", "trained", "rejected", "duplicates", "running", "failed",
-                "best", "funnel"):  # fmt: skip
+    for key in (
+        "name",
+        "budget",
+        "trained",
+        "rejected",
+        "duplicates",
+        "running",
+        "failed",
+        "best",
+        "funnel",
+    ):
         assert key in info
     assert info["trained"] == len(history.scores)
     assert info["best"]["id"] in history.scores
@@ -59,8 +68,9 @@ def test_pareto_as_table_json_csv_and_plot(filled, tmp_path):
     code, out, _ = run("pareto", "demo", "--db", url)
     assert code == 0 and f"front of demo: {len(rows)} candidates" in out
     plot = tmp_path / "front.png"
-    code, _, err = run("pareto", "demo", "--db", url, "--objectives", "mean,nodes",
-                       "--plot", str(plot))  # fmt: skip
+    code, _, err = run(
+        "pareto", "demo", "--db", url, "--objectives", "mean,nodes", "--plot", str(plot)
+    )
     assert code == 0 and f"wrote {plot}" in err
     assert plot.read_bytes().startswith(PNG) and plot.stat().st_size > 10_000
 
@@ -114,8 +124,12 @@ def test_bad_requests_are_one_line(filled, args, message):
 def test_unusable_databases_are_one_line_without_passwords(tmp_path, url, message):
     """Through the installed entry point, as a user runs it: no traceback, exit 2."""
     exe = [sys.executable, "-m", "evonorm_search.cli"]
-    result = subprocess.run([*exe, "status", "--db", url.format(tmp=tmp_path)],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*exe, "status", "--db", url.format(tmp=tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.stderr
     assert not (tmp_path / "absent.db").exists()
@@ -136,11 +150,20 @@ def _damaged(directory, kind: str):
 
 
 COMMANDS = [
-    ["status"], ["status", "demo"], ["pareto", "demo"], ["show", "3"], ["compile", "3"],
-    ["export", "3", "-o", "{dir}/layer.py"], ["report", "demo", "-o", "{dir}/report.html"],
-    ["retune", "demo", "--top", "1"], ["resume", "demo"], ["run", "--name", "new"],
-    ["baselines", "evaluate"], ["db", "upgrade"], ["dashboard", "--port", "0"],
-]  # fmt: skip
+    ["status"],
+    ["status", "demo"],
+    ["pareto", "demo"],
+    ["show", "3"],
+    ["compile", "3"],
+    ["export", "3", "-o", "{dir}/layer.py"],
+    ["report", "demo", "-o", "{dir}/report.html"],
+    ["retune", "demo", "--top", "1"],
+    ["resume", "demo"],
+    ["run", "--name", "new"],
+    ["baselines", "evaluate"],
+    ["db", "upgrade"],
+    ["dashboard", "--port", "0"],
+]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +180,9 @@ def test_a_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_path, 
         code, out, err = run(*args, "--db", f"sqlite:///{path}")
         assert code == 2, (command, out, err)
         assert err.strip() == f"evonorm-search: error: cannot use sqlite:///{path}: {problem}", (
-            command, err)  # fmt: skip
+            command,
+            err,
+        )
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, command
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(kind)) == [path.name]
     # Through the installed entry point too, as a user runs it.

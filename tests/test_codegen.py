@@ -26,19 +26,22 @@ SEQUENCE_BASELINES = [n for n in baselines.names() if baselines.describe(n).tens
 
 def random_graphs(count: int, seed: int = 0) -> list[LayerGraph]:
     """Random graphs of both shipped image spaces that reach the compile stage."""
-    return screened_random_graphs([load_space("evonorm_b"), load_space("evonorm_s")], count,
-                                  seed)  # fmt: skip
+    return screened_random_graphs([load_space("evonorm_b"), load_space("evonorm_s")], count, seed)
 
 
 # -- scheduling ----------------------------------------------------------------------------
 
 
 def test_independent_statistics_share_a_stage_and_nested_ones_add_stages():
-    plan = schedule(LayerGraph.parse("x / std_instance(x - mean_group(x * std_layer(x)))"),
-                    training=True)  # fmt: skip
+    plan = schedule(
+        LayerGraph.parse("x / std_instance(x - mean_group(x * std_layer(x)))"), training=True
+    )
     assert plan.stages == 3
-    assert [(p.stage, p.axes) for p in plan.passes] == [(0, ("layer",)), (1, ("group",)),
-                                                        (2, ("instance",))]  # fmt: skip
+    assert [(p.stage, p.axes) for p in plan.passes] == [
+        (0, ("layer",)),
+        (1, ("group",)),
+        (2, ("instance",)),
+    ]
     flat = schedule(baselines.get("evonorm_b0"), training=True)
     assert flat.stages == 1 and [p.axes for p in flat.passes] == [("batch", "instance")]
 
@@ -112,8 +115,9 @@ def test_statistics_merged_from_many_blocks_are_exact(tmp_path):
         "print(worst)\n"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1", "EVONORM_KERNEL_CACHE": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout) < 1e-5
 
@@ -142,8 +146,16 @@ def test_carried_modules_import_only_the_standard_library_torch_and_triton(name)
     from evonorm_search.codegen import launch
 
     module = {"launch": launch, "eager": eager}[name]
-    allowed = {"math", "numbers", "operator", "typing", "collections.abc", "torch",
-               "triton", "triton.language"}  # fmt: skip
+    allowed = {
+        "math",
+        "numbers",
+        "operator",
+        "typing",
+        "collections.abc",
+        "torch",
+        "triton",
+        "triton.language",
+    }
     allowed |= {"evonorm_search.eager"} if name == "launch" else set()
     assert _imports(module) <= allowed, _imports(module)
 
@@ -171,8 +183,10 @@ def test_the_launch_plan_is_plain_data_that_round_trips_through_repr(name):
         assert [s["node"] for s in plan[mode]["statistics"] if s["running"]] == [
             k for k in schedule_.statistics if schedule_.from_running(k)
         ]
-        for key, kernels in (("reduce", source.reduce_kernels),
-                             ("backward_reduce", source.backward_reduce_kernels)):  # fmt: skip
+        for key, kernels in (
+            ("reduce", source.reduce_kernels),
+            ("backward_reduce", source.backward_reduce_kernels),
+        ):
             assert [(k["name"], tuple(k["statistics"])) for k in plan[mode][key]] == [
                 (kernel, p.statistics) for kernel, p in kernels[mode]
             ]
@@ -224,8 +238,9 @@ for name in ("evonorm_b0", "gn_relu", "evonorm_s0"):
 print("ok")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1", "EVONORM_KERNEL_CACHE": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok"
 
@@ -264,8 +279,9 @@ def test_baselines_compile_for_sm90a_without_spills(tmp_path, monkeypatch):
 
 def test_sequence_baselines_compile_for_sm90a_without_spills(tmp_path, monkeypatch):
     """Token tensors of a ViT-B/16 block: 64 sequences of 197 tokens with 768 features."""
-    reports = aot([baselines.get(n) for n in SEQUENCE_BASELINES], tmp_path, monkeypatch,
-                  shape=(64, 768, 197))  # fmt: skip
+    reports = aot(
+        [baselines.get(n) for n in SEQUENCE_BASELINES], tmp_path, monkeypatch, shape=(64, 768, 197)
+    )
     for name, report in zip(SEQUENCE_BASELINES, reports, strict=True):
         assert report and all(k.spill_bytes == 0 for k in report), (name, report)
         assert {k.direction for k in report} == {"forward", "backward"}, (name, report)
@@ -303,13 +319,20 @@ def test_the_kernel_cache_is_private_and_a_shared_one_is_refused(tmp_path, monke
     shared.chmod(0o777)
     monkeypatch.setenv("EVONORM_KERNEL_CACHE", str(shared))
     source = generate(LayerGraph.parse("x / std_group(x) + v1"))
-    with pytest.raises(KernelCacheError, match=f"the kernel cache {shared} can be written by "
-                                               "other users \\(mode 777\\)"):  # fmt: skip
+    with pytest.raises(
+        KernelCacheError,
+        match=f"the kernel cache {shared} can be written by other users \\(mode 777\\)",
+    ):
         load_module(source)
     assert list(shared.iterdir()) == []  # nothing written into it, nothing imported
     env = {**os.environ, "EVONORM_KERNEL_CACHE": str(shared)}
-    out = subprocess.run([sys.executable, "-m", "evonorm_search", "compile", "x / std_group(x)"],
-                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "evonorm_search", "compile", "x / std_group(x)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"evonorm-search: error: the kernel cache {shared} can be written by other users "
         "(mode 777): chmod 700 it, or set EVONORM_KERNEL_CACHE to a directory of your own"

@@ -33,8 +33,14 @@ from evonorm_search.store import Store, make_engine
 
 HOSTILE = "<img src=x onerror=alert(1)>"  # a legal search name (no "/"), hostile in HTML
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # The test client's requests name 127.0.0.1 (its default "testserver" is no host it serves).
 LOCAL = "http://127.0.0.1"
 FOREIGN = "evil.example"  # a DNS-rebinding page's host
@@ -42,8 +48,12 @@ STATIC = Path(__file__).parent.parent / "evonorm_search" / "dashboard" / "static
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evonorm_search", *args], capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "evonorm_search", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli_json(*args: str):
@@ -60,10 +70,21 @@ def api(name: str, suffix: str = "") -> str:
 def dashboard(url: str, *args: str, cwd: Path | None = None):
     """``evonorm-search dashboard`` on a free port; yields (base URL, the lines it printed)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "evonorm_search", "dashboard", "--port", "0",
-         *(["--db", url] if url else []), *args],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=cwd,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "evonorm_search",
+            "dashboard",
+            "--port",
+            "0",
+            *(["--db", url] if url else []),
+            *args,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=cwd,
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -78,8 +99,10 @@ def dashboard(url: str, *args: str, cwd: Path | None = None):
                     yield found.group(1).rstrip("/"), lines
                     return
             if process.poll() is not None:
-                pytest.fail(f"the dashboard exited {process.returncode}: {''.join(lines)}"
-                            f"{process.stderr.read()}")  # fmt: skip
+                pytest.fail(
+                    f"the dashboard exited {process.returncode}: {''.join(lines)}"
+                    f"{process.stderr.read()}"
+                )
         pytest.fail(f"the dashboard did not start in 60 s: {''.join(lines)}")
     finally:
         process.terminate()
@@ -100,8 +123,10 @@ def searched(tmp_path_factory):
 def client(searched):
     from starlette.testclient import TestClient
 
-    with Store(searched, readonly=True) as store, \
-            TestClient(create_app(store), base_url=LOCAL) as client:  # fmt: skip
+    with (
+        Store(searched, readonly=True) as store,
+        TestClient(create_app(store), base_url=LOCAL) as client,
+    ):
         yield client
 
 
@@ -136,10 +161,12 @@ def test_the_json_endpoints_say_what_the_cli_says(searched, client, name):
     pareto = ("pareto", name, "--db", searched)
     front = cli_json(*pareto)
     assert front and client.get(api(name, "/pareto")).json() == front
-    assert (client.get(api(name, "/pareto?baselines=1")).json()
-            == cli_json(*pareto, "--with-baselines"))  # fmt: skip
-    assert (client.get(api(name, "/pareto?objectives=resnet,nodes")).json()
-            == cli_json(*pareto, "--objectives", "resnet,nodes"))  # fmt: skip
+    assert client.get(api(name, "/pareto?baselines=1")).json() == cli_json(
+        *pareto, "--with-baselines"
+    )
+    assert client.get(api(name, "/pareto?objectives=resnet,nodes")).json() == cli_json(
+        *pareto, "--objectives", "resnet,nodes"
+    )
     for row in front:
         shown = cli_json("show", str(row["id"]), "--db", searched)
         assert client.get(f"/api/candidates/{row['id']}").json() == shown
@@ -168,17 +195,20 @@ def test_points_rate_and_siblings_say_how_the_search_went(client, searched):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("path", "status", "message"), [
-    ("/searches/nope", 404, "unknown search &#39;nope&#39;"),
-    ("/api/searches/nope", 404, "unknown search 'nope'"),
-    ("/api/searches/nope/pareto", 404, "unknown search 'nope'"),
-    ("/candidates/99999", 404, "unknown candidate id 99999"),
-    ("/api/candidates/99999", 404, "unknown candidate id 99999"),
-    ("/candidates/abc", 404, "unknown candidate id abc"),
-    ("/candidates/99999/layer.py", 404, "unknown candidate id 99999"),
-    ("/api/searches/demo/pareto?objectives=bogus", 400, "bad objectives bogus"),
-    ("/no/such/page", 404, "Not Found"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/searches/nope", 404, "unknown search &#39;nope&#39;"),
+        ("/api/searches/nope", 404, "unknown search 'nope'"),
+        ("/api/searches/nope/pareto", 404, "unknown search 'nope'"),
+        ("/candidates/99999", 404, "unknown candidate id 99999"),
+        ("/api/candidates/99999", 404, "unknown candidate id 99999"),
+        ("/candidates/abc", 404, "unknown candidate id abc"),
+        ("/candidates/99999/layer.py", 404, "unknown candidate id 99999"),
+        ("/api/searches/demo/pareto?objectives=bogus", 400, "bad objectives bogus"),
+        ("/no/such/page", 404, "Not Found"),
+    ],
+)
 def test_unknown_things_are_404s_never_tracebacks(client, path, status, message):
     response = client.get(path)
     assert response.status_code == status
@@ -213,8 +243,9 @@ def test_downloads_are_the_graph_its_module_and_its_drawing(client):
     assert graph.headers["content-disposition"].startswith("attachment")
     assert LayerGraph.from_json(graph.text).structural_hash() == row["structural_hash"]
     module = client.get(f"/candidates/{row['id']}/layer.py")
-    assert module.text == export_source(record["graph"], "EvolvedNormAct",
-                                        provenance=provenance_of(record))  # fmt: skip
+    assert module.text == export_source(
+        record["graph"], "EvolvedNormAct", provenance=provenance_of(record)
+    )
     compile(module.text, "layer.py", "exec")
     drawing = client.get(f"/candidates/{row['id']}/graph.svg")
     assert drawing.headers["content-type"] == "image/svg+xml" and b"<svg" in drawing.content
@@ -286,8 +317,17 @@ def test_the_policy_allows_only_the_dashboards_own_files():
 
 
 @pytest.mark.parametrize("path", ["/", "/api/searches", "/static/dashboard.js"])
-@pytest.mark.parametrize("host", [FOREIGN, f"{FOREIGN}:8080", "127.0.0.1.evil.example",
-                                  "localhost.evil.example", "<b>evil</b>", ""])  # fmt: skip
+@pytest.mark.parametrize(
+    "host",
+    [
+        FOREIGN,
+        f"{FOREIGN}:8080",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example",
+        "<b>evil</b>",
+        "",
+    ],
+)
 def test_a_foreign_host_is_a_400_that_echoes_nothing(store, host, path):
     """A DNS-rebinding page's requests name its own host: refused, whatever the path."""
     with local_client(create_app(store)) as client:
@@ -298,8 +338,10 @@ def test_a_foreign_host_is_a_400_that_echoes_nothing(store, host, path):
     assert_secured(response)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8080", "localhost", "localhost:8080",
-                                  "LocalHost:1", "[::1]:8080"])  # fmt: skip
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.0.0.1:8080", "localhost", "localhost:8080", "LocalHost:1", "[::1]:8080"],
+)
 def test_loopback_hosts_with_any_port_are_answered(store, host):
     with local_client(create_app(store)) as client:
         for path in ("/", "/api/searches", "/static/dashboard.css"):
@@ -345,10 +387,21 @@ def test_every_response_carries_nosniff_and_the_policy(store):
             return fail
 
     with local_client(create_app(store)) as client:
-        responses = {path: client.get(path) for path in (
-            "/", "/api/searches", "/static/dashboard.js", "/static/plotly.css",
-            "/static/favicon.svg", "/searches/nope", "/api/searches/nope", "/candidates/abc",
-            "/api/searches/x/pareto?objectives=bogus", "/no/such/page")}  # fmt: skip
+        responses = {
+            path: client.get(path)
+            for path in (
+                "/",
+                "/api/searches",
+                "/static/dashboard.js",
+                "/static/plotly.css",
+                "/static/favicon.svg",
+                "/searches/nope",
+                "/api/searches/nope",
+                "/candidates/abc",
+                "/api/searches/x/pareto?objectives=bogus",
+                "/no/such/page",
+            )
+        }
         responses["foreign"] = client.get("/", headers={"Host": FOREIGN})
     with local_client(create_app(Broken()), raise_server_exceptions=False) as client:
         responses["500 page"] = client.get("/searches/x")
@@ -363,8 +416,13 @@ def test_every_response_carries_nosniff_and_the_policy(store):
 @pytest.mark.slow
 def test_pages_and_downloads_carry_the_headers_and_no_inline_code(client):
     (row, *_) = client.get(api("demo", "/pareto")).json()
-    pages = ["/", "/searches/demo", f"/searches/{quote(HOSTILE, safe='')}",
-             f"/candidates/{row['id']}", "/searches/nope"]  # fmt: skip
+    pages = [
+        "/",
+        "/searches/demo",
+        f"/searches/{quote(HOSTILE, safe='')}",
+        f"/candidates/{row['id']}",
+        "/searches/nope",
+    ]
     for path in pages:
         response = client.get(path)
         assert_secured(response)
@@ -383,8 +441,10 @@ def _plotly_rules(bundle: str) -> list[tuple[str, str]]:
     string = r"""(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')"""
     entry = re.compile(rf"\s*(?:{string}|([A-Za-z_$][\w$]*))\s*:\s*{string}\s*([,}}])")
     start = bundle.index('{"X,X div":')
-    loop = re.compile(r'for\((\w+) in \w+\)\w+=\1\.replace\(/\^,/," ,"\)'
-                      r'\.replace\(/X/g,"([^"]*)"\)\.replace\(/Y/g,"([^"]*)"\)')  # fmt: skip
+    loop = re.compile(
+        r'for\((\w+) in \w+\)\w+=\1\.replace\(/\^,/," ,"\)'
+        r'\.replace\(/X/g,"([^"]*)"\)\.replace\(/Y/g,"([^"]*)"\)'
+    )
     x, y = loop.search(bundle, start).group(2, 3)
     rules, at = [], start + 1
     while True:
@@ -406,8 +466,10 @@ def test_plotly_css_holds_the_rules_plotly_would_inject():
     css = re.sub(r"/\*.*?\*/", "", (STATIC / "plotly.css").read_text(), flags=re.S)
     written = [(s.strip(), d) for s, d in re.findall(r"([^{}]+)\{([^{}]*)\}", css)]
     assert len(rules) > 50 and written == rules[::-1]
-    skips = r'"plotly\.js-style-"\+\w+,(\w+)=document\.getElementById\(\w+\);' \
-            r'if\(!\(\1&&\1\.matches\("\.no-inline-styles"\)\)\)'  # fmt: skip
+    skips = (
+        r'"plotly\.js-style-"\+\w+,(\w+)=document\.getElementById\(\w+\);'
+        r'if\(!\(\1&&\1\.matches\("\.no-inline-styles"\)\)\)'
+    )
     assert re.search(skips, bundle)
 
 
@@ -421,12 +483,16 @@ def test_a_database_that_cannot_be_used_stops_it_in_one_line(tmp_path, kind):
         with contextlib.closing(sqlite3.connect(path)) as connection:
             connection.execute("create table t (x)")
     url = {"unreachable": "postgresql://someone:s3cret@127.0.0.1:1/test"}.get(
-        kind, f"sqlite:///{path}")  # fmt: skip
+        kind, f"sqlite:///{path}"
+    )
     out = cli("dashboard", "--db", url, "--port", "0", timeout=60)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("evonorm-search: error: ")
-    assert {"missing": "no database at", "foreign": "is not an evonorm-search database",
-            "unreachable": "cannot use postgresql://someone:***@"}[kind] in out.stderr  # fmt: skip
+    assert {
+        "missing": "no database at",
+        "foreign": "is not an evonorm-search database",
+        "unreachable": "cannot use postgresql://someone:***@",
+    }[kind] in out.stderr
     assert "s3cret" not in out.stderr
     assert path.exists() == (kind == "foreign")  # never creates a database
 
@@ -474,12 +540,24 @@ def test_it_binds_loopback_unless_told_and_then_warns(empty):
 
 
 def test_the_real_dashboard_answers_its_hosts_and_allow_host_only(empty):
-    allow = ("--allow-host", "Dash.Example.org", "--allow-host", "*.lab.example",
-             "--allow-host", "2001:DB8::1")  # fmt: skip
+    allow = (
+        "--allow-host",
+        "Dash.Example.org",
+        "--allow-host",
+        "*.lab.example",
+        "--allow-host",
+        "2001:DB8::1",
+    )
     with dashboard(empty, *allow) as (base, _):
         port = base.rsplit(":", 1)[1]
-        for host in (None, f"localhost:{port}", "dash.example.org", f"dash.example.org:{port}",
-                     "node1.lab.example:443", f"[2001:db8::1]:{port}"):  # fmt: skip
+        for host in (
+            None,
+            f"localhost:{port}",
+            "dash.example.org",
+            f"dash.example.org:{port}",
+            "node1.lab.example:443",
+            f"[2001:db8::1]:{port}",
+        ):
             status, _, headers = get(f"{base}/api/searches", host)
             assert status == 200, host
             assert headers["Content-Security-Policy"] == CSP
@@ -489,8 +567,7 @@ def test_the_real_dashboard_answers_its_hosts_and_allow_host_only(empty):
             assert headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("name", ["*", "dash.lan:8080", "http://dash.lan", "dash.lan/x", "",
-                                  "a b"])  # fmt: skip
+@pytest.mark.parametrize("name", ["*", "dash.lan:8080", "http://dash.lan", "dash.lan/x", "", "a b"])
 def test_an_allow_host_that_is_no_host_name_is_one_line(empty, name):
     out = cli("dashboard", "--db", empty, "--port", "0", "--allow-host", name, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
@@ -503,8 +580,9 @@ def test_an_allow_host_that_is_no_host_name_is_one_line(empty, name):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium): "
-                    "browser tests skipped")  # fmt: skip
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install -y chromium): browser tests skipped"
+        )
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -587,8 +665,11 @@ def test_the_front_is_drawn_point_by_point_and_a_click_opens_the_candidate(page,
     wait_until(page, "document.querySelectorAll('#lineage li').length > 0")
     assert page.inner_text("#formula") == record["formula"]
     assert page.locator("#lineage li").count() == len(record["lineage"])
-    baselines = [b for b in cli_json("pareto", "demo", "--with-baselines", "--db",
-                                     searched)["baselines"] if b["scores"]]  # fmt: skip
+    baselines = [
+        b
+        for b in cli_json("pareto", "demo", "--with-baselines", "--db", searched)["baselines"]
+        if b["scores"]
+    ]
     assert page.locator("#scores thead th").count() == 2 + len(baselines)
 
 
@@ -596,15 +677,23 @@ def test_the_front_is_drawn_point_by_point_and_a_click_opens_the_candidate(page,
 def test_the_funnel_says_what_status_json_says(page, served, searched):
     open_search(page, served, "demo")
     status = cli_json("status", "demo", "--db", searched)
-    shown = {row.get_attribute("data-stage"): int(row.locator("td.count").inner_text())
-             for row in page.locator("#funnel tbody tr").all()}  # fmt: skip
-    assert shown == {**status["stopped_at"], "queued": status["queued"],
-                     "running": status["running"], "trained": status["trained"]}  # fmt: skip
+    shown = {
+        row.get_attribute("data-stage"): int(row.locator("td.count").inner_text())
+        for row in page.locator("#funnel tbody tr").all()
+    }
+    assert shown == {
+        **status["stopped_at"],
+        "queued": status["queued"],
+        "running": status["running"],
+        "trained": status["trained"],
+    }
     assert int(page.inner_text("#screened")) == status["screened"]
     assert int(page.inner_text("#trained")) == status["trained"]
     # Where the worker time went, as status says it (hours, to two decimals).
-    fates = {row.get_attribute("data-fate"): row.locator("td.count").inner_text()
-             for row in page.locator("#worker-time tbody tr").all()}  # fmt: skip
+    fates = {
+        row.get_attribute("data-fate"): row.locator("td.count").inner_text()
+        for row in page.locator("#worker-time tbody tr").all()
+    }
     spent = sum(status["worker_by_fate"].values())
     assert fates == {
         **{f: f"{s / 3600:.2f}" for f, s in status["worker_by_fate"].items()},
@@ -670,8 +759,10 @@ def test_the_pages_keep_to_the_content_security_policy(page, served, searched):
 @pytest.mark.slow
 def test_a_candidate_written_by_another_process_appears_without_a_reload(page, searched, tmp_path):
     copy = tmp_path / "copy.db"  # this test writes: keep the shared database as it is
-    with contextlib.closing(sqlite3.connect(searched.removeprefix("sqlite:///"))) as source, \
-            contextlib.closing(sqlite3.connect(copy)) as target:  # fmt: skip
+    with (
+        contextlib.closing(sqlite3.connect(searched.removeprefix("sqlite:///"))) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
         source.backup(target)
     url = f"sqlite:///{copy}"
     with dashboard(url) as (base, _):
@@ -688,14 +779,19 @@ def test_a_candidate_written_by_another_process_appears_without_a_reload(page, s
             "    s.set_fitness(i, {'resnet': 0.999})\n"
             "    print(i)\n"
         )
-        out = subprocess.run([sys.executable, "-c", writer], capture_output=True, text=True,
-                             timeout=120)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", writer], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         new = int(out.stdout)
-        wait_until(page, f"document.getElementById('trained').textContent == '{trained + 1}'",
-                   timeout=10_000)  # fmt: skip
-        wait_until(page, f"document.getElementById('best').textContent.includes('#{new}')",
-                   timeout=10_000)  # fmt: skip
+        wait_until(
+            page,
+            f"document.getElementById('trained').textContent == '{trained + 1}'",
+            timeout=10_000,
+        )
+        wait_until(
+            page, f"document.getElementById('best').textContent.includes('#{new}')", timeout=10_000
+        )
         assert page.evaluate("window.notReloaded") is True
 
 
@@ -713,8 +809,10 @@ def test_a_database_lost_while_serving_is_a_503_and_it_keeps_serving():
     try:
         with Store(url) as writer:
             populate(writer, "demo", candidates=10)
-        with Store(url, readonly=True) as store, \
-                TestClient(create_app(store), base_url=LOCAL) as client:  # fmt: skip
+        with (
+            Store(url, readonly=True) as store,
+            TestClient(create_app(store), base_url=LOCAL) as client,
+        ):
             assert client.get(api("demo")).status_code == 200
             admin = make_engine(POSTGRES).execution_options(isolation_level="AUTOCOMMIT")
             with admin.connect() as connection:

@@ -26,8 +26,10 @@ from evonorm_search.space import load_space
 from evonorm_search.store import Store, StoreError
 
 TOLERANCE = 1e-5
-HOSTILE_OP = {"format": "evonorm-graph/1",
-              "nodes": [{"op": "__import__('os').system('x')", "inputs": [0]}]}  # fmt: skip
+HOSTILE_OP = {
+    "format": "evonorm-graph/1",
+    "nodes": [{"op": "__import__('os').system('x')", "inputs": [0]}],
+}
 HOSTILE_CLASS_NAME = "X(): pass\nimport os\nclass Y"
 
 # How far a tensor (or a state dict) is from a reference: in the child below and here.
@@ -139,10 +141,16 @@ def _reference_case(graph, shape, *, dtype=torch.float32, seed=0, **kwargs):
     with torch.no_grad():
         eval_y = layer(eval_x)
     return layer, {
-        "channels": shape[1], "kwargs": {"momentum": 0.2, **kwargs}, "fresh": fresh,
-        "attributes": [layer.groups, layer.eps, layer.momentum], "initial": initial,
-        "steps": steps, "trained": layer.state_dict(), "eval_x": eval_x, "eval_y": eval_y,
-    }  # fmt: skip
+        "channels": shape[1],
+        "kwargs": {"momentum": 0.2, **kwargs},
+        "fresh": fresh,
+        "attributes": [layer.groups, layer.eps, layer.momentum],
+        "initial": initial,
+        "steps": steps,
+        "trained": layer.state_dict(),
+        "eval_x": eval_x,
+        "eval_y": eval_y,
+    }
 
 
 def _cases():
@@ -150,38 +158,63 @@ def _cases():
     space, and the corners: dense and sequence inputs, 16- and 64-bit, no affine, a group
     fallback."""
     shapes = {"image": (4, 8, 3, 5), "any": (4, 8, 3, 5), "sequence": (3, 8, 6)}
-    cases = {name: (baselines.get(name), shapes[baselines.describe(name).tensor], {})
-             for name in baselines.names()}  # fmt: skip
+    cases = {
+        name: (baselines.get(name), shapes[baselines.describe(name).tensor], {})
+        for name in baselines.names()
+    }
     random_graphs = screened_random_graphs([load_space("evonorm_b")], 20, seed=7)
-    cases.update({f"random{i}": (g, (4, 8, 3, 3), {"groups": 4})
-                  for i, g in enumerate(random_graphs)})  # fmt: skip
-    cases.update({
-        "in_relu_dense": (baselines.get("in_relu"), (6, 8), {}),
-        "bn_relu_dense": (baselines.get("bn_relu"), (6, 8), {}),
-        "evonorm_s0_bf16": (baselines.get("evonorm_s0"), (4, 8, 3, 3),
-                            {"dtype": torch.bfloat16, "groups": 4}),
-        "evonorm_b0_fp64": (baselines.get("evonorm_b0"), (4, 8, 3, 3), {"dtype": torch.float64}),
-        "all_batch_kinds_no_affine": (
-            "(x - mean_batch(x)) / std_batch(x) + x / rms_batch(x * v1) + mean_batch(v0)",
-            (5, 6, 2, 2), {"affine": False}),
-        "group_fallback": ("x / std_group(x) + mean_layer(x) * rms_channel(x)", (2, 12, 3, 3),
-                           {"groups": 8, "eps": 1e-3}),
-        "every_statistic": (EVERY_STATISTIC, (4, 8, 3, 3), {"groups": 2}),
-    })  # fmt: skip
+    cases.update(
+        {f"random{i}": (g, (4, 8, 3, 3), {"groups": 4}) for i, g in enumerate(random_graphs)}
+    )
+    cases.update(
+        {
+            "in_relu_dense": (baselines.get("in_relu"), (6, 8), {}),
+            "bn_relu_dense": (baselines.get("bn_relu"), (6, 8), {}),
+            "evonorm_s0_bf16": (
+                baselines.get("evonorm_s0"),
+                (4, 8, 3, 3),
+                {"dtype": torch.bfloat16, "groups": 4},
+            ),
+            "evonorm_b0_fp64": (
+                baselines.get("evonorm_b0"),
+                (4, 8, 3, 3),
+                {"dtype": torch.float64},
+            ),
+            "all_batch_kinds_no_affine": (
+                "(x - mean_batch(x)) / std_batch(x) + x / rms_batch(x * v1) + mean_batch(v0)",
+                (5, 6, 2, 2),
+                {"affine": False},
+            ),
+            "group_fallback": (
+                "x / std_group(x) + mean_layer(x) * rms_channel(x)",
+                (2, 12, 3, 3),
+                {"groups": 8, "eps": 1e-3},
+            ),
+            "every_statistic": (EVERY_STATISTIC, (4, 8, 3, 3), {"groups": 2}),
+        }
+    )
     return cases
 
 
 # Every statistic on every axis, of x and of narrower inputs, and exp: with the other cases,
 # every template runs.
 EVERY_STATISTIC = " + ".join(
-    [f"{stat}_{axis}({arg})" for stat in STATISTICS for axis in AXES
-     for arg in ("x", "v1 * v1 + 0")] + ["exp(-square(x))"]
-)  # fmt: skip
+    [
+        f"{stat}_{axis}({arg})"
+        for stat in STATISTICS
+        for axis in AXES
+        for arg in ("x", "v1 * v1 + 0")
+    ]
+    + ["exp(-square(x))"]
+)
 
 
 def test_the_cases_run_every_template():
-    used = {(node.op, node.axis) for graph, _, _ in _cases().values()
-            for node in as_graph(graph).canonical().nodes}  # fmt: skip
+    used = {
+        (node.op, node.axis)
+        for graph, _, _ in _cases().values()
+        for node in as_graph(graph).canonical().nodes
+    }
     assert used == set(TEMPLATES)
 
 
@@ -209,8 +242,12 @@ def replay_in_a_clean_interpreter(tmp_path, cases, source_of, env=None, timeout=
     (tmp_path / "child.py").write_text(CHILD)
     out = subprocess.run(
         [sys.executable, "child.py", "cases.pt", "trained.pt"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=timeout, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=timeout,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert set(report["errors"]) == set(cases)
@@ -218,9 +255,15 @@ def replay_in_a_clean_interpreter(tmp_path, cases, source_of, env=None, timeout=
     trained = torch.load(tmp_path / "trained.pt", weights_only=True)
     back = {}
     for name, reference in references.items():
-        layer = GraphNormAct(reference.graph, reference.num_channels, groups=reference.groups,
-                             eps=reference.eps, momentum=reference.momentum,
-                             affine=reference.affine, backend="eager").eval()  # fmt: skip
+        layer = GraphNormAct(
+            reference.graph,
+            reference.num_channels,
+            groups=reference.groups,
+            eps=reference.eps,
+            momentum=reference.momentum,
+            affine=reference.affine,
+            backend="eager",
+        ).eval()
         layer.load_state_dict(trained[name], strict=True)
         with torch.no_grad():
             back[name] = error(layer(replayed[name]["eval_x"]), replayed[name]["eval_y"])
@@ -243,19 +286,31 @@ def test_source_imports_only_torch_with_one_line_per_node():
     program = graph.canonical()
     source = export_source(graph, "EveryStatistic")
     tree = ast.parse(source)
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}  # fmt: skip
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert {name.split(".")[0] for name in imported} <= {
-        "torch", "math", "numbers", "operator", "collections"
-    }  # fmt: skip
-    (cls,) = [node for node in tree.body
-              if isinstance(node, ast.ClassDef) and node.name != "NormAct"]  # fmt: skip
+        "torch",
+        "math",
+        "numbers",
+        "operator",
+        "collections",
+    }
+    (cls,) = [
+        node for node in tree.body if isinstance(node, ast.ClassDef) and node.name != "NormAct"
+    ]
     assert cls.name == "EveryStatistic"
     assert ast.get_docstring(cls).splitlines()[0] == program.formula()
     (forward,) = [f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"]
-    nodes = [s for s in forward.body
-             if isinstance(s, ast.Assign) and re.fullmatch(r"t\d+", s.targets[0].id)]  # fmt: skip
+    nodes = [
+        s
+        for s in forward.body
+        if isinstance(s, ast.Assign) and re.fullmatch(r"t\d+", s.targets[0].id)
+    ]
     assert [s.targets[0].id for s in nodes] == [f"t{i}" for i in range(4, program.output + 1)]
     assert all(s.lineno == s.end_lineno for s in nodes)
     # The eager runtime is carried verbatim: GraphNormAct runs the same code.
@@ -266,16 +321,23 @@ def test_source_imports_only_torch_with_one_line_per_node():
 
 def test_provenance_stays_inside_the_docstring():
     escape = 'x"""\nimport os\nos.system("echo owned")\n"""'
-    provenance = {"search": escape, 'key"""\\': "ends in a backslash \\", "nul": "a\x00b\u2028",
-                  "scores": {"resnet'\"\"\"": 0.5}, "candidate": 7}  # fmt: skip
+    provenance = {
+        "search": escape,
+        'key"""\\': "ends in a backslash \\",
+        "nul": "a\x00b\u2028",
+        "scores": {'resnet\'"""': 0.5},
+        "candidate": 7,
+    }
     source = export_source("x * v1", provenance=provenance)
     tree = ast.parse(source)
-    assert not any(isinstance(node, ast.Import) and node.names[0].name == "os"
-                   for node in ast.walk(tree))  # fmt: skip
+    assert not any(
+        isinstance(node, ast.Import) and node.names[0].name == "os" for node in ast.walk(tree)
+    )
     assert isinstance(tree.body[0], ast.Expr)  # the module's docstring, then code
     assert not any(isinstance(node, ast.Expr) for node in tree.body[1:])
-    (cls,) = [node for node in tree.body
-              if isinstance(node, ast.ClassDef) and node.name != "NormAct"]  # fmt: skip
+    (cls,) = [
+        node for node in tree.body if isinstance(node, ast.ClassDef) and node.name != "NormAct"
+    ]
     doc = ast.get_docstring(cls, clean=False)
     for key, value in provenance.items():
         rendered = value if isinstance(value, str) else repr(value)
@@ -292,10 +354,12 @@ def test_hostile_graphs_and_class_names_are_refused():
         with pytest.raises(ValueError, match="class name"):
             export_source("x * v1", name)
     # A graph built around LayerGraph's own checks meets the exporter's.
-    for node, message in [(Node("__import__('os').system('x')", (0,)), "no export template"),
-                          (Node("std", (0,), "group)\nimport os\n("), "no export template"),
-                          (Node("mul", ("x", 0)), "indices of earlier nodes"),
-                          (Node("neg", (-1,)), "indices of earlier nodes")]:  # fmt: skip
+    for node, message in [
+        (Node("__import__('os').system('x')", (0,)), "no export template"),
+        (Node("std", (0,), "group)\nimport os\n("), "no export template"),
+        (Node("mul", ("x", 0)), "indices of earlier nodes"),
+        (Node("neg", (-1,)), "indices of earlier nodes"),
+    ]:
         with pytest.raises(GraphError, match=message):
             export_source(LayerGraph._trusted((node,)))
 
@@ -304,11 +368,19 @@ def _store_with_candidates(url):
     """A search with a trained EvoNorm-S0 and rows no search would write: a hostile graph
     and a graph that is not JSON; their ids."""
     with Store(url) as store:
-        store.create_search("demo", space="evonorm_b", strategy="evolution", seed=0, budget=2,
-                            architectures=["resnet", "mobilenet"], proxy_key="test")  # fmt: skip
+        store.create_search(
+            "demo",
+            space="evonorm_b",
+            strategy="evolution",
+            seed=0,
+            budget=2,
+            architectures=["resnet", "mobilenet"],
+            proxy_key="test",
+        )
         graph = baselines.get("evonorm_s0")
-        trained = store.add_candidate("demo", graph=graph.to_json(), formula=graph.formula(),
-                                      status="queued")  # fmt: skip
+        trained = store.add_candidate(
+            "demo", graph=graph.to_json(), formula=graph.formula(), status="queued"
+        )
         store.set_fitness(trained, {"resnet": 0.625, "mobilenet": 0.5})
         hostile = store.add_candidate("demo", graph=json.dumps(HOSTILE_OP), status="rejected")
         garbage = store.add_candidate("demo", graph="x ** 2", status="rejected")
@@ -335,7 +407,7 @@ def test_cli_export_refuses_bad_input_with_one_line(sqlite_url, tmp_path):
         (["999"], "unknown candidate id 999"),
         ([str(trained), "--class-name", HOSTILE_CLASS_NAME], "is not a Python identifier"),
         ([str(trained), "-o", str(tmp_path / "missing" / "layer.py")], "cannot write"),
-    ]:  # fmt: skip
+    ]:
         result = CliRunner().invoke(cli, ["export", "-o", str(output), "--db", sqlite_url, *args])
         assert result.exit_code == 2, result.output
         assert len(result.stderr.splitlines()) == 1 and message in result.stderr
@@ -346,10 +418,23 @@ def test_cli_export_writes_a_runnable_module_with_its_provenance(sqlite_url, tmp
     trained, _, _ = _store_with_candidates(sqlite_url)
     output = tmp_path / "evolved.py"
     out = subprocess.run(
-        [sys.executable, "-m", "evonorm_search", "export", str(trained), "-o", str(output),
-         "--class-name", "EvolvedS0", "--db", sqlite_url],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "evonorm_search",
+            "export",
+            str(trained),
+            "-o",
+            str(output),
+            "--class-name",
+            "EvolvedS0",
+            "--db",
+            sqlite_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"wrote {output}: class EvolvedS0, candidate {trained} of search demo\n"
     namespace = {}
@@ -357,8 +442,13 @@ def test_cli_export_writes_a_runnable_module_with_its_provenance(sqlite_url, tmp
     exported = namespace["EvolvedS0"](12, groups=8)
     doc = exported.__doc__
     assert doc.startswith(baselines.get("evonorm_s0").canonical().formula())
-    for line in ("search: demo", f"candidate: {trained}", "status: trained",
-                 "scores: {'resnet': 0.625, 'mobilenet': 0.5}", "mean_score: 0.5625"):  # fmt: skip
+    for line in (
+        "search: demo",
+        f"candidate: {trained}",
+        "status: trained",
+        "scores: {'resnet': 0.625, 'mobilenet': 0.5}",
+        "mean_score: 0.5625",
+    ):
         assert line in doc
     reference = load_layer(sqlite_url, trained, 12, groups=8, backend="eager")
     reference.load_state_dict(exported.state_dict(), strict=True)
@@ -423,8 +513,11 @@ def _compile_and_export(tmp_path, backend, exports, graphs):
     (tmp_path / "child.py").write_text(COMPILE_CHILD)
     out = subprocess.run(
         [sys.executable, "child.py", backend, "export" if exports else "-", *map(str, paths)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     errors = json.loads(out.stdout)
     assert len(errors) == len(graphs) and max(errors.values()) <= TOLERANCE, errors

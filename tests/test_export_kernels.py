@@ -37,15 +37,24 @@ INTERPRETED = {**os.environ, "TRITON_INTERPRET": "1"}
 NOT_INTERPRETED = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
 # Figures quoted in the docstrings of files that other tests only run (an ahead-of-time
 # compilation per export is the test below).
-FIGURES = {"target": "sm_90a", "shape": [2, 8, 4, 4], "dtype": "float32", "registers": 1,
-           "spill_bytes": 0, "traffic_fwd": 2, "traffic_bwd": 3, "kernels": 1}  # fmt: skip
+FIGURES = {
+    "target": "sm_90a",
+    "shape": [2, 8, 4, 4],
+    "dtype": "float32",
+    "registers": 1,
+    "spill_bytes": 0,
+    "traffic_fwd": 2,
+    "traffic_bwd": 3,
+    "kernels": 1,
+}
 
 
 def kernel_export(graph, class_name="Exported", **kwargs):
     """``export_source(kernels=True)`` quoting FIGURES as these kernels' (no compilation)."""
     digest = generate(as_graph(graph).canonical()).digest
-    return export_source(graph, class_name, kernels=True,
-                         compiled={**FIGURES, "kernel_hash": digest}, **kwargs)  # fmt: skip
+    return export_source(
+        graph, class_name, kernels=True, compiled={**FIGURES, "kernel_hash": digest}, **kwargs
+    )
 
 
 def run_child(tmp_path, code: str, *args: str, env=None, timeout: float = 600) -> dict:
@@ -53,8 +62,14 @@ def run_child(tmp_path, code: str, *args: str, env=None, timeout: float = 600) -
     stdout line, JSON."""
     script = tmp_path / "child.py"
     script.write_text(MEASURES + code + '\nassert "evonorm_search" not in sys.modules\n')
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                         cwd=tmp_path, env=env or NOT_INTERPRETED, timeout=timeout)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env or NOT_INTERPRETED,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -88,8 +103,12 @@ def _kernel_cases():
     for name in [n for n in cases if n.startswith("random")]:
         del cases[name]
     spaces = [load_space("evonorm_b"), load_space("evonorm_s")]
-    cases.update({f"random{i}": (g, (4, 8, 3, 3), {"groups": 4})
-                  for i, g in enumerate(screened_random_graphs(spaces, 50, seed=11))})  # fmt: skip
+    cases.update(
+        {
+            f"random{i}": (g, (4, 8, 3, 3), {"groups": 4})
+            for i, g in enumerate(screened_random_graphs(spaces, 50, seed=11))
+        }
+    )
     cases["ln_relu_off_chip"] = (baselines.get("ln_relu"), (2, 8, 40, 40), {})
     return cases
 
@@ -100,8 +119,9 @@ def test_the_kernel_path_matches_graphnormact_in_the_interpreter(tmp_path):
     training steps and eval outputs, to 1e-4; state dicts load both ways; every module says
     once that it ran its kernels in triton's interpreter."""
     cases = _kernel_cases()
-    report, back = replay_in_a_clean_interpreter(tmp_path, cases, kernel_export,
-                                                 env=INTERPRETED, timeout=1500)  # fmt: skip
+    report, back = replay_in_a_clean_interpreter(
+        tmp_path, cases, kernel_export, env=INTERPRETED, timeout=1500
+    )
     # Each module once (the interpreter computes in numpy, which warns of the corners'
     # divisions by zero).
     told = {w: n for w, n in report["warnings"].items() if w.startswith("Exported ")}
@@ -116,8 +136,17 @@ def test_the_kernel_path_matches_graphnormact_in_the_interpreter(tmp_path):
 
 # -- the file on its own ---------------------------------------------------------------------
 
-ALLOWED_IMPORTS = {"math", "numbers", "operator", "typing", "collections.abc", "torch", "triton",
-                   "triton.language", "warnings"}  # fmt: skip
+ALLOWED_IMPORTS = {
+    "math",
+    "numbers",
+    "operator",
+    "typing",
+    "collections.abc",
+    "torch",
+    "triton",
+    "triton.language",
+    "warnings",
+}
 
 
 def imported_modules(source: str) -> set[str]:
@@ -137,8 +166,12 @@ def test_the_file_imports_torch_triton_math_typing_and_warnings_only(name):
     modules = imported_modules(source)
     assert modules <= ALLOWED_IMPORTS and {"torch", "triton"} <= modules
     tree = ast.parse(source)
-    top = {alias.name for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
-           for alias in node.names}  # fmt: skip
+    top = {
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
     assert "triton" not in top  # imported on the first launch only
     # The kernels are commented: their pointers, and one block comment per stage.
     assert re.search(r"x_ptr, .*  # x, y \(N, C, S\) contiguous", source)
@@ -221,8 +254,9 @@ def test_the_file_compiles_for_sm90a_on_its_own_with_the_figures_it_quotes(tmp_p
     path = tmp_path / "layer.py"
     path.write_text(export_source(baselines.get(name), kernels=True))
     doc = " ".join(path.read_text().split())
-    quoted = re.search(r"(\d+) kernels, at most (\d+) registers per thread, (\d+) bytes spilled",
-                       doc)  # fmt: skip
+    quoted = re.search(
+        r"(\d+) kernels, at most (\d+) registers per thread, (\d+) bytes spilled", doc
+    )
     assert quoted and "compiled ahead of time for sm_90a at x of (128, 64, 56, 56) bfloat16" in doc
     figures = run_child(tmp_path, LOAD + AOT_CHILD, str(path))
     assert len(figures) == int(quoted[1])
@@ -372,11 +406,15 @@ def test_exported_layers_load_side_by_side(tmp_path):
     torch.save({"states": states, "x": x, "y": outputs, "grad": grads}, tmp_path / "reference.pt")
     result = run_child(tmp_path, LOAD + SIDE_BY_SIDE_CHILD, *map(str, paths), env=INTERPRETED)
     assert max(result["errors"]) <= TOLERANCE, result["errors"]
-    b0, s0 = (f"evonorm_{baselines.get(n).canonical().structural_hash()}"
-              for n in ("evonorm_b0", "evonorm_s0"))  # fmt: skip
+    b0, s0 = (
+        f"evonorm_{baselines.get(n).canonical().structural_hash()}"
+        for n in ("evonorm_b0", "evonorm_s0")
+    )
     assert result["namespaces"] == [b0, s0, b0] and all(result["registered"])
-    assert sorted(result["told"]) == [f"{name} runs its Triton kernels in triton's interpreter"
-                                      for name in ("Again", "EvolvedB0", "EvolvedS0")]  # fmt: skip
+    assert sorted(result["told"]) == [
+        f"{name} runs its Triton kernels in triton's interpreter"
+        for name in ("Again", "EvolvedB0", "EvolvedS0")
+    ]
 
 
 COMPILE_CHILD = r"""
@@ -409,8 +447,7 @@ def test_the_layer_runs_under_torch_compile_on_the_cpu(tmp_path):
     eval agree with the uncompiled modules."""
     (tmp_path / "first.py").write_text(kernel_export(baselines.get("evonorm_b0")))
     (tmp_path / "second.py").write_text(kernel_export(baselines.get("evonorm_s0")))
-    result = run_child(tmp_path, LOAD + "import copy\n" + COMPILE_CHILD, "first.py",
-                       "second.py")  # fmt: skip
+    result = run_child(tmp_path, LOAD + "import copy\n" + COMPILE_CHILD, "first.py", "second.py")
     assert result["error"] <= 1e-5
     assert result["told"] == [
         "Exported runs in PyTorch ops on cpu tensors (its Triton kernels run CUDA tensors, or "
@@ -428,11 +465,25 @@ def test_cli_export_kernels_quotes_the_stored_compile_figures(sqlite_url, tmp_pa
     with Store(sqlite_url) as store:
         store.update_candidate(trained, compiled=figures)
     output = tmp_path / "evolved.py"
-    result = CliRunner().invoke(cli, ["export", str(trained), "-o", str(output), "--kernels",
-                                      "--class-name", "EvolvedS0", "--db", sqlite_url])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(trained),
+            "-o",
+            str(output),
+            "--kernels",
+            "--class-name",
+            "EvolvedS0",
+            "--db",
+            sqlite_url,
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert result.output == (f"wrote {output}: class EvolvedS0 with its Triton kernels, "
-                             f"candidate {trained} of search demo\n")  # fmt: skip
+    assert result.output == (
+        f"wrote {output}: class EvolvedS0 with its Triton kernels, "
+        f"candidate {trained} of search demo\n"
+    )
     source = output.read_text()
     assert imported_modules(source) <= ALLOWED_IMPORTS
     for line in (
@@ -443,8 +494,13 @@ def test_cli_export_kernels_quotes_the_stored_compile_figures(sqlite_url, tmp_pa
         f"{figures['kernels']} kernels, at most {figures['registers']} registers",
     ):
         assert line in " ".join(source.split()), line
-    assert source == export_source(graph, "EvolvedS0", kernels=True, compiled=figures,
-                                   provenance=_provenance(sqlite_url, trained))  # fmt: skip
+    assert source == export_source(
+        graph,
+        "EvolvedS0",
+        kernels=True,
+        compiled=figures,
+        provenance=_provenance(sqlite_url, trained),
+    )
 
 
 def _provenance(url, candidate):

@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device runs the real checks")
 def test_without_cuda_the_gpu_check_says_so_and_exits_2():
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "gpu_check: no CUDA device (torch.cuda.is_available() is False): nothing to check here"
@@ -26,9 +30,13 @@ def test_without_cuda_the_gpu_check_says_so_and_exits_2():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device runs the real parts")
 @pytest.mark.parametrize("part", ["gpu", "profile"])
 def test_without_cuda_the_gpu_parts_of_the_kernel_benchmark_skip_in_one_line(part, tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), part],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OUT": str(tmp_path)})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "kernels.py"), part],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OUT": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
         f"== {part}: skipped: no CUDA device (torch.cuda.is_available() is False) =="

@@ -186,8 +186,14 @@ print(json.dumps([functional_hash(baselines.get(n)) for n in baselines.names()])
 @pytest.mark.slow
 def test_hashes_are_the_same_in_any_process():
     env = {**os.environ, "PYTHONHASHSEED": "999"}
-    out = subprocess.run([sys.executable, "-c", HASH_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=120, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", HASH_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(out.stdout) == [functional_hash(baselines.get(n)) for n in baselines.names()]
 
 

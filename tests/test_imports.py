@@ -3,8 +3,20 @@ import sys
 
 import pytest
 
-HEAVY = ("ray", "optuna", "sqlalchemy", "triton", "networkx", "alembic", "click", "rich",
-         "matplotlib", "starlette", "jinja2", "uvicorn")  # fmt: skip
+HEAVY = (
+    "ray",
+    "optuna",
+    "sqlalchemy",
+    "triton",
+    "networkx",
+    "alembic",
+    "click",
+    "rich",
+    "matplotlib",
+    "starlette",
+    "jinja2",
+    "uvicorn",
+)
 
 
 @pytest.mark.slow

@@ -31,11 +31,13 @@ def evonorm_search(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The installed command as a user types it (its launcher does not put the working
     directory on sys.path; `python -P -m` where there is no launcher)."""
     launcher = Path(sys.executable).with_name("evonorm-search")
-    command = [str(launcher)] if launcher.is_file() else [sys.executable, "-P", "-m",
-                                                          "evonorm_search"]  # fmt: skip
+    command = (
+        [str(launcher)] if launcher.is_file() else [sys.executable, "-P", "-m", "evonorm_search"]
+    )
     env = {**os.environ, "EVONORM_KERNEL_CACHE": str(cwd.parent / "kernels")}
-    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=600)  # fmt: skip
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="compile needs triton")
@@ -54,8 +56,9 @@ def test_a_search_runs_its_trials_without_importing_the_working_directory(plante
     space = folder.parent / "tiny.toml"
     space.write_text(TINY_SPACE)
     url = f"sqlite:///{folder.parent / 'search.db'}"
-    out = evonorm_search("run", "--name", "planted", "--space", str(space), "--budget", "1",
-                         "--db", url, cwd=folder)  # fmt: skip
+    out = evonorm_search(
+        "run", "--name", "planted", "--space", str(space), "--budget", "1", "--db", url, cwd=folder
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "search planted: completed, 1/1 trained" in out.stdout
     assert not mark.exists(), mark.read_text()

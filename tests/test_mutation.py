@@ -218,8 +218,14 @@ def test_same_seed_same_sequence_in_any_process():
     runs = []
     for hash_seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run([sys.executable, "-c", SEQUENCE_SCRIPT, "42"], env=env,
-                             capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", SEQUENCE_SCRIPT, "42"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         runs.append(json.loads(out.stdout))
     assert runs[0] == runs[1]
     space = load_space("evonorm_b")

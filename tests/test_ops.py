@@ -43,8 +43,10 @@ def test_registry_has_the_papers_ops_and_statistics():
 
 
 # Inputs that reach every op's special cases: signed zeros, +-1, large values, inf, NaN.
-SPECIALS = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0, 100.0, -100.0, math.inf,
-                         -math.inf, math.nan], dtype=torch.float64)  # fmt: skip
+SPECIALS = torch.tensor(
+    [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0, 100.0, -100.0, math.inf, -math.inf, math.nan],
+    dtype=torch.float64,
+)
 
 
 def _same(a, b):

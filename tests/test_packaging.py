@@ -64,8 +64,11 @@ def test_wheel_contents(wheel):
     ):
         assert f"evonorm_search/_data/db/{migration}" in names
     dashboard = ROOT / "evonorm_search" / "dashboard"
-    assets = [p.relative_to(ROOT).as_posix() for p in dashboard.rglob("*")
-              if p.is_file() and p.suffix in (".html", ".js", ".css", ".svg")]  # fmt: skip
+    assets = [
+        p.relative_to(ROOT).as_posix()
+        for p in dashboard.rglob("*")
+        if p.is_file() and p.suffix in (".html", ".js", ".css", ".svg")
+    ]
     assert len(assets) >= 9 and set(assets) <= set(names)  # templates and static files
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (

@@ -13,10 +13,13 @@ from store_data import brute_force_front
 
 @given(
     st.integers(1, 4).flatmap(
-        lambda d: arrays(np.float64, st.tuples(st.integers(0, 1200), st.just(d)),
-                         elements=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0, -1e-300, 1e-300]))
+        lambda d: arrays(
+            np.float64,
+            st.tuples(st.integers(0, 1200), st.just(d)),
+            elements=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0, -1e-300, 1e-300]),
+        )
     )
-)  # fmt: skip
+)
 def test_matches_the_definition_with_ties_and_duplicates(points):
     """Few distinct values: many ties and exact duplicates, crossing the chunk size."""
     expected = brute_force_front({i: list(p) for i, p in enumerate(points)})

@@ -29,8 +29,18 @@ def write_cifar(directory: Path, per_batch: int = 20, test: bool = True) -> Path
     """A small CIFAR-10 directory in the official python format."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-             b"ship", b"truck"]  # fmt: skip
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
     with (directory / "batches.meta").open("wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + (["test_batch"] if test else []):
@@ -53,8 +63,12 @@ def test_reads_the_shared_cifar10():
     assert data.transfer_val_images.shape == data.transfer_test_images.shape == (2500, 3, 32, 32)
     assert data.classes[:3] == ("airplane", "automobile", "bird") and data.num_classes == 10
     assert data.test_images is None  # no test_batch in the shared folder
-    labels = [data.train_labels, data.val_labels, data.transfer_val_labels,
-              data.transfer_test_labels]  # fmt: skip
+    labels = [
+        data.train_labels,
+        data.val_labels,
+        data.transfer_val_labels,
+        data.transfer_test_labels,
+    ]
     counts = torch.bincount(torch.cat(labels), minlength=10)
     assert counts.tolist() == [5000] * 10  # the split loses nothing
     # The transfer slices do not move when the search's validation size does.

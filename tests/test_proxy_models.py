@@ -56,8 +56,10 @@ def test_every_site_is_the_candidate_and_sees_at_least_2x2(architecture):
         else:
             assert all(len(s) == 3 for s in shapes)  # tokens as (N, C, L)
         # No native normalization is left behind.
-        assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm)
-                       for m in model.modules())  # fmt: skip
+        assert not any(
+            isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm)
+            for m in model.modules()
+        )
 
 
 @pytest.mark.slow
@@ -97,8 +99,10 @@ def test_transfer_networks_are_bigger_full_resolution_and_replace_every_site(net
     assert out.shape == (2, 10) and len(shapes) == TRANSFER_SITES[network]
     if not token:
         assert shapes[0][2:] == (32, 32)  # no stem stride
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm)
-                   for m in model.modules())  # fmt: skip
+    assert not any(
+        isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm)
+        for m in model.modules()
+    )
     proxy = build("vit" if token else "resnet", factory(layer), image_size=32)
     assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in proxy.parameters())
     digits = build(network, factory(layer), in_channels=1, image_size=8)  # the tests' size

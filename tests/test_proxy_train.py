@@ -49,8 +49,12 @@ def test_training_learns(data, space):
 
 def test_a_few_steps_reduce_the_loss(data, space):
     torch.manual_seed(0)
-    model = build("resnet", lambda c: torch.nn.Sequential(torch.nn.BatchNorm2d(c), torch.nn.ReLU()),
-                  in_channels=1, image_size=8)  # fmt: skip
+    model = build(
+        "resnet",
+        lambda c: torch.nn.Sequential(torch.nn.BatchNorm2d(c), torch.nn.ReLU()),
+        in_channels=1,
+        image_size=8,
+    )
     _, before = evaluate(model, data)
     result = train(baselines.get("gn_relu"), "resnet", data, space=space, seed=0, steps=20)
     assert result.loss < before
@@ -80,8 +84,9 @@ def test_training_is_deterministic_for_a_seed(data, space):
 
 def test_candidates_train_every_architecture_after_all_checkpoints(data, space):
     reported = []
-    results = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0,
-                              on_result=reported.append)  # fmt: skip
+    results = train_candidate(
+        baselines.get("bn_relu"), data, space=space, seed=0, on_result=reported.append
+    )
     assert list(results) == ["resnet", "mobilenet", "efficientnet"]
     assert all(r.status == "completed" and r.steps == 40 for r in results.values())
     assert [r.architecture for r in reported] == list(results)
@@ -116,8 +121,9 @@ def test_the_signal_stage_watches_the_first_steps_without_changing_training(data
     assert training.quality() is None
     staged = training.finish()
     whole = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0)
-    assert {a: (r.accuracy, r.loss, r.train_loss) for a, r in staged.items()} == \
-        {a: (r.accuracy, r.loss, r.train_loss) for a, r in whole.items()}  # fmt: skip
+    assert {a: (r.accuracy, r.loss, r.train_loss) for a, r in staged.items()} == {
+        a: (r.accuracy, r.loss, r.train_loss) for a, r in whole.items()
+    }
 
 
 def test_signal_thresholds_reject_a_dead_layer_and_pass_a_good_one(data, space):
@@ -146,8 +152,9 @@ def test_signal_thresholds_reject_a_dead_layer_and_pass_a_good_one(data, space):
     assert signal_problem(good, under(min_loss_drop=100.0)).startswith("loss not falling")
     nan = dataclasses.replace(good, input_gradient=(float("nan"), 1e-5))
     assert signal_problem(nan, space).startswith("non-finite gradient or outputs")
-    rejected = CandidateTraining(LayerGraph.parse("max(x, 0) * 0 + x * 0"), data,
-                                 space=collapsed).signal()  # fmt: skip
+    rejected = CandidateTraining(
+        LayerGraph.parse("max(x, 0) * 0 + x * 0"), data, space=collapsed
+    ).signal()
     assert rejected.status == "rejected" and rejected.reason.startswith("outputs collapsed")
     diverged = CandidateTraining(LayerGraph.parse("x / v0"), data, space=space).signal()
     assert diverged.status == "diverged" and diverged.steps == 0

@@ -161,20 +161,33 @@ def test_the_main_job_runs_a_search_that_the_query_commands_read(tmp_path):
     commands = [c.strip().removeprefix(".venv/bin/") for c in setup.split("&&")[1:]]
     env = {**os.environ, "EVONORM_KERNEL_CACHE": str(tmp_path / "kernels")}
     for command in commands:
-        out = subprocess.run([sys.executable, "-m", "evonorm_search", *command.split()[1:]],
-                             capture_output=True, text=True, cwd=tmp_path, env=env,
-                             timeout=1500)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "evonorm_search", *command.split()[1:]],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=1500,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-    status = subprocess.run([sys.executable, "-m", "evonorm_search", "status", "quick",
-                             "--format", "json"], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=120)  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "evonorm_search", "status", "quick", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     summary = json.loads(status.stdout)
     assert summary["status"] == "completed" and summary["trained"] == summary["budget"] == 8
     assert "compile" in summary["stopped_at"]
     best = summary["best"]["id"]
-    front = subprocess.run([sys.executable, "-m", "evonorm_search", "pareto", "quick",
-                            "--format", "json"], capture_output=True, text=True, cwd=tmp_path,
-                           timeout=120)  # fmt: skip
+    front = subprocess.run(
+        [sys.executable, "-m", "evonorm_search", "pareto", "quick", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert best in {c["id"] for c in json.loads(front.stdout)}  # the best mean is never dominated
     shown = subprocess.run(
         [sys.executable, "-m", "evonorm_search", "show", str(best)],
@@ -196,14 +209,25 @@ def exported_into_a_resnet(directory: Path, best: int) -> None:
     export, train = command.split(" && ")
     export = export.split()
     export[2] = str(best)  # the README shows its own run's best candidate
-    out = subprocess.run([sys.executable, "-m", "evonorm_search", *export[1:]],
-                         capture_output=True, text=True, cwd=directory, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "evonorm_search", *export[1:]],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "with its Triton kernels" in out.stdout
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script, *args = train.split()[1:]  # run from the repository's root in the README
-    out = subprocess.run([sys.executable, str(ROOT / script), *args, "--steps", "30"], env=env,
-                         capture_output=True, text=True, cwd=directory, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / script), *args, "--steps", "30"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {line[:22].strip(): line[22:].split() for line in out.stdout.splitlines()[4:]}
     assert set(rows) == {"BatchNorm2d + ReLU", "EvolvedNormAct"}, out.stdout
@@ -236,8 +260,9 @@ def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
             wait_until(page, FRONT_DRAWN)
             x, y = page.input_value("#objective-x"), page.input_value("#objective-y")
             drawn = page.evaluate("document.getElementById('front-plot').data[1].customdata")
-            with urllib.request.urlopen(f"{base}/api/searches/{name}/pareto?objectives={x},{y}",
-                                        timeout=30) as response:  # fmt: skip
+            with urllib.request.urlopen(
+                f"{base}/api/searches/{name}/pareto?objectives={x},{y}", timeout=30
+            ) as response:
                 assert sorted(drawn) == sorted(r["id"] for r in json.load(response))
             assert int(page.inner_text("#trained")) == 8
             if shots:

@@ -20,8 +20,11 @@ TOO_LARGE = LayerGraph(tuple(Node("sigmoid", (i,)) for i in range(11)))  # 11 > 
 # (candidate, stage, reason): one candidate for every way the funnel can stop one.
 REJECTIONS = [
     ("x ** 2", "static", "malformed"),
-    ('{"format": "evonorm-graph/1", "nodes": [{"op": "cos", "inputs": [0]}]}', "static",
-     "malformed"),
+    (
+        '{"format": "evonorm-graph/1", "nodes": [{"op": "cos", "inputs": [0]}]}',
+        "static",
+        "malformed",
+    ),
     (TOO_LARGE, "static", "too_large"),
     ("mean_batch(x)", "static", "wrong_shape_class"),
     ("mean_channel(v1) * v1", "static", "independent_of_x"),
@@ -30,7 +33,7 @@ REJECTIONS = [
     ("exp(x)", "numeric", "exploding_output"),  # e^50 on the probe's x5 batch
     ("x * square(x)", "stability", "unstable"),
     ("sqrt(v0) + x", "stability", "non_finite_gradient"),  # sqrt'(0) is NaN, v0 starts at 0
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("candidate", "stage", "reason"), REJECTIONS)
@@ -62,7 +65,9 @@ def test_every_reason_is_reachable():
 def test_outside_the_space():
     result = Funnel(load_space("evonorm_s")).screen(baselines.get("evonorm_b0"))
     assert (result.fate.reason, result.fate.detail) == (
-        "outside_space", "node 4: axis 'batch' is not in this space")  # fmt: skip
+        "outside_space",
+        "node 4: axis 'batch' is not in this space",
+    )
 
 
 def test_a_good_layer_passes_every_stage_with_its_figures():

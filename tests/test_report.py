@@ -15,8 +15,9 @@ NAME = "<img src=x onerror=alert(1)>"  # a legal search name (no "/"), hostile i
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evonorm_search", *args], capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "evonorm_search", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,7 @@ protocol_store = test_baselines_eval.protocol_store  # the fixture: a search and
 
 
 def run(*args):
-    result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search",
-                                env={"COLUMNS": "200"})  # fmt: skip
+    result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search", env={"COLUMNS": "200"})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -45,15 +44,22 @@ def test_the_plan_takes_the_top_candidates_and_the_trained_baselines(protocol_st
         plan = plan_retune(store, "main", top=3, seeds=2, lr_trials=4)
         zoo = {r["name"]: r for r in store.baseline_layers("main")}
     assert [(layer.label, layer.kind) for layer in plan.layers] == [
-        (f"#{ids['twin']}", "candidate"), ("bn_relu", "baseline"), ("gn_relu", "baseline"),
-        ("evonorm_s0", "baseline")]  # fmt: skip
+        (f"#{ids['twin']}", "candidate"),
+        ("bn_relu", "baseline"),
+        ("gn_relu", "baseline"),
+        ("evonorm_s0", "baseline"),
+    ]
     by_label = {layer.label: layer for layer in plan.layers}
     assert by_label["evonorm_s0"].candidate == ids["evonorm_s0"] != ids["twin"]
     assert by_label["gn_relu"].candidate == zoo["gn_relu"]["id"]
     assert by_label["bn_relu"].graph == baselines.get("bn_relu").to_json()
     lr = plan.space.training.learning_rate
-    assert plan.settings == {"steps": 2 * plan.space.training.steps, "seeds": [1, 2],
-                             "lr_trials": 4, "lr_range": [lr / 10, lr * 10]}  # fmt: skip
+    assert plan.settings == {
+        "steps": 2 * plan.space.training.steps,
+        "seeds": [1, 2],
+        "lr_trials": 4,
+        "lr_range": [lr / 10, lr * 10],
+    }
     assert plan.baselines and not plan.skipped
 
     with Store(url) as store:  # bn_relu retuned with these settings, as the driver records it
@@ -67,12 +73,21 @@ def test_the_plan_takes_the_top_candidates_and_the_trained_baselines(protocol_st
             },
         )
         for seed, accuracies in [(1, (0.5, 0.6, 0.7)), (2, (0.4, 0.6, None))]:
-            for architecture, accuracy in zip(("resnet", "mobilenet", "efficientnet"),
-                                              accuracies, strict=True):  # fmt: skip
-                store.add_evaluation(ids["bn_relu"], architecture=architecture, dataset="cifar10",
-                                     preset="tiny", seed=seed, steps=600, stage="retune",
-                                     status="completed" if accuracy else "diverged",
-                                     seconds=1.0, accuracy=accuracy)  # fmt: skip
+            for architecture, accuracy in zip(
+                ("resnet", "mobilenet", "efficientnet"), accuracies, strict=True
+            ):
+                store.add_evaluation(
+                    ids["bn_relu"],
+                    architecture=architecture,
+                    dataset="cifar10",
+                    preset="tiny",
+                    seed=seed,
+                    steps=600,
+                    stage="retune",
+                    status="completed" if accuracy else "diverged",
+                    seconds=1.0,
+                    accuracy=accuracy,
+                )
         again = plan_retune(store, "main", top=3, seeds=2, lr_trials=4)
         assert [layer.label for layer in again.skipped] == ["bn_relu"]
         assert "bn_relu" not in [layer.label for layer in again.layers]
@@ -118,9 +133,17 @@ def test_final_seeds_are_measured_on_transfer_validation(tmp_path, test_batch):
     space_path.write_text(CIFAR_SPACE)
     # Enough images for the two transfer slices of 2,500 (the dataset's own sizes).
     data_dir = write_cifar(tmp_path / "cifar", per_batch=1004, test=test_batch)
-    request = {"graph": baselines.get("bn_relu").to_json(), "space": str(space_path),
-               "dataset": "cifar10", "data_dir": str(data_dir), "preset": None,
-               "phase": "final", "learning_rate": 0.02, "seed": 1, "steps": 3}  # fmt: skip
+    request = {
+        "graph": baselines.get("bn_relu").to_json(),
+        "space": str(space_path),
+        "dataset": "cifar10",
+        "data_dir": str(data_dir),
+        "preset": None,
+        "phase": "final",
+        "learning_rate": 0.02,
+        "seed": 1,
+        "steps": 3,
+    }
     report = retune_trial(request)
     assert report["split"] == "transfer_val" and len(report["evaluations"]) == 1
     [e] = report["evaluations"]
@@ -152,14 +175,23 @@ def test_final_seeds_are_measured_on_transfer_validation(tmp_path, test_batch):
 def test_errors_are_one_line_and_write_nothing(protocol_store, args, message):
     url, _ = protocol_store
     with Store(url) as store:
-        store.create_search("empty", space="evonorm_b", strategy="evolution", seed=0, budget=1,
-                            architectures=["resnet"], proxy_key="k")  # fmt: skip
+        store.create_search(
+            "empty",
+            space="evonorm_b",
+            strategy="evolution",
+            seed=0,
+            budget=1,
+            architectures=["resnet"],
+            proxy_key="k",
+        )
     before = rows(url, "SELECT id, measured FROM candidates") + rows(
-        url, "SELECT * FROM evaluations")  # fmt: skip
+        url, "SELECT * FROM evaluations"
+    )
     code, out, err = run("retune", *args, "--db", url)
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
     after = rows(url, "SELECT id, measured FROM candidates") + rows(
-        url, "SELECT * FROM evaluations")  # fmt: skip
+        url, "SELECT * FROM evaluations"
+    )
     assert after == before
 
 
@@ -183,8 +215,20 @@ def test_retune_a_search_and_the_baselines_in_real_processes(tmp_path):
     common = ["--no-verify", "--db", url]
     out = command("run", "--name", "s", "--space", str(space_path), "--budget", "2", *common)
     assert out.returncode == 0, out.stderr[-3000:]
-    retune = ["retune", "s", "--top", "1", "--seeds", "2", "--lr-trials", "2", "--steps", "8",
-              "--db", url]  # fmt: skip
+    retune = [
+        "retune",
+        "s",
+        "--top",
+        "1",
+        "--seeds",
+        "2",
+        "--lr-trials",
+        "2",
+        "--steps",
+        "8",
+        "--db",
+        url,
+    ]
 
     first = command(*retune)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -226,19 +270,26 @@ def test_retune_a_search_and_the_baselines_in_real_processes(tmp_path):
         assert r["learning_rate"] in [lr for lr, _ in trials]
         assert r["learning_rate"] == max(trials, key=lambda t: t[1])[0]  # the first of equals
         assert [(float(f"{lr:.4g}"), round(a, 4)) for lr, a in trials] == tried[r["layer"]]
-        runs = rows(url, "SELECT seed, architecture, steps, accuracy, dataset FROM evaluations "
-                         f"WHERE candidate_id = {candidate} AND stage = 'retune'")  # fmt: skip
+        runs = rows(
+            url,
+            "SELECT seed, architecture, steps, accuracy, dataset FROM evaluations "
+            f"WHERE candidate_id = {candidate} AND stage = 'retune'",
+        )
         assert sorted((seed, a) for seed, a, *_ in runs) == [(1, "resnet"), (2, "resnet")]
         assert all(steps == 8 and dataset == "digits" for *_, steps, _, dataset in runs)
         accuracies = [accuracy for _, _, _, accuracy, _ in runs]
         assert r["scores"]["resnet"]["mean"] == pytest.approx(statistics.fmean(accuracies))
         assert r["scores"]["resnet"]["std"] == pytest.approx(statistics.stdev(accuracies))
-        assert (r["mean"], r["std"]) == (r["scores"]["resnet"]["mean"],
-                                         r["scores"]["resnet"]["std"])  # fmt: skip
+        assert (r["mean"], r["std"]) == (
+            r["scores"]["resnet"]["mean"],
+            r["scores"]["resnet"]["std"],
+        )
         [(measured,)] = rows(url, f"SELECT measured FROM candidates WHERE id = {candidate}")
         assert json.loads(measured)["retune"]["learning_rate"] == r["learning_rate"]
     assert rows(url, "SELECT DISTINCT stage FROM evaluations ORDER BY stage") == [
-        ("proxy",), ("retune",)]  # fmt: skip
+        ("proxy",),
+        ("retune",),
+    ]
 
     table = command(*retune, env={**os.environ, "COLUMNS": "250"})
     assert table.returncode == 0 and "search s re-ranked" in table.stdout

@@ -66,8 +66,13 @@ def tiny(tmp_path):
 
 
 def cli(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evonorm_search", *args], capture_output=True,
-                          text=True, timeout=timeout, **popen)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "evonorm_search", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 def status(url: str, name: str) -> dict:
@@ -116,18 +121,35 @@ def new_driver(space_path: Path, url: str, name: str, **settings) -> tuple:
     settings = SearchSettings(name=name, space=str(space_path), verify=False, **settings)
     space = settings_space(settings)
     store = Store(url)
-    store.create_search(name, space=settings.space, strategy=settings.strategy,
-                        seed=settings.seed, budget=settings.budget,
-                        architectures=space.proxy.architectures, proxy_key=proxy_key(space),
-                        config=settings.to_config())  # fmt: skip
+    store.create_search(
+        name,
+        space=settings.space,
+        strategy=settings.strategy,
+        seed=settings.seed,
+        budget=settings.budget,
+        architectures=space.proxy.architectures,
+        proxy_key=proxy_key(space),
+        config=settings.to_config(),
+    )
     return store, settings, space, _Driver(store, settings, space, None)
 
 
 @pytest.mark.slow
 def test_a_search_runs_to_its_budget_and_records_the_compile_stage(tiny):
     space, url = tiny
-    out = cli("run", "--name", "first", "--space", str(space), "--budget", "3",
-              "--objectives", "resnet,cost", "--db", url)  # fmt: skip
+    out = cli(
+        "run",
+        "--name",
+        "first",
+        "--space",
+        str(space),
+        "--budget",
+        "3",
+        "--objectives",
+        "resnet,cost",
+        "--db",
+        url,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "search first: completed, 3/3 trained" in out.stdout
     summary = status(url, "first")
@@ -145,8 +167,10 @@ def test_a_search_runs_to_its_budget_and_records_the_compile_stage(tiny):
     assert "compiled" in shown.stdout and "traffic" in shown.stdout
 
     # The front the driver maintained is over accuracy (max) and compiled traffic (min).
-    points = rows(url, "SELECT id, scores, bytes_per_element, on_front FROM candidates "
-                       "WHERE status = 'trained'")  # fmt: skip
+    points = rows(
+        url,
+        "SELECT id, scores, bytes_per_element, on_front FROM candidates WHERE status = 'trained'",
+    )
     vectors = np.array([[json.loads(scores)["resnet"], -cost] for _, scores, cost, _ in points])
     dominated = [any((v >= u).all() and (v > u).any() for v in vectors) for u in vectors]
     assert [bool(on) for *_, on in points] == [not d for d in dominated]
@@ -165,8 +189,9 @@ def test_resume_after_sigkill_trains_exactly_the_budget(tiny):
     args = ["--space", str(space), "--budget", str(budget), "--no-verify", "--db", url]
     command = [sys.executable, "-m", "evonorm_search", "run", "--name", "killed", *args]
     for attempt in range(2):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         # A random moment, but never after a random share of the budget is trained: a fast
         # machine trains all 20 inside 15 s, and a kill after the end tests nothing.
         deadline = time.monotonic() + float(rng.uniform(5, 15))
@@ -198,11 +223,26 @@ def test_one_worker_and_a_seed_make_the_same_candidates(tiny, tmp_path):
     sequences = []
     for run_number in range(2):
         url = f"sqlite:///{tmp_path / f'seeded{run_number}.db'}"
-        out = cli("run", "--name", "seeded", "--space", str(space), "--budget", "2",
-                  "--no-verify", "--seed", "7", "--db", url)  # fmt: skip
+        out = cli(
+            "run",
+            "--name",
+            "seeded",
+            "--space",
+            str(space),
+            "--budget",
+            "2",
+            "--no-verify",
+            "--seed",
+            "7",
+            "--db",
+            url,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-        sequences.append(rows(url, "SELECT structural_hash, status, stage, scores "
-                                   "FROM candidates ORDER BY birth"))  # fmt: skip
+        sequences.append(
+            rows(
+                url, "SELECT structural_hash, status, stage, scores FROM candidates ORDER BY birth"
+            )
+        )
     assert sequences[0] == sequences[1]
 
 
@@ -232,8 +272,15 @@ def test_an_existing_name_points_to_resume(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     with Store(url) as store:
-        store.create_search("taken", space="evonorm_b", strategy="evolution", seed=0, budget=1,
-                            architectures=["resnet"], proxy_key="k")  # fmt: skip
+        store.create_search(
+            "taken",
+            space="evonorm_b",
+            strategy="evolution",
+            seed=0,
+            budget=1,
+            architectures=["resnet"],
+            proxy_key="k",
+        )
     out = cli("run", "--name", "taken", "--db", url, timeout=120)
     assert out.returncode == 2
     assert "a search named 'taken' exists already: `evonorm-search resume taken`" in out.stderr
@@ -260,19 +307,56 @@ def test_a_search_on_a_two_node_cluster_trains_on_both_nodes(tiny, tmp_path):
     ray = shutil.which("ray", path=os.path.dirname(sys.executable))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     port = free_port()
-    start = [[ray, "start", "--head", "--port", str(port), "--num-cpus", "1",
-              "--include-dashboard=false"],
-             [ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1"]]  # fmt: skip
+    start = [
+        [
+            ray,
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--include-dashboard=false",
+        ],
+        [ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1"],
+    ]
     try:
         for command in start:
             out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
             assert out.returncode == 0, out.stderr[-2000:]
-        out = cli("run", "--name", "cluster", "--space", str(space), "--budget", "4",
-                  "--no-verify", "--workers", "2", "--address", f"127.0.0.1:{port}",
-                  "--db", url, env=env)  # fmt: skip
+        out = cli(
+            "run",
+            "--name",
+            "cluster",
+            "--space",
+            str(space),
+            "--budget",
+            "4",
+            "--no-verify",
+            "--workers",
+            "2",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--db",
+            url,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-        out = cli("run", "--name", "private", "--space", str(space), "--budget", "2",
-                  "--no-verify", "--workers", "2", "--db", url, env=env)  # fmt: skip
+        out = cli(
+            "run",
+            "--name",
+            "private",
+            "--space",
+            str(space),
+            "--budget",
+            "2",
+            "--no-verify",
+            "--workers",
+            "2",
+            "--db",
+            url,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=180)
@@ -294,8 +378,18 @@ def test_a_search_writes_to_postgresql(tiny):
     databases = postgres_database()
     url = next(databases)
     try:
-        out = cli("run", "--name", "pg", "--space", str(space), "--budget", "2", "--no-verify",
-                  "--db", url)  # fmt: skip
+        out = cli(
+            "run",
+            "--name",
+            "pg",
+            "--space",
+            str(space),
+            "--budget",
+            "2",
+            "--no-verify",
+            "--db",
+            url,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         summary = status(url, "pg")
         assert summary["status"] == "completed" and summary["trained"] == 2
@@ -333,16 +427,34 @@ def test_a_trial_raising_a_long_error_fails_its_candidate_and_the_search_goes_on
     databases = postgres_database()
     url = next(databases)
     try:
-        out = cli("run", "--name", "long-errors", "--space", str(space), "--data", "cifar10",
-                  "--data-dir", str(data), "--budget", "1", "--max-candidates", "12",
-                  "--no-verify", "--db", url)  # fmt: skip
+        out = cli(
+            "run",
+            "--name",
+            "long-errors",
+            "--space",
+            str(space),
+            "--data",
+            "cifar10",
+            "--data-dir",
+            str(data),
+            "--budget",
+            "1",
+            "--max-candidates",
+            "12",
+            "--no-verify",
+            "--db",
+            url,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         summary = status(url, "long-errors")
         assert summary["status"] == "exhausted" and summary["screened"] == 12
         assert summary["failed"] >= 2, summary
         with Store(url, readonly=True) as store:
-            failed = [store.candidate(c["id"]) for c in store.history("long-errors")
-                      if c["status"] == "failed"]  # fmt: skip
+            failed = [
+                store.candidate(c["id"])
+                for c in store.history("long-errors")
+                if c["status"] == "failed"
+            ]
     finally:
         databases.close()
     for candidate in failed:
@@ -358,10 +470,25 @@ def test_a_trial_raising_a_long_error_fails_its_candidate_and_the_search_goes_on
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny):
     space, url = tiny
     process = subprocess.Popen(
-        [sys.executable, "-m", "evonorm_search", "run", "--name", "interrupted", "--space",
-         str(space), "--budget", "8", "--no-verify", "--db", url],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "evonorm_search",
+            "run",
+            "--name",
+            "interrupted",
+            "--space",
+            str(space),
+            "--budget",
+            "8",
+            "--no-verify",
+            "--db",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     # A budget well beyond the first trained candidate: on a fast machine a budget of 4 was
     # all trained before the interrupt took effect (a completed search, rightly exit 0).
     deadline = time.monotonic() + 300
@@ -386,8 +513,9 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny):
 def kill_a_trial(deadline: float) -> bool:
     """SIGKILL the first trial process (a Ray Tune function trainable) that appears."""
     while time.monotonic() < deadline:
-        for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True,
-                                   text=True).stdout.splitlines():  # fmt: skip
+        for line in subprocess.run(
+            ["ps", "-eo", "pid,args"], capture_output=True, text=True
+        ).stdout.splitlines():
             pid, _, command = line.strip().partition(" ")
             if command.startswith("ray::ImplicitFunc"):
                 os.kill(int(pid), signal.SIGKILL)
@@ -401,18 +529,36 @@ def kill_a_trial(deadline: float) -> bool:
 def test_a_dead_trial_is_retried_then_failed_and_the_search_goes_on(tiny, retries):
     space, url = tiny
     process = subprocess.Popen(
-        [sys.executable, "-m", "evonorm_search", "run", "--name", "crash", "--space", str(space),
-         "--budget", "3", "--no-verify", "--trial-retries", str(retries), "--db", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "evonorm_search",
+            "run",
+            "--name",
+            "crash",
+            "--space",
+            str(space),
+            "--budget",
+            "3",
+            "--no-verify",
+            "--trial-retries",
+            str(retries),
+            "--db",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert kill_a_trial(time.monotonic() + 120)
     _, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-3000:]
     summary = status(url, "crash")
     assert summary["status"] == "completed" and summary["trained"] == 3
     # (Layers that diverged failed too, at the stage where they did: not the trial's.)
-    failed = rows(url, "SELECT stage, reason FROM candidates WHERE status = 'failed' AND "
-                       "stage = 'trial'")  # fmt: skip
+    failed = rows(
+        url, "SELECT stage, reason FROM candidates WHERE status = 'failed' AND stage = 'trial'"
+    )
     if retries:
         assert failed == []  # the retry trained it
     else:
@@ -431,9 +577,11 @@ def test_a_duplicate_of_a_trained_candidate_is_told_with_its_scores(tiny):
         """Proposes these formulas in turn; records what it is told."""
 
         name = "scripted"
-        formulas = ("x * sigmoid(v1 * x) / std_group(x)",  # trained first
-                    "sigmoid(x * v1) * x / std_group(x)",  # the same structure
-                    "max(x - mean_batch(x), 0) / std_instance(x)")  # fmt: skip
+        formulas = (
+            "x * sigmoid(v1 * x) / std_group(x)",  # trained first
+            "sigmoid(x * v1) * x / std_group(x)",  # the same structure
+            "max(x - mean_batch(x), 0) / std_instance(x)",
+        )
 
         def __init__(self, *args) -> None:
             super().__init__(*args)
@@ -466,8 +614,19 @@ def test_relative_paths_are_resolved_before_trials_run_elsewhere(tiny, tmp_path)
     """A trial runs in a directory of its own: a relative space file or data directory,
     given from the search's working directory, still names the same file there."""
     space, url = tiny
-    out = cli("run", "--name", "relative", "--space", space.name, "--budget", "1",
-              "--no-verify", "--db", url, cwd=space.parent)  # fmt: skip
+    out = cli(
+        "run",
+        "--name",
+        "relative",
+        "--space",
+        space.name,
+        "--budget",
+        "1",
+        "--no-verify",
+        "--db",
+        url,
+        cwd=space.parent,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert status(url, "relative")["trained"] == 1
     config = json.loads(rows(url, "SELECT config FROM searches WHERE name = 'relative'")[0][0])
@@ -499,8 +658,22 @@ def test_a_worker_time_budget_holds_across_resumes_and_nothing_is_proposed_again
     its budget stops at once; with a bigger one the search goes on where its random stream
     stopped (before, a resumed random search replayed its first proposals as duplicates)."""
     space, url = tiny
-    out = cli("run", "--name", "timed", "--space", str(space), "--strategy", "random", "--budget",
-              "1000", "--worker-hours", "0.006", "--no-verify", "--db", url)  # fmt: skip
+    out = cli(
+        "run",
+        "--name",
+        "timed",
+        "--space",
+        str(space),
+        "--strategy",
+        "random",
+        "--budget",
+        "1000",
+        "--worker-hours",
+        "0.006",
+        "--no-verify",
+        "--db",
+        url,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "search timed: exhausted (worker-time budget of 0.006 h reached" in out.stdout
     first = status(url, "timed")
@@ -514,8 +687,9 @@ def test_a_worker_time_budget_holds_across_resumes_and_nothing_is_proposed_again
     from evonorm_search.store import Store
 
     with Store(url) as store:  # what another command keeps in the config (`transfer`'s)
-        store.set_search_config("timed", {**store.search("timed")["config"],
-                                          "transfer": {"layers": []}})  # fmt: skip
+        store.set_search_config(
+            "timed", {**store.search("timed")["config"], "transfer": {"layers": []}}
+        )
 
     out = cli("resume", "timed", "--db", url)  # at its budget: nothing more
     assert out.returncode == 0 and "worker-time budget of 0.006 h reached" in out.stdout

@@ -49,18 +49,31 @@ def test_evolution_fills_its_population_then_mutates_tournament_winners():
     assert all(p.parent is None and p.mutation == "initial: random" for p in initial)
     for candidate, proposal in enumerate(initial):
         # candidate 2 dominates every other member on both architectures
-        evolution.tell(proposal, candidate, scores(0.9, 0.8) if candidate == 2 else
-                       scores(0.1 * candidate, 0.5 - 0.1 * candidate))  # fmt: skip
+        evolution.tell(
+            proposal,
+            candidate,
+            scores(0.9, 0.8) if candidate == 2 else scores(0.1 * candidate, 0.5 - 0.1 * candidate),
+        )
     children = [evolution.ask() for _ in range(10)]
     assert {c.parent for c in children} == {2}  # the tournament is the whole population
-    assert all(c.mutation.split()[0] in ("change_op", "rewire", "resample", "insert", "delete")
-               for c in children)  # fmt: skip
+    assert all(
+        c.mutation.split()[0] in ("change_op", "rewire", "resample", "insert", "delete")
+        for c in children
+    )
 
 
 def test_evolution_tournament_winners_come_from_the_samples_front():
     evolution = make_strategy("evolution", SPACE, ARCHS, seed=1, population=8, tournament=3)
-    points = [(0.1, 0.9), (0.9, 0.1), (0.5, 0.5), (0.2, 0.2), (0.3, 0.1), (0.4, 0.4),
-              (0.05, 0.05), (0.6, 0.6)]  # fmt: skip
+    points = [
+        (0.1, 0.9),
+        (0.9, 0.1),
+        (0.5, 0.5),
+        (0.2, 0.2),
+        (0.3, 0.1),
+        (0.4, 0.4),
+        (0.05, 0.05),
+        (0.6, 0.6),
+    ]
     for candidate, point in enumerate(points):
         evolution.tell(evolution.ask(), candidate, scores(*point))
     picks = [evolution.ask().parent for _ in range(300)]
@@ -82,8 +95,7 @@ def test_evolution_ages_out_the_oldest_and_ignores_rejections():
 
 def test_evolution_seeds_its_population_with_the_zoo():
     space = load_space("evonorm_s")  # no batch statistics: bn_relu, evonorm_b0 stay out
-    evolution = make_strategy("evolution", space, ARCHS, seed=0, population=20,
-                              initial="baselines")  # fmt: skip
+    evolution = make_strategy("evolution", space, ARCHS, seed=0, population=20, initial="baselines")
     proposals = [evolution.ask() for _ in range(20)]
     zoo = [n for n in baselines.names() if not space.violations(baselines.get(n))]
     assert "evonorm_s0" in zoo and "gn_relu" in zoo
@@ -117,8 +129,9 @@ def test_restore_continues_as_if_never_stopped(name):
     rng = np.random.default_rng(0)
     first = make_strategy(name, SPACE, ARCHS, seed=5, population=6)
     told = drive(first, 15, rng, reject=0.2)
-    history = [Told(c, p.graph, s, initial=(p.mutation or "").startswith("initial"))
-               for p, c, s in told]  # fmt: skip
+    history = [
+        Told(c, p.graph, s, initial=(p.mutation or "").startswith("initial")) for p, c, s in told
+    ]
     second = make_strategy(name, SPACE, ARCHS, seed=5, population=6)
     second.restore(history)
     if name == "evolution":
@@ -169,8 +182,16 @@ def test_evolution_starts_once_twice_the_tournament_is_trained_from_the_zoo_and_
     """With the zoo as its start, evolution proposes the zoo's layers, then a mix of mutants
     of trained members (the space's share) and random graphs, and evolves (tournaments)
     once 2 x tournament candidates are trained, not when the population is full."""
-    evolution = make_strategy("evolution", SPACE, ARCHS, seed=0, population=32, tournament=4,
-                              initial="baselines", initial_mutants=0.5)  # fmt: skip
+    evolution = make_strategy(
+        "evolution",
+        SPACE,
+        ARCHS,
+        seed=0,
+        population=32,
+        tournament=4,
+        initial="baselines",
+        initial_mutants=0.5,
+    )
     assert evolution.start_after == 8
     rng = np.random.default_rng(0)
     zoo = [evolution.ask() for _ in range(len(evolution._seeds))]
@@ -193,8 +214,16 @@ def test_evolution_starts_once_twice_the_tournament_is_trained_from_the_zoo_and_
 def test_start_after_and_initial_mutants_reproduce_the_old_initial_population():
     """``initial_mutants=0`` and ``start_after=population``: random graphs until the
     population is full (the configuration the yield benchmark compares against)."""
-    evolution = make_strategy("evolution", SPACE, ARCHS, seed=0, population=6, tournament=2,
-                              initial_mutants=0.0, start_after=6)  # fmt: skip
+    evolution = make_strategy(
+        "evolution",
+        SPACE,
+        ARCHS,
+        seed=0,
+        population=6,
+        tournament=2,
+        initial_mutants=0.0,
+        start_after=6,
+    )
     rng = np.random.default_rng(0)
     for candidate in range(5):
         proposal = evolution.ask()
@@ -220,8 +249,9 @@ def test_a_restored_strategy_continues_its_random_stream(name):
     second = make_strategy(name, SPACE, ARCHS, seed=3, population=6, tournament=2)
     second.restore(history)
     second.continue_from(state)
-    assert [p.graph for p, _, _ in drive(second, 6, np.random.default_rng(1))] == \
-        [p.graph for p, _, _ in ahead]  # fmt: skip
+    assert [p.graph for p, _, _ in drive(second, 6, np.random.default_rng(1))] == [
+        p.graph for p, _, _ in ahead
+    ]
     replayed = make_strategy(name, SPACE, ARCHS, seed=3, population=6, tournament=2)
     assert replayed.ask().graph == told[0][0].graph
 
@@ -237,6 +267,7 @@ def test_a_restored_optuna_strategy_draws_a_new_stream(name):
     second.restore([Told(c, p.graph, s) for p, c, s in told])
     second.continue_from(state)
     proposed = [second.ask().graph for _ in range(4)]
-    assert not {g.structural_hash() for g in proposed} & \
-        {p.graph.structural_hash() for p, _, _ in told[:4]}  # fmt: skip
+    assert not {g.structural_hash() for g in proposed} & {
+        p.graph.structural_hash() for p, _, _ in told[:4]
+    }
     assert second.random_state() == {"asked": 10}

@@ -65,8 +65,9 @@ def test_paired_comparisons_match_a_hand_computation():
 
 def test_a_significant_loss_and_degenerate_pairs():
     comparator = {0: 0.8, 1: 0.8, 2: 0.8}
-    [worse, same] = compare_paired(comparator, {"worse": {0: 0.5, 1: 0.5, 2: 0.5},
-                                                "same": dict(comparator)})  # fmt: skip
+    [worse, same] = compare_paired(
+        comparator, {"worse": {0: 0.5, 1: 0.5, 2: 0.5}, "same": dict(comparator)}
+    )
     assert worse.p == 0.0 and worse.verdict == "worse"  # identical differences, no spread
     assert same.p == 1.0 and same.verdict == "no difference"
     with pytest.raises(ValueError, match="shares no seed"):

@@ -27,9 +27,16 @@ SPACE = load_space("evonorm_b")
 
 
 def new_search(store, name="s", objectives=None):
-    store.create_search(name, space="evonorm_b", strategy="evolution", seed=0, budget=10,
-                        architectures=SPACE.proxy.architectures, proxy_key=proxy_key(SPACE),
-                        objectives=objectives)  # fmt: skip
+    store.create_search(
+        name,
+        space="evonorm_b",
+        strategy="evolution",
+        seed=0,
+        budget=10,
+        architectures=SPACE.proxy.architectures,
+        proxy_key=proxy_key(SPACE),
+        objectives=objectives,
+    )
 
 
 def revision(url):
@@ -168,9 +175,17 @@ def test_a_database_of_the_first_schema_upgrades_to_record_nodes(tmp_path):
     with Store(url) as store:
         new_search(store, "upgraded")
         candidate = store.add_candidate("upgraded", graph="{}", status="queued")
-        store.add_evaluation(candidate, architecture="resnet", dataset="digits",
-                             preset="tiny", seed=0, steps=3, status="completed", seconds=0.1,
-                             node="n1")  # fmt: skip
+        store.add_evaluation(
+            candidate,
+            architecture="resnet",
+            dataset="digits",
+            preset="tiny",
+            seed=0,
+            steps=3,
+            status="completed",
+            seconds=0.1,
+            node="n1",
+        )
         assert store.candidate(candidate)["evaluations"][0]["node"] == "n1"
 
 
@@ -178,11 +193,15 @@ def _rows(url):
     """Every row of every table, in key order."""
     engine = make_engine(url)
     with engine.connect() as connection:
-        rows = {table: connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")).all()
-                for table in ("searches", "candidates", "evaluations", "fec")}  # fmt: skip
-        types = {(table, column["name"]): str(column["type"])
-                 for table in ("searches", "candidates")
-                 for column in sa.inspect(connection).get_columns(table)}  # fmt: skip
+        rows = {
+            table: connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")).all()
+            for table in ("searches", "candidates", "evaluations", "fec")
+        }
+        types = {
+            (table, column["name"]): str(column["type"])
+            for table in ("searches", "candidates")
+            for column in sa.inspect(connection).get_columns(table)
+        }
     engine.dispose()
     return rows, types
 
@@ -198,9 +217,17 @@ def test_upgrading_to_unbounded_text_keeps_every_row(db_url):
     with Store(db_url) as store:
         history = populate(store, candidates=40)
         trained = next(iter(history.scores))
-        store.add_evaluation(trained, architecture="resnet", dataset="digits", preset="tiny",
-                             seed=0, steps=3, status="completed", seconds=0.1,
-                             node="n1")  # fmt: skip
+        store.add_evaluation(
+            trained,
+            architecture="resnet",
+            dataset="digits",
+            preset="tiny",
+            seed=0,
+            steps=3,
+            status="completed",
+            seconds=0.1,
+            node="n1",
+        )
     before, _ = _rows(db_url)
     assert len(before["candidates"]) == 40 and before["fec"] and before["evaluations"]
     # The evaluations' last two columns (0005: code_version, figures) do not survive a
@@ -226,12 +253,26 @@ def test_upgrading_to_unbounded_text_keeps_every_row(db_url):
     assert widened[("searches", "space")] == widened[("candidates", "reason")] == "TEXT"
     with Store(db_url) as store:  # foreign keys hold again: a candidate needs its search
         with pytest.raises(StoreError, match="unknown candidate id"):
-            store.add_evaluation(10**9, architecture="resnet", dataset="digits",
-                                 preset="tiny", seed=0, steps=1, status="completed",
-                                 seconds=0.1)  # fmt: skip
+            store.add_evaluation(
+                10**9,
+                architecture="resnet",
+                dataset="digits",
+                preset="tiny",
+                seed=0,
+                steps=1,
+                status="completed",
+                seconds=0.1,
+            )
         long_space = "/" + "/".join(["d" * 120] * 4) + "/space.toml"
-        store.create_search("long", space=long_space, strategy="random", seed=0, budget=1,
-                            architectures=["resnet"], proxy_key="k")  # fmt: skip
+        store.create_search(
+            "long",
+            space=long_space,
+            strategy="random",
+            seed=0,
+            budget=1,
+            architectures=["resnet"],
+            proxy_key="k",
+        )
         assert store.search("long")["space"] == long_space
 
 
@@ -244,46 +285,70 @@ def test_every_bounded_column_is_bounded_by_its_writers(db_url):
     from evonorm_search.search.strategies import STRATEGIES
     from evonorm_search.store.models import CANDIDATE_STATUSES, SEARCH_STATUSES
 
-    bounded = {f"{t.name}.{c.name}": c.type.length for t in Base.metadata.sorted_tables
-               for c in t.columns if getattr(c.type, "length", None)}  # fmt: skip
+    bounded = {
+        f"{t.name}.{c.name}": c.type.length
+        for t in Base.metadata.sorted_tables
+        for c in t.columns
+        if getattr(c.type, "length", None)
+    }
     # What writes each one, and the longest value it can write.
     writers = {
         "searches.name": 200,  # check_search_name
         "searches.strategy": max(map(len, [*STRATEGIES, "zoo"])),
         "searches.status": max(map(len, SEARCH_STATUSES)),
         "searches.proxy_key": len(proxy_key(SPACE)),
-        "searches.code_version": 40, "evaluations.code_version": 40,  # provenance, cut to 40
-        "candidates.structural_hash": 64, "candidates.functional_hash": 64,  # sha256 hex
+        "searches.code_version": 40,
+        "evaluations.code_version": 40,  # provenance, cut to 40
+        "candidates.structural_hash": 64,
+        "candidates.functional_hash": 64,  # sha256 hex
         "candidates.status": max(map(len, CANDIDATE_STATUSES)),
         "candidates.stage": max(map(len, [*STAGES, "compile", "quality", "trial", "proxy"])),
         "evaluations.stage": max(map(len, ["proxy", "retune", "reevaluate", "transfer"])),
-        "evaluations.architecture": max(map(len, [*SPACE.proxy.architectures,
-                                                  *TRANSFER_NETWORKS])),
+        "evaluations.architecture": max(map(len, [*SPACE.proxy.architectures, *TRANSFER_NETWORKS])),
         "evaluations.dataset": max(map(len, ["digits", "cifar10", "synthetic"])),
         "evaluations.preset": max(map(len, PRESETS["resnet"])),
         "evaluations.status": max(map(len, ["completed", "rejected", "diverged", "failed"])),
         "evaluations.node": 64,  # a Ray node id (56 hex digits); a host name is cut to fit
-        "fec.functional_hash": 64, "fec.proxy_key": 64,
+        "fec.functional_hash": 64,
+        "fec.proxy_key": 64,
         "checkpoints.key": 64,  # sha256 hex
-    }  # fmt: skip
+    }
     assert set(bounded) == set(writers), "a bounded column without a known writer"
-    assert all(writers[c] <= bounded[c] for c in bounded), {c: (writers[c], bounded[c])
-                                                             for c in bounded}  # fmt: skip
+    assert all(writers[c] <= bounded[c] for c in bounded), {
+        c: (writers[c], bounded[c]) for c in bounded
+    }
     with Store(db_url) as store:
         new_search(store)
         cid = store.add_candidate("s", graph="{}", status="queued")
         reason = "RuntimeError: " + "why " * 500  # free text is kept whole
-        store.update_candidate(cid, status="failed", stage="trial", reason=reason,
-                               detail=reason * 3)  # fmt: skip
+        store.update_candidate(
+            cid, status="failed", stage="trial", reason=reason, detail=reason * 3
+        )
         assert store.candidate(cid)["reason"] == reason
         with pytest.raises(StoreError, match=r"candidates.stage holds at most 16 characters"):
             store.update_candidate(cid, status="failed", stage="a-stage-name-too-long")
         with pytest.raises(StoreError, match=r"evaluations.architecture holds at most 40"):
-            store.add_evaluation(cid, architecture="r" * 41, dataset="digits", preset="tiny",
-                                 seed=0, steps=1, status="completed", seconds=0.1)  # fmt: skip
-        store.add_evaluation(cid, architecture="resnet", dataset="digits", preset="tiny",
-                             seed=0, steps=1, status="completed", seconds=0.1,
-                             node="host-" + "h" * 100)  # fmt: skip
+            store.add_evaluation(
+                cid,
+                architecture="r" * 41,
+                dataset="digits",
+                preset="tiny",
+                seed=0,
+                steps=1,
+                status="completed",
+                seconds=0.1,
+            )
+        store.add_evaluation(
+            cid,
+            architecture="resnet",
+            dataset="digits",
+            preset="tiny",
+            seed=0,
+            steps=1,
+            status="completed",
+            seconds=0.1,
+            node="host-" + "h" * 100,
+        )
         assert store.candidate(cid)["evaluations"][0]["node"] == ("host-" + "h" * 100)[:64]
 
 
@@ -313,18 +378,22 @@ def test_bad_urls_name_the_problem_and_hide_passwords(url, message):
     "url, shown",
     [
         ("postgresql://alice:S3cret@127.0.0.1:1/evo", "postgresql://alice:***@127.0.0.1:1/evo"),
-        ("postgresql://alice@127.0.0.1:1/evo?password=S3cret",
-         "postgresql://alice@127.0.0.1:1/evo?password=***"),
+        (
+            "postgresql://alice@127.0.0.1:1/evo?password=S3cret",
+            "postgresql://alice@127.0.0.1:1/evo?password=***",
+        ),
         ("postgresql:///evo?password=S3cret", "postgresql:///evo?password=***"),
         ("postgresql://alice:S3c@ret@127.0.0.1:1/evo", "postgresql://alice:***@127.0.0.1:1/evo"),
         ("postgresql://alice:S3c/r?et@127.0.0.1:1/evo", "postgresql://alice:***@127.0.0.1:1/evo"),
-        ("postgresql://alice@h:1/evo?sslpassword=S3cret&sslmode=require&passfile=/S3cret",
-         "postgresql://alice@h:1/evo?passfile=***&sslmode=require&sslpassword=***"),
+        (
+            "postgresql://alice@h:1/evo?sslpassword=S3cret&sslmode=require&passfile=/S3cret",
+            "postgresql://alice@h:1/evo?passfile=***&sslmode=require&sslpassword=***",
+        ),
         ("postgresql+psycopg://alice:S3c%40ret@h/evo", "postgresql://alice:***@h/evo"),
         ("not a url alice:S3cret@host", "not a url alice:***@host"),
         ("sqlite:////tmp/evonorm.db", "sqlite:////tmp/evonorm.db"),
     ],
-)  # fmt: skip
+)
 def test_mask_hides_every_credential(url, shown):
     from evonorm_search.store import mask
 
@@ -399,9 +468,17 @@ def test_non_finite_figures_are_stored_as_null(db_url):
             stage="stability",
             measured={"ratio": float("inf"), "peak": np.float32(2.5)},
         )
-        store.add_evaluation(cid, architecture="resnet", dataset="digits", preset="tiny",
-                             seed=0, steps=3, status="diverged", seconds=0.1,
-                             loss=float("nan"))  # fmt: skip
+        store.add_evaluation(
+            cid,
+            architecture="resnet",
+            dataset="digits",
+            preset="tiny",
+            seed=0,
+            steps=3,
+            status="diverged",
+            seconds=0.1,
+            loss=float("nan"),
+        )
         record = store.candidate(cid)
     assert record["measured"] == {"ratio": None, "peak": 2.5}
     assert record["evaluations"][0]["loss"] is None
@@ -433,8 +510,7 @@ def test_status_and_funnel_count_every_fate(populated):
     funnel = store.funnel(history.name)
     assert sum(row["count"] for row in funnel) == 150
     for row in funnel:
-        assert row["count"] == sum(f == (row["status"], row["stage"], row["reason"])
-                                   for f in fates)  # fmt: skip
+        assert row["count"] == sum(f == (row["status"], row["stage"], row["reason"]) for f in fates)
     best = max(history.scores, key=lambda i: (np.mean(list(history.scores[i].values())), -i))
     assert status["best"]["id"] == best
 
@@ -447,8 +523,9 @@ def test_the_front_equals_a_brute_force_one(populated):
     assert {r["id"] for r in front} == brute_force_front(points)
     assert store.pareto(history.name, recompute=True) == front
     assert store.status(history.name)["front_size"] == len(front)
-    assert [r["mean_score"] for r in front] == sorted((r["mean_score"] for r in front),
-                                                      reverse=True)  # fmt: skip
+    assert [r["mean_score"] for r in front] == sorted(
+        (r["mean_score"] for r in front), reverse=True
+    )
     # Other objectives are computed, with costs minimised.
     mean_nodes = {i: [float(np.mean(p)), -history.nodes[i]] for i, p in points.items()}
     computed = store.pareto(history.name, ["mean", "nodes"])
@@ -524,11 +601,19 @@ def test_a_really_trained_candidate_is_stored_with_its_evaluations(sqlite_url):
         new_search(store)
         cid = store.record_screening("s", Funnel(space, stability=False).screen(graph))
         for architecture, r in results.items():
-            store.add_evaluation(cid, architecture=architecture, dataset=data.name,
-                                 preset=space.proxy.preset, seed=0, steps=r.steps,
-                                 accuracy=r.accuracy, loss=r.loss,
-                                 quality_accuracy=r.quality_accuracy, status=r.status,
-                                 seconds=r.seconds)  # fmt: skip
+            store.add_evaluation(
+                cid,
+                architecture=architecture,
+                dataset=data.name,
+                preset=space.proxy.preset,
+                seed=0,
+                steps=r.steps,
+                accuracy=r.accuracy,
+                loss=r.loss,
+                quality_accuracy=r.quality_accuracy,
+                status=r.status,
+                seconds=r.seconds,
+            )
         store.set_fitness(cid, {a: r.accuracy for a, r in results.items()})
         record = store.candidate(cid)
     assert record["status"] == "trained" and record["on_front"]
@@ -559,10 +644,11 @@ def test_readers_never_block_the_writer_nor_see_errors(db_url):
         new_search(store)
     context = multiprocessing.get_context("spawn")
     done, results = context.Event(), context.Queue()
-    processes = [context.Process(target=concurrent_writer, args=(db_url, "s", 20.0, done,
-                                                                  results))]  # fmt: skip
-    processes += [context.Process(target=concurrent_reader, args=(db_url, "s", done, results))
-                  for _ in range(4)]  # fmt: skip
+    processes = [context.Process(target=concurrent_writer, args=(db_url, "s", 20.0, done, results))]
+    processes += [
+        context.Process(target=concurrent_reader, args=(db_url, "s", done, results))
+        for _ in range(4)
+    ]
     for p in processes:
         p.start()
     reports = [results.get(timeout=120) for _ in processes]
@@ -590,18 +676,31 @@ def test_worker_time_is_kept_and_accounted_by_fate(db_url):
     round-trips; status sums the trials' seconds by fate (a divergence is its own fate,
     screening time is not worker time) and gives the yield per worker-hour."""
     with Store(db_url) as store:
-        store.create_search("w", space="evonorm_b", strategy="evolution", seed=0, budget=10,
-                            architectures=["resnet"], proxy_key="k",
-                            config={"worker_hours": 2.0})  # fmt: skip
+        store.create_search(
+            "w",
+            space="evonorm_b",
+            strategy="evolution",
+            seed=0,
+            budget=10,
+            architectures=["resnet"],
+            proxy_key="k",
+            config={"worker_hours": 2.0},
+        )
         assert store.status("w")["trained_per_worker_hour"] is None  # no worker time yet
-        trials = [("trained", None, None, {"signal": 1.0, "quality": 9.0, "compile": 3.0,
-                                           "training": 20.0, "static": 0.5}),
-                  ("rejected", "signal", "loss not falling", {"signal": 1.5}),
-                  ("rejected", "quality", "below", {"signal": 1.0, "quality": 8.0}),
-                  ("failed", "quality", "diverged on resnet at step 3", {"signal": 0.5}),
-                  ("failed", "trial", "the trial failed", {}),
-                  ("rejected", "numeric", "constant_output", {"numeric": 0.2}),
-                  ("trained", None, None, {"compile": 2.0, "proxy": 30.0})]  # fmt: skip
+        trials = [
+            (
+                "trained",
+                None,
+                None,
+                {"signal": 1.0, "quality": 9.0, "compile": 3.0, "training": 20.0, "static": 0.5},
+            ),
+            ("rejected", "signal", "loss not falling", {"signal": 1.5}),
+            ("rejected", "quality", "below", {"signal": 1.0, "quality": 8.0}),
+            ("failed", "quality", "diverged on resnet at step 3", {"signal": 0.5}),
+            ("failed", "trial", "the trial failed", {}),
+            ("rejected", "numeric", "constant_output", {"numeric": 0.2}),
+            ("trained", None, None, {"compile": 2.0, "proxy": 30.0}),
+        ]
         for status, stage, reason, seconds in trials:
             c = store.add_candidate("w", graph="{}", status="queued", seconds=seconds)
             if status == "trained":
@@ -612,9 +711,13 @@ def test_worker_time_is_kept_and_accounted_by_fate(db_url):
         status = store.status("w")
         search = store.search("w")
     assert search["worker_seconds"] == 3600.0 and search["strategy_state"] == {"numpy": "{}"}
-    assert status["worker_by_fate"] == {"trained": 65.0, "rejected at quality": 9.0,
-                                        "rejected at signal": 1.5, "diverged": 0.5,
-                                        "failed": 0.0}  # fmt: skip
+    assert status["worker_by_fate"] == {
+        "trained": 65.0,
+        "rejected at quality": 9.0,
+        "rejected at signal": 1.5,
+        "diverged": 0.5,
+        "failed": 0.0,
+    }
     assert status["worker_seconds"] == 3600.0 and status["worker_hours_budget"] == 2.0
     assert status["trained_per_worker_hour"] == 2.0
     assert status["stopped_at"]["signal"] == 1 and list(status["stopped_at"])[5] == "signal"
@@ -645,8 +748,14 @@ def test_evaluations_record_the_code_that_ran_them(db_url):
     with Store(db_url) as store:
         new_search(store)
         cid = store.add_candidate("s", graph="{}", status="trained")
-        common = dict(architecture="resnet", dataset="digits", preset="tiny", steps=3,
-                      status="completed", seconds=1.0)  # fmt: skip
+        common = dict(
+            architecture="resnet",
+            dataset="digits",
+            preset="tiny",
+            steps=3,
+            status="completed",
+            seconds=1.0,
+        )
         store.add_evaluation(cid, seed=0, **common)
         store.add_evaluation(
             cid,
@@ -658,8 +767,9 @@ def test_evaluations_record_the_code_that_ran_them(db_url):
         )
     engine = sa.create_engine(db_url)
     with engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT seed, code_version, figures FROM evaluations ORDER BY seed")).all()  # fmt: skip
+        rows = connection.execute(
+            sa.text("SELECT seed, code_version, figures FROM evaluations ORDER BY seed")
+        ).all()
     engine.dispose()
     assert rows[0][:2] == (0, version) and rows[0][2] is None
     figures = rows[1][2] if isinstance(rows[1][2], dict) else json.loads(rows[1][2])

@@ -24,8 +24,17 @@ from evonorm_search import baselines
 from evonorm_search.cli import cli
 from evonorm_search.store import Store
 
-SPECIAL = [*"[]$\\\"'<>&`*_|#~!%{}()", "\u200f", "\u200e", "[/nope]", "[red]", ":smile:",
-           "$\\foo$", "&amp;", "<b>"]  # fmt: skip
+SPECIAL = [
+    *"[]$\\\"'<>&`*_|#~!%{}()",
+    "\u200f",
+    "\u200e",
+    "[/nope]",
+    "[red]",
+    ":smile:",
+    "$\\foo$",
+    "&amp;",
+    "<b>",
+]
 # Printable: letters, marks, numbers, punctuation, symbols, spaces (no control characters).
 PRINTABLE = st.characters(categories=("L", "M", "N", "P", "S", "Zs"))
 TEXT = st.lists(st.sampled_from(SPECIAL) | PRINTABLE, min_size=1, max_size=12).map("".join)
@@ -36,8 +45,9 @@ NAMES = TEXT.filter(lambda s: "/" not in s and s.strip() == s and s not in (".",
 
 def _run(*args: str) -> tuple[int, str, str]:
     """The CLI in this process; a name goes after ``--`` (it may start with "-")."""
-    result = CliRunner().invoke(cli, list(args), prog_name="evonorm-search",
-                                env={"COLUMNS": "100000"})  # fmt: skip
+    result = CliRunner().invoke(
+        cli, list(args), prog_name="evonorm-search", env={"COLUMNS": "100000"}
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -85,13 +95,22 @@ def write_search(url: str, name: str, formula: str, reason: str) -> tuple[int, i
     rejected one whose reason and detail are ``reason``; returns their ids."""
     graph = baselines.get("evonorm_b0")
     with Store(url) as store:
-        store.create_search(name, space="evonorm_b", strategy="evolution", seed=0, budget=2,
-                            architectures=["resnet", "mobilenet"], proxy_key="key")  # fmt: skip
-        trained = store.add_candidate(name, graph=graph.to_json(), formula=formula,
-                                      status="queued", node_count=5)  # fmt: skip
+        store.create_search(
+            name,
+            space="evonorm_b",
+            strategy="evolution",
+            seed=0,
+            budget=2,
+            architectures=["resnet", "mobilenet"],
+            proxy_key="key",
+        )
+        trained = store.add_candidate(
+            name, graph=graph.to_json(), formula=formula, status="queued", node_count=5
+        )
         store.set_fitness(trained, {"resnet": 0.5, "mobilenet": 0.25})
-        rejected = store.add_candidate(name, graph="{}", status="rejected", stage="static",
-                                       reason=reason, detail=reason)  # fmt: skip
+        rejected = store.add_candidate(
+            name, graph="{}", status="rejected", stage="static", reason=reason, detail=reason
+        )
     return trained, rejected
 
 
@@ -120,8 +139,9 @@ def check_every_renderer(name: str, formula: str, reason: str) -> None:
         assert code == 0 and f"search {name}" in out and formula in out and reason in out, err
         code, out, err = _run("show", str(rejected), "--db", url)
         assert code == 0 and f"rejected at static: {reason} ({reason})" in out, err
-        code, out, err = _run("show", str(trained), "--db", url, "--draw",
-                              str(directory / "layer.svg"))  # fmt: skip
+        code, out, err = _run(
+            "show", str(trained), "--db", url, "--draw", str(directory / "layer.svg")
+        )
         assert code == 0 and f"of search {name}" in out and formula in out, err
         assert f"#{trained}  {formula}" in svg_text(directory / "layer.svg")
 
@@ -133,8 +153,10 @@ def check_every_renderer(name: str, formula: str, reason: str) -> None:
         code, out, _ = _run("pareto", "--db", url, "--format", "csv", "--", name)
         assert code == 0 and next(csv.DictReader(io.StringIO(out)))["formula"] == formula
 
-        for suffix, read in ((".html", lambda p: text_of(p.read_text("utf-8"))),
-                             (".md", markdown_text)):  # fmt: skip
+        for suffix, read in (
+            (".html", lambda p: text_of(p.read_text("utf-8"))),
+            (".md", markdown_text),
+        ):
             report = directory / f"report{suffix}"
             code, _, err = _run("report", "--db", url, "-o", str(report), "--", name)
             assert code == 0, err
@@ -146,8 +168,10 @@ def check_every_renderer(name: str, formula: str, reason: str) -> None:
 
         from evonorm_search.dashboard import create_app
 
-        with Store(url, readonly=True) as store, \
-                TestClient(create_app(store), base_url="http://127.0.0.1") as client:  # fmt: skip
+        with (
+            Store(url, readonly=True) as store,
+            TestClient(create_app(store), base_url="http://127.0.0.1") as client,
+        ):
             page = client.get(f"/searches/{quote(name, safe='')}")
             assert page.status_code == 200 and text_of(page.text, "name") == name
             assert client.get(f"/api/searches/{quote(name, safe='')}").json()["name"] == name

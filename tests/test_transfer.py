@@ -44,10 +44,18 @@ class Poisoned(torch.Tensor):
 def poisoned(data):
     import dataclasses
 
-    return dataclasses.replace(data, **{
-        name: getattr(data, name).as_subclass(Poisoned)
-        for name in ("transfer_val_images", "transfer_val_labels", "transfer_test_images",
-                     "transfer_test_labels")})  # fmt: skip
+    return dataclasses.replace(
+        data,
+        **{
+            name: getattr(data, name).as_subclass(Poisoned)
+            for name in (
+                "transfer_val_images",
+                "transfer_val_labels",
+                "transfer_test_images",
+                "transfer_test_labels",
+            )
+        },
+    )
 
 
 def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
@@ -65,10 +73,19 @@ def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
     runs = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0)
     assert runs["resnet"].status == "completed"
     monkeypatch.setattr(trial, "_dataset", lambda *args: data)
-    lr_trial = retune_trial({
-        "graph": baselines.get("bn_relu").to_json(), "space": str(path), "dataset": "digits",
-        "data_dir": None, "preset": None, "phase": "lr", "learning_rate": 0.05, "seed": 0,
-        "steps": 8})  # fmt: skip
+    lr_trial = retune_trial(
+        {
+            "graph": baselines.get("bn_relu").to_json(),
+            "space": str(path),
+            "dataset": "digits",
+            "data_dir": None,
+            "preset": None,
+            "phase": "lr",
+            "learning_rate": 0.05,
+            "seed": 0,
+            "steps": 8,
+        }
+    )
     assert 0 <= lr_trial["accuracy"] <= 1
     run = _Run(baselines.get("evonorm_b0"), "resnet20", data, space, 1, 12)
     assert run.advance(12)
@@ -94,8 +111,9 @@ def test_an_evaluation_with_batch_statistics_leaves_the_model_alone(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
     by_hand = run.model.train()  # the same computation, by hand, after the fact
     with torch.no_grad():
-        batches = [(by_hand(images), labels)
-                   for images, labels in data.evaluation_batches("transfer_val")]  # fmt: skip
+        batches = [
+            (by_hand(images), labels) for images, labels in data.evaluation_batches("transfer_val")
+        ]
     labels = torch.cat([labels for _, labels in batches])
     logits = torch.cat([logits for logits, _ in batches])
     assert accuracy == pytest.approx((logits.argmax(1) == labels).float().mean().item())
@@ -104,13 +122,36 @@ def test_an_evaluation_with_batch_statistics_leaves_the_model_alone(tmp_path):
 
 
 def request(space_path, **extra):
-    settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.05,
-                "learning_rates": [], "momentum": 0.9, "weight_decay": 5e-4, "eval_every": 10,
-                "dataset": "digits", "transfer_slice": 150, "groups": 4}  # fmt: skip
-    return {"candidate": 1, "graph": baselines.get("evonorm_b0").to_json(), "phase": "final",
-            "network": "resnet20", "seed": 1, "learning_rate": 0.05, "space": str(space_path),
-            "dataset": "digits", "data_dir": None, "preset": None, "settings": settings,
-            "key": "k", "checkpoint_minutes": 1e-9, "checkpoint": None, **extra}  # fmt: skip
+    settings = {
+        "networks": ["resnet20"],
+        "steps": 30,
+        "batch_size": 32,
+        "learning_rate": 0.05,
+        "learning_rates": [],
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "eval_every": 10,
+        "dataset": "digits",
+        "transfer_slice": 150,
+        "groups": 4,
+    }
+    return {
+        "candidate": 1,
+        "graph": baselines.get("evonorm_b0").to_json(),
+        "phase": "final",
+        "network": "resnet20",
+        "seed": 1,
+        "learning_rate": 0.05,
+        "space": str(space_path),
+        "dataset": "digits",
+        "data_dir": None,
+        "preset": None,
+        "settings": settings,
+        "key": "k",
+        "checkpoint_minutes": 1e-9,
+        "checkpoint": None,
+        **extra,
+    }
 
 
 def test_a_transfer_run_resumes_bitwise_from_each_checkpoint(tmp_path):
@@ -123,8 +164,11 @@ def test_a_transfer_run_resumes_bitwise_from_each_checkpoint(tmp_path):
     assert whole["status"] == "completed" and whole["steps"] == 30
     assert [step for step, _ in whole["curve"]] == [10, 20, 30]
     assert [p["step"] for p in saved] == [10, 20]
-    assert set(whole["splits"]) == {"transfer_val", "transfer_test",  # no test split here
-                                    "transfer_val_batch_statistics"}  # fmt: skip
+    assert set(whole["splits"]) == {
+        "transfer_val",
+        "transfer_test",  # no test split here
+        "transfer_val_batch_statistics",
+    }
     assert whole["curve"][-1][1] == pytest.approx(whole["splits"]["transfer_val"]["accuracy"])
     for checkpoint in saved:
         resumed = transfer_trial(request(path, checkpoint=checkpoint["state"]), lambda p: None)
@@ -134,12 +178,26 @@ def test_a_transfer_run_resumes_bitwise_from_each_checkpoint(tmp_path):
 
 def write_runs(store, candidate, network, by_seed, key="k", kind_val=None):
     for seed, (val, test) in by_seed.items():
-        store.add_evaluation(candidate, architecture=network, dataset="digits",
-                             preset="transfer", seed=seed, steps=30, status="completed",
-                             seconds=1.0, accuracy=val, stage="transfer",
-                             figures={"key": key, "phase": "final", "learning_rate": 0.05,
-                                      "curve": [[30, val]], "transfer_test": {"accuracy": test},
-                                      "test": None})  # fmt: skip
+        store.add_evaluation(
+            candidate,
+            architecture=network,
+            dataset="digits",
+            preset="transfer",
+            seed=seed,
+            steps=30,
+            status="completed",
+            seconds=1.0,
+            accuracy=val,
+            stage="transfer",
+            figures={
+                "key": key,
+                "phase": "final",
+                "learning_rate": 0.05,
+                "curve": [[30, val]],
+                "transfer_test": {"accuracy": test},
+                "test": None,
+            },
+        )
 
 
 def test_the_report_matches_a_hand_computation(tmp_path):
@@ -158,13 +216,24 @@ def test_the_report_matches_a_hand_computation(tmp_path):
     from evonorm_search.store import Store
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    settings = {"networks": ["resnet20"], "learning_rate": 0.05, "learning_rates": [],
-                "comparator": None}  # fmt: skip
+    settings = {
+        "networks": ["resnet20"],
+        "learning_rate": 0.05,
+        "learning_rates": [],
+        "comparator": None,
+    }
     key = settings_key(_comparable(settings))
     with Store(url) as store:
-        store.create_search("s", space="evonorm_b", strategy="evolution", seed=0, budget=1,
-                            architectures=["resnet"], proxy_key="p",
-                            config={"space": "evonorm_b", "dataset": "digits"})  # fmt: skip
+        store.create_search(
+            "s",
+            space="evonorm_b",
+            strategy="evolution",
+            seed=0,
+            budget=1,
+            architectures=["resnet"],
+            proxy_key="p",
+            config={"space": "evonorm_b", "dataset": "digits"},
+        )
         ids = [store.add_candidate("s", graph="{}", status="trained") for _ in range(4)]
         # (transfer-validation, transfer-test) per seed
         write_runs(
@@ -182,11 +251,18 @@ def test_the_report_matches_a_hand_computation(tmp_path):
         write_runs(store, ids[3], "resnet20", {4: (0.1, 0.1)}, "other settings")  # not counted
         space = load_space("evonorm_b")
         search = SearchSettings(name="s", space="evonorm_b", dataset="digits")
-        plan = TransferPlan(search, space, settings, [1, 2, 3], [
-            TransferLayer("bn_relu", "baseline", ids[0], "{}"),
-            TransferLayer("gn_relu", "baseline", ids[1], "{}"),
-            TransferLayer("#a", "candidate", ids[2], "{}"),
-            TransferLayer("#b", "candidate", ids[3], "{}")])  # fmt: skip
+        plan = TransferPlan(
+            search,
+            space,
+            settings,
+            [1, 2, 3],
+            [
+                TransferLayer("bn_relu", "baseline", ids[0], "{}"),
+                TransferLayer("gn_relu", "baseline", ids[1], "{}"),
+                TransferLayer("#a", "candidate", ids[2], "{}"),
+                TransferLayer("#b", "candidate", ids[3], "{}"),
+            ],
+        )
         results = transfer_results(store, plan)
     [a_layer, b_layer] = results["layers"][2:]
     interval = a_layer["networks"]["resnet20"]["transfer_test"]["interval"]
@@ -194,7 +270,10 @@ def test_the_report_matches_a_hand_computation(tmp_path):
     assert interval["mean"] == pytest.approx(0.75)
     assert interval["high"] == pytest.approx(0.75 + t95 * 0.01 / math.sqrt(3))
     assert b_layer["networks"]["resnet20"]["transfer_test"]["by_seed"] == {
-        1: 0.69, 2: 0.73, 3: 0.70}  # fmt: skip
+        1: 0.69,
+        2: 0.73,
+        3: 0.70,
+    }
     comparison = results["comparisons"]["resnet20"]
     assert comparison["comparator"] == "bn_relu" and comparison["split"] == "transfer_test"
     a, b = comparison["results"]
@@ -227,13 +306,18 @@ def test_transfer_end_to_end_with_a_sigkill(tmp_path):
     space.write_text(TINY_SPACE + TRANSFER.replace("steps = 30", "steps = 100"))
     url = f"sqlite:///{tmp_path / 'search.db'}"
     common = ["--space", str(space), "--no-verify", "--db", url]
-    for args in (["baselines", "evaluate", *common], ["run", "--name", "s", "--budget", "3",
-                                                      *common]):  # fmt: skip
+    for args in (
+        ["baselines", "evaluate", *common],
+        ["run", "--name", "s", "--budget", "3", *common],
+    ):
         out = cli(*args)
         assert out.returncode == 0, out.stderr[-3000:]
     out = cli("transfer", "s", "--db", url)
-    assert out.returncode == 2 and "no re-evaluated layer: `evonorm-search reevaluate s" in (
-        out.stderr) and out.stderr.count("\n") == 1  # fmt: skip
+    assert (
+        out.returncode == 2
+        and "no re-evaluated layer: `evonorm-search reevaluate s" in (out.stderr)
+        and out.stderr.count("\n") == 1
+    )
     out = cli("reevaluate", "s", "--top", "2", "--seeds", "2", "--db", url, "--format", "json")
     assert out.returncode == 0, out.stderr[-3000:]
     ranking = json.loads(out.stdout)
@@ -241,10 +325,24 @@ def test_transfer_end_to_end_with_a_sigkill(tmp_path):
     assert ranking[0]["mean"] >= ranking[1]["mean"]
     assert len(rows(url, "SELECT * FROM evaluations WHERE stage = 'reevaluate'")) == 4
 
-    transfer = [sys.executable, "-m", "evonorm_search", "transfer", "s", "--top", "1",
-                "--layer", "relu", "--db", url, "--format", "json"]  # fmt: skip
-    process = subprocess.Popen(transfer, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    transfer = [
+        sys.executable,
+        "-m",
+        "evonorm_search",
+        "transfer",
+        "s",
+        "--top",
+        "1",
+        "--layer",
+        "relu",
+        "--db",
+        url,
+        "--format",
+        "json",
+    ]
+    process = subprocess.Popen(
+        transfer, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while not checkpoints(url) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -258,8 +356,11 @@ def test_transfer_end_to_end_with_a_sigkill(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "(resumes at step" in out.stderr
     assert "Failed to fetch metrics" not in out.stderr  # Tune's noise about its result files
-    runs = rows(url, "SELECT candidate_id, architecture, seed, accuracy, figures, code_version "
-                     "FROM evaluations WHERE stage = 'transfer' ORDER BY id")  # fmt: skip
+    runs = rows(
+        url,
+        "SELECT candidate_id, architecture, seed, accuracy, figures, code_version "
+        "FROM evaluations WHERE stage = 'transfer' ORDER BY id",
+    )
     layers = {r[0] for r in runs}
     report = json.loads(out.stdout)
     labels = [layer["label"] for layer in report["layers"]]
@@ -279,24 +380,33 @@ def test_transfer_end_to_end_with_a_sigkill(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a Ray worker with one CPU: the same summation order
     try:
-        fresh = transfer_trial(request(space, graph=graph, seed=seed, candidate=candidate,
-                                       settings={**request(space)["settings"], "steps": 100}),
-                               lambda p: None)  # fmt: skip
+        fresh = transfer_trial(
+            request(
+                space,
+                graph=graph,
+                seed=seed,
+                candidate=candidate,
+                settings={**request(space)["settings"], "steps": 100},
+            ),
+            lambda p: None,
+        )
     finally:
         torch.set_num_threads(threads)
     assert fresh["splits"]["transfer_val"]["accuracy"] == accuracy
     assert fresh["curve"] == figures["curve"]
 
     assert report["comparisons"]["resnet20"]["comparator"] is not None
-    before = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
-                                                                 "candidates")  # fmt: skip
+    before = rows(url, "SELECT * FROM evaluations") + rows(
+        url, "SELECT id, measured FROM candidates"
+    )
     refused = cli("transfer", "s", "--top", "1", "--steps", "61", "--db", url)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "transferred already with other settings" in refused.stderr
     again = cli("transfer", "s", "--top", "1", "--layer", "relu", "--seeds", "2", "--db", url)
     assert again.returncode == 0 and "started" not in again.stderr  # nothing to train
-    after = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
-                                                                "candidates")  # fmt: skip
+    after = rows(url, "SELECT * FROM evaluations") + rows(
+        url, "SELECT id, measured FROM candidates"
+    )
     assert after == before
 
 
@@ -317,46 +427,96 @@ def transferred(tmp_path):
     from evonorm_search.store import Store
 
     url = f"sqlite:///{tmp_path / 't.db'}"
-    settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.05,
-                "learning_rates": [], "momentum": 0.9, "weight_decay": 5e-4,
-                "eval_every": 10, "dataset": "digits", "transfer_slice": 150,
-                "groups": 8}  # fmt: skip
+    settings = {
+        "networks": ["resnet20"],
+        "steps": 30,
+        "batch_size": 32,
+        "learning_rate": 0.05,
+        "learning_rates": [],
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "eval_every": 10,
+        "dataset": "digits",
+        "transfer_slice": 150,
+        "groups": 8,
+    }
     key = settings_key(_comparable({**settings, "comparator": None}))
     config = {"space": "evonorm_b", "dataset": "digits", "seed": 0}
     with Store(url) as store:
         for name, strategy in (("s", "evolution"), ("baselines-s0", "zoo")):
-            store.create_search(name, space="evonorm_b", strategy=strategy, seed=0, budget=2,
-                                architectures=["resnet"], proxy_key="p",
-                                config=config)  # fmt: skip
+            store.create_search(
+                name,
+                space="evonorm_b",
+                strategy=strategy,
+                seed=0,
+                budget=2,
+                architectures=["resnet"],
+                proxy_key="p",
+                config=config,
+            )
         bn = baselines.get("bn_relu")
-        zoo = store.add_candidate("baselines-s0", graph=bn.to_json(), formula=bn.formula(),
-                                  status="queued", mutation="baseline bn_relu")  # fmt: skip
+        zoo = store.add_candidate(
+            "baselines-s0",
+            graph=bn.to_json(),
+            formula=bn.formula(),
+            status="queued",
+            mutation="baseline bn_relu",
+        )
         store.set_fitness(zoo, {"resnet": 0.5})
         ids = []
         for layer in ("gn_relu", "evonorm_b0"):
             graph = baselines.get(layer)
-            ids.append(store.add_candidate("s", graph=graph.to_json(), formula=graph.formula(),
-                                           status="queued"))  # fmt: skip
+            ids.append(
+                store.add_candidate(
+                    "s", graph=graph.to_json(), formula=graph.formula(), status="queued"
+                )
+            )
             store.set_fitness(ids[-1], {"resnet": 0.4})
-        for cid, results in ((zoo, {1: (0.8, 0.7), 2: (0.82, 0.72)}),
-                             (ids[0], {1: (0.7, 0.75), 2: (0.7, 0.77)}),
-                             (ids[1], {1: (0.6, 0.6), 2: (0.6, 0.61)})):  # fmt: skip
+        for cid, results in (
+            (zoo, {1: (0.8, 0.7), 2: (0.82, 0.72)}),
+            (ids[0], {1: (0.7, 0.75), 2: (0.7, 0.77)}),
+            (ids[1], {1: (0.6, 0.6), 2: (0.6, 0.61)}),
+        ):
             write_runs(store, cid, "resnet20", results, key)
-            store.update_candidate(cid, measured={TRANSFER_KEY: {
-                "key": key, "settings": settings, "search": "s"}})  # fmt: skip
+            store.update_candidate(
+                cid, measured={TRANSFER_KEY: {"key": key, "settings": settings, "search": "s"}}
+            )
         layers = [TransferLayer(f"#{cid}", "candidate", cid, "{}") for cid in ids]
-        record_plan(store, TransferPlan(
-            SearchSettings(name="s", space="evonorm_b", dataset="digits"),
-            load_space("evonorm_b"), {**settings, "comparator": None}, [1, 2],
-            [*layers, TransferLayer("bn_relu", "baseline", zoo, "{}")]))  # fmt: skip
+        record_plan(
+            store,
+            TransferPlan(
+                SearchSettings(name="s", space="evonorm_b", dataset="digits"),
+                load_space("evonorm_b"),
+                {**settings, "comparator": None},
+                [1, 2],
+                [*layers, TransferLayer("bn_relu", "baseline", zoo, "{}")],
+            ),
+        )
     return url, zoo, ids
 
 
 # `transfer s` with the fixture's settings (nothing left to train).
-SAME = ["--steps", "30", "--batch-size", "32", "--learning-rate", "0.05", "--eval-every",
-        "10", "--learning-rates", "none", "--seeds", "2"]  # fmt: skip
-SAME_SETTINGS = {"steps": 30, "batch_size": 32, "learning_rate": 0.05, "eval_every": 10,
-                 "learning_rates": ()}  # fmt: skip
+SAME = [
+    "--steps",
+    "30",
+    "--batch-size",
+    "32",
+    "--learning-rate",
+    "0.05",
+    "--eval-every",
+    "10",
+    "--learning-rates",
+    "none",
+    "--seeds",
+    "2",
+]
+SAME_SETTINGS = {
+    "steps": 30,
+    "batch_size": 32,
+    "learning_rate": 0.05,
+    "eval_every": 10,
+    "learning_rates": (),
+}
 
 
 def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred, tmp_path):
@@ -370,8 +530,11 @@ def test_the_transfer_shows_in_status_show_report_and_the_dashboard(transferred,
     url, _, ids = transferred
     with Store(url, readonly=True) as store:
         results = stored_transfer(store, "s")
-        assert [layer["label"] for layer in results["layers"]] == [f"#{ids[0]}", f"#{ids[1]}",
-                                                                    "bn_relu"]  # fmt: skip
+        assert [layer["label"] for layer in results["layers"]] == [
+            f"#{ids[0]}",
+            f"#{ids[1]}",
+            "bn_relu",
+        ]
         assert results["seeds"] == [1, 2]
         comparison = results["comparisons"]["resnet20"]
         assert comparison["comparator"] == "bn_relu"
@@ -410,8 +573,12 @@ def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
 
     url, zoo, ids = transferred
     with Store(url) as store:
-        before = (store.status("s"), store.funnel("s"), store.history("s"),
-                  store.structural_hashes("s"))  # fmt: skip
+        before = (
+            store.status("s"),
+            store.funnel("s"),
+            store.history("s"),
+            store.structural_hashes("s"),
+        )
         plan = plan_transfer(
             store, "s", top=0, layers=("v1 * x * v1 + x",), seeds=2, **SAME_SETTINGS
         )
@@ -423,18 +590,32 @@ def test_a_formula_is_named_for_transfer_outside_the_search_funnel(transferred):
         record = store.candidate(named)
         assert record["status"] == "named" and plan.layers[1].label == f"#{named}"
         assert record["formula"] == formula.label
-        again = plan_transfer(store, "s", top=0, layers=("x + x * (v1 * v1)",), zoo_layers=(),
-                              seeds=2, **SAME_SETTINGS)  # fmt: skip
+        again = plan_transfer(
+            store,
+            "s",
+            top=0,
+            layers=("x + x * (v1 * v1)",),
+            zoo_layers=(),
+            seeds=2,
+            **SAME_SETTINGS,
+        )
         assert [layer.candidate for layer in again.layers] == [named]  # the same function
-        after = (store.status("s"), store.funnel("s"), store.history("s"),
-                 store.structural_hashes("s"))  # fmt: skip
+        after = (
+            store.status("s"),
+            store.funnel("s"),
+            store.history("s"),
+            store.structural_hashes("s"),
+        )
         assert after[0]["screened"] == before[0]["screened"] == 2
         assert after[1:] == before[1:]
         assert named in [c["id"] for c in store.history("s", named=True)]
         results = stored_transfer(store, "s")
     assert [(layer["label"], layer["kind"]) for layer in results["layers"]] == [
-        (f"#{ids[0]}", "candidate"), (f"#{ids[1]}", "candidate"), ("bn_relu", "baseline"),
-        (f"#{named}", "named")]  # fmt: skip
+        (f"#{ids[0]}", "candidate"),
+        (f"#{ids[1]}", "candidate"),
+        ("bn_relu", "baseline"),
+        (f"#{named}", "named"),
+    ]
     assert results["layers"][3]["networks"]["resnet20"]["transfer_val"]["interval"] is None
 
 
@@ -445,10 +626,12 @@ def test_a_baseline_search_transfers_its_own_zoo(transferred):
 
     url, zoo, _ = transferred
     with Store(url, readonly=True) as store:
-        plan = plan_transfer(store, "baselines-s0", top=0, zoo_layers=("bn_relu",), seeds=2,
-                             **SAME_SETTINGS)  # fmt: skip
+        plan = plan_transfer(
+            store, "baselines-s0", top=0, zoo_layers=("bn_relu",), seeds=2, **SAME_SETTINGS
+        )
     assert [(layer.label, layer.kind, layer.candidate) for layer in plan.layers] == [
-        ("bn_relu", "baseline", zoo)]  # fmt: skip
+        ("bn_relu", "baseline", zoo)
+    ]
 
 
 def test_the_commands_json_is_the_dashboards_transfer(transferred):
@@ -460,13 +643,27 @@ def test_the_commands_json_is_the_dashboards_transfer(transferred):
     from evonorm_search.store import Store
 
     url, _, ids = transferred
-    out = cli("transfer", "s", "--top", "0", *SAME, "--comparator", f"#{ids[1]}", "--db", url,
-              "--format", "json")  # fmt: skip
+    out = cli(
+        "transfer",
+        "s",
+        "--top",
+        "0",
+        *SAME,
+        "--comparator",
+        f"#{ids[1]}",
+        "--db",
+        url,
+        "--format",
+        "json",
+    )
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert printed["comparisons"]["resnet20"]["comparator"] == f"#{ids[1]}"
-    assert [layer["label"] for layer in printed["layers"]] == [f"#{ids[0]}", f"#{ids[1]}",
-                                                                "bn_relu"]  # fmt: skip
+    assert [layer["label"] for layer in printed["layers"]] == [
+        f"#{ids[0]}",
+        f"#{ids[1]}",
+        "bn_relu",
+    ]
     with (
         Store(url, readonly=True) as store,
         TestClient(create_app(store), base_url="http://127.0.0.1") as client,
@@ -507,13 +704,15 @@ def test_the_commands_json_is_the_dashboards_transfer(transferred):
 )
 def test_transfer_errors_are_one_line_and_write_nothing(transferred, args, message):
     url, _, _ = transferred
-    before = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
-                                                                 "candidates")  # fmt: skip
+    before = rows(url, "SELECT * FROM evaluations") + rows(
+        url, "SELECT id, measured FROM candidates"
+    )
     out = cli("transfer", *args, "--db", url)
     assert out.returncode == 2 and out.stdout == "", out.stderr
     assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
-    after = rows(url, "SELECT * FROM evaluations") + rows(url, "SELECT id, measured FROM "
-                                                                "candidates")  # fmt: skip
+    after = rows(url, "SELECT * FROM evaluations") + rows(
+        url, "SELECT id, measured FROM candidates"
+    )
     assert after == before
 
 
@@ -529,16 +728,26 @@ def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
 
     url, _, _ = transferred
     space = load_space("evonorm_b")
-    settings = {"networks": ["resnet20"], "steps": 30, "batch_size": 32, "learning_rate": 0.1,
-                "learning_rates": [0.03, 0.1, 0.3], "momentum": 0.9, "weight_decay": 5e-4,
-                "eval_every": 10, "dataset": "digits", "transfer_slice": 150, "groups": 4,
-                "comparator": None}  # fmt: skip
+    settings = {
+        "networks": ["resnet20"],
+        "steps": 30,
+        "batch_size": 32,
+        "learning_rate": 0.1,
+        "learning_rates": [0.03, 0.1, 0.3],
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "eval_every": 10,
+        "dataset": "digits",
+        "transfer_slice": 150,
+        "groups": 4,
+        "comparator": None,
+    }
     search = SearchSettings(name="s", space="evonorm_b", dataset="digits")
     with Store(url) as store:
-        new = store.add_candidate("s", graph=baselines.get("evonorm_s0").to_json(),
-                                  status="queued")  # fmt: skip
-        plan = TransferPlan(search, space, settings, [1, 2],
-                            [TransferLayer(f"#{new}", "candidate", new, "{}")])  # fmt: skip
+        new = store.add_candidate("s", graph=baselines.get("evonorm_s0").to_json(), status="queued")
+        plan = TransferPlan(
+            search, space, settings, [1, 2], [TransferLayer(f"#{new}", "candidate", new, "{}")]
+        )
         events = []
         source = _Transfer(store, plan, events.append)
         sweep = [source.next_unit() for _ in range(3)]
@@ -547,10 +756,19 @@ def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
         assert source.next_unit() is None and not source.finished()  # the seeds wait
 
         def report(accuracy, status="completed"):
-            return {"status": status, "steps": 30, "seconds": 1.0, "curve": [[30, accuracy]],
-                    "node": "n", "code_version": "v", "resumed_at": 0,
-                    "splits": {"transfer_val": {"accuracy": accuracy, "loss": 1.0},
-                               "transfer_test": {"accuracy": accuracy, "loss": 1.0}}}  # fmt: skip
+            return {
+                "status": status,
+                "steps": 30,
+                "seconds": 1.0,
+                "curve": [[30, accuracy]],
+                "node": "n",
+                "code_version": "v",
+                "resumed_at": 0,
+                "splits": {
+                    "transfer_val": {"accuracy": accuracy, "loss": 1.0},
+                    "transfer_test": {"accuracy": accuracy, "loss": 1.0},
+                },
+            }
 
         source.progress(sweep[0], {"step": 10, "state": encode_bytes(b"state")})
         assert store.checkpoint(sweep[0].request["key"]) == (10, b"state")
@@ -561,7 +779,9 @@ def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
         source.complete(sweep[2], {**report(None, "diverged"), "splits": {}})
         seeds = [source.next_unit(), source.next_unit()]
         assert [(u.request["seed"], u.request["learning_rate"]) for u in seeds] == [
-            (1, 0.03), (2, 0.03)]  # fmt: skip
+            (1, 0.03),
+            (2, 0.03),
+        ]
         assert source.next_unit() is None
         source.progress(seeds[0], {"step": 20, "state": encode_bytes(b"halfway")})
         for attempt in range(3):  # died three times: started again twice, from step 20
@@ -569,7 +789,8 @@ def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
             again = source.next_unit()
             if attempt < 2:
                 assert again.request["seed"] == 1 and again.request["checkpoint"] == (
-                    encode_bytes(b"halfway"))  # fmt: skip
+                    encode_bytes(b"halfway")
+                )
                 seeds[0] = again
         assert again is None and "a rerun of the command tries again" in events[-1]
         source.complete(seeds[1], report(0.6))
@@ -589,24 +810,40 @@ def test_reevaluation_ranks_by_the_mean_of_new_seeds(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     architectures = ["resnet", "mobilenet"]
     with Store(url) as store:
-        store.create_search("s", space="evonorm_b", strategy="evolution", seed=4, budget=3,
-                            architectures=architectures, proxy_key="p",
-                            config={"space": "evonorm_b", "dataset": "digits",
-                                    "seed": 4})  # fmt: skip
-        lucky = store.add_candidate("s", graph=baselines.get("gn_relu").to_json(),
-                                    status="queued")  # fmt: skip
-        steady = store.add_candidate("s", graph=baselines.get("bn_relu").to_json(),
-                                     status="queued")  # fmt: skip
+        store.create_search(
+            "s",
+            space="evonorm_b",
+            strategy="evolution",
+            seed=4,
+            budget=3,
+            architectures=architectures,
+            proxy_key="p",
+            config={"space": "evonorm_b", "dataset": "digits", "seed": 4},
+        )
+        lucky = store.add_candidate("s", graph=baselines.get("gn_relu").to_json(), status="queued")
+        steady = store.add_candidate("s", graph=baselines.get("bn_relu").to_json(), status="queued")
         store.set_fitness(lucky, {"resnet": 0.9, "mobilenet": 0.9})
         store.set_fitness(steady, {"resnet": 0.6, "mobilenet": 0.6})
-        runs = ((lucky, 5, (0.5, None)), (lucky, 6, (0.5, 0.5)), (steady, 5, (0.6, 0.6)),
-                (steady, 6, (0.7, 0.5)))  # fmt: skip
+        runs = (
+            (lucky, 5, (0.5, None)),
+            (lucky, 6, (0.5, 0.5)),
+            (steady, 5, (0.6, 0.6)),
+            (steady, 6, (0.7, 0.5)),
+        )
         for cid, seed, accuracies in runs:
             for architecture, accuracy in zip(architectures, accuracies, strict=True):
-                store.add_evaluation(cid, architecture=architecture, dataset="digits",
-                                     preset="tiny", seed=seed, steps=8, stage=STAGE,
-                                     status="completed" if accuracy else "rejected",
-                                     seconds=1.0, accuracy=accuracy)  # fmt: skip
+                store.add_evaluation(
+                    cid,
+                    architecture=architecture,
+                    dataset="digits",
+                    preset="tiny",
+                    seed=seed,
+                    steps=8,
+                    stage=STAGE,
+                    status="completed" if accuracy else "rejected",
+                    seconds=1.0,
+                    accuracy=accuracy,
+                )
         plan = plan_reevaluation(store, "s", top=2, seeds=3)
         ranking = reevaluation_ranking(store, "s")
     assert plan.seeds == [5, 6, 7]  # the search's seed + 1 .. + 3

@@ -47,9 +47,17 @@ def space_file(tmp_path):
 
 
 def request(space_file, graph, **options):
-    return TrialRequest(candidate=1, graph=graph.to_json(), space=space_file, dataset="digits",
-                        data_dir=None, preset=None, seed=0, verify=False,
-                        **options).to_dict()  # fmt: skip
+    return TrialRequest(
+        candidate=1,
+        graph=graph.to_json(),
+        space=space_file,
+        dataset="digits",
+        data_dir=None,
+        preset=None,
+        seed=0,
+        verify=False,
+        **options,
+    ).to_dict()
 
 
 def test_the_compile_order_rule():
@@ -75,13 +83,17 @@ def test_a_cuda_trial_compiles_first(space_file, monkeypatch):
     data stays on the CPU, where the layer runs eagerly."""
     monkeypatch.setattr(trial, "_device", lambda: "cuda")
     dataset = trial._dataset.__wrapped__
-    monkeypatch.setattr(trial, "_dataset", lambda name, root, validation, device:
-                        dataset(name, root, validation, "cpu"))  # fmt: skip
+    monkeypatch.setattr(
+        trial,
+        "_dataset",
+        lambda name, root, validation, device: dataset(name, root, validation, "cpu"),
+    )
     report = trial.run_trial(request(space_file, baselines.get("bn_relu")))
     assert report["stages"] == ["compile", "signal", "quality", "training"]
     assert report["status"] == "trained"
-    forced = trial.run_trial(request(space_file, baselines.get("bn_relu"),
-                                     compile_order="after-quality"))  # fmt: skip
+    forced = trial.run_trial(
+        request(space_file, baselines.get("bn_relu"), compile_order="after-quality")
+    )
     assert forced["stages"] == ["signal", "quality", "compile", "training"]
 
 

@@ -11,8 +11,12 @@ def test_fates_and_trial_seconds():
     assert fate_of("failed", "quality", "diverged on resnet at step 3") == "diverged"
     assert fate_of("failed", "trial", "the trial failed (3 attempts)") == "failed"
     # Screening is the driver's time, not a worker's; "proxy" is an older record's training.
-    assert trial_seconds({"static": 0.5, "compile": 2, "signal": 1, "quality": 3,
-                          "training": 4, "proxy": 10}) == 20.0  # fmt: skip
+    assert (
+        trial_seconds(
+            {"static": 0.5, "compile": 2, "signal": 1, "quality": 3, "training": 4, "proxy": 10}
+        )
+        == 20.0
+    )
 
 
 def test_summaries_name_every_share_and_the_rate():
@@ -31,10 +35,16 @@ def test_the_live_view_shows_the_worker_time_and_whether_evolution_began():
     from evonorm_search.search.display import LiveView
     from evonorm_search.search.driver import Progress
 
-    progress = Progress(budget=10, trained=3, workers=2, worker_seconds_before=3600.0,
-                        worker_hours=4.0, evolving=True,
-                        started=time.monotonic(),
-                        by_fate={"trained": 2000.0, "rejected at signal": 700.0})  # fmt: skip
+    progress = Progress(
+        budget=10,
+        trained=3,
+        workers=2,
+        worker_seconds_before=3600.0,
+        worker_hours=4.0,
+        evolving=True,
+        started=time.monotonic(),
+        by_fate={"trained": 2000.0, "rejected at signal": 700.0},
+    )
     console = Console(width=200, record=True)
     console.print(LiveView("live").render(progress))
     text = console.export_text()

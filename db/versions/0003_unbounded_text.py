@@ -27,15 +27,27 @@ def upgrade() -> None:
     # `upgrade` runs it with foreign keys off, so the drop cascades nowhere.
     for table, column in WIDENED:
         with op.batch_alter_table(table) as batch:
-            batch.alter_column(column, existing_type=sa.String(length=200), type_=sa.Text(),
-                               existing_nullable=column == "reason")  # fmt: skip
+            batch.alter_column(
+                column,
+                existing_type=sa.String(length=200),
+                type_=sa.Text(),
+                existing_nullable=column == "reason",
+            )
 
 
 def downgrade() -> None:
     # Longer values are cut to fit again (PostgreSQL would refuse the narrower type).
     for table, column in WIDENED:
-        op.execute(sa.text(f"UPDATE {table} SET {column} = substr({column}, 1, 200) "
-                           f"WHERE length({column}) > 200"))  # fmt: skip
+        op.execute(
+            sa.text(
+                f"UPDATE {table} SET {column} = substr({column}, 1, 200) "
+                f"WHERE length({column}) > 200"
+            )
+        )
         with op.batch_alter_table(table) as batch:
-            batch.alter_column(column, existing_type=sa.Text(), type_=sa.String(length=200),
-                               existing_nullable=column == "reason")  # fmt: skip
+            batch.alter_column(
+                column,
+                existing_type=sa.Text(),
+                type_=sa.String(length=200),
+                existing_nullable=column == "reason",
+            )

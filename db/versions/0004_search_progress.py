@@ -18,8 +18,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("searches") as batch:
-        batch.add_column(sa.Column("worker_seconds", sa.Float(), nullable=False,
-                                   server_default="0"))  # fmt: skip
+        batch.add_column(
+            sa.Column("worker_seconds", sa.Float(), nullable=False, server_default="0")
+        )
         batch.add_column(sa.Column("strategy_state", sa.JSON(), nullable=True))
 
 

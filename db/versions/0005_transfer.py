@@ -24,12 +24,16 @@ def upgrade() -> None:
     op.create_table(
         "checkpoints",
         sa.Column("key", sa.String(64), primary_key=True),
-        sa.Column("candidate_id", sa.Integer(),
-                  sa.ForeignKey("candidates.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "candidate_id",
+            sa.Integer(),
+            sa.ForeignKey("candidates.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("state", sa.LargeBinary(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    )  # fmt: skip
+    )
     op.create_index("ix_checkpoints_candidate_id", "checkpoints", ["candidate_id"])
 
 

@@ -33,8 +33,12 @@ from evonorm_search.codegen.source import LayerSource
 __all__ = ["TARGETS", "KernelReport", "compile_kernels", "has_cuda_backend"]
 
 TARGETS = {"sm_90a": 90, "sm_80": 80, "sm_100": 100}
-_TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-                  torch.float64: "fp64"}  # fmt: skip
+_TRITON_DTYPES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float64: "fp64",
+}
 
 
 @dataclass(frozen=True)
@@ -67,22 +71,35 @@ def _resources(cubin: bytes) -> dict[str, int]:
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cubin)
     try:
-        out = subprocess.run([str(_cuobjdump()), "-res-usage", f.name], capture_output=True,
-                             text=True, check=True, timeout=60).stdout  # fmt: skip
+        out = subprocess.run(
+            [str(_cuobjdump()), "-res-usage", f.name],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
     finally:
         os.unlink(f.name)
     return {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", out)}
 
 
-def _compile(fn: Any, signature: dict[str, str], constexprs: dict[str, Any],
-             options: dict[str, Any], capability: int) -> tuple[dict[str, int], float]:  # fmt: skip
+def _compile(
+    fn: Any,
+    signature: dict[str, str],
+    constexprs: dict[str, Any],
+    options: dict[str, Any],
+    capability: int,
+) -> tuple[dict[str, int], float]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     start = time.perf_counter()
-    compiled = triton.compile(ASTSource(fn, signature, constexprs), options=options,
-                              target=GPUTarget("cuda", capability, 32))  # fmt: skip
+    compiled = triton.compile(
+        ASTSource(fn, signature, constexprs),
+        options=options,
+        target=GPUTarget("cuda", capability, 32),
+    )
     seconds = time.perf_counter() - start
     return _resources(compiled.asm["cubin"]), seconds
 
@@ -106,9 +123,13 @@ def _signature(fn: Any, data: str, compute: str, constexprs: dict[str, Any]) -> 
 
 
 def compile_kernels(
-    source: LayerSource, *, target: str = "sm_90a", shape: tuple[int, ...] = (128, 64, 56, 56),
-    dtype: torch.dtype = torch.bfloat16, groups: int = 32,
-) -> list[KernelReport]:  # fmt: skip
+    source: LayerSource,
+    *,
+    target: str = "sm_90a",
+    shape: tuple[int, ...] = (128, 64, 56, 56),
+    dtype: torch.dtype = torch.bfloat16,
+    groups: int = 32,
+) -> list[KernelReport]:
     """Compile every kernel the launcher runs for x of ``shape`` and ``dtype`` (both modes,
     forward and backward) for ``target``, with the block sizes it picks there.  One after
     another: triton parses kernel source with ``ast.parse``, which CPython 3.11 cannot run
@@ -134,8 +155,16 @@ def compile_kernels(
     tile = on_chip_tile(source.launch, (n, c, s), groups, dtype)
     if tile:
         for direction in ("forward", "backward"):
-            add(f"fused_{direction}", "both", 0, direction, AFFINE=True, CBLOCK=tile.cblock,
-                SBLOCK=tile.sblock, num_warps=tile.num_warps)  # fmt: skip
+            add(
+                f"fused_{direction}",
+                "both",
+                0,
+                direction,
+                AFFINE=True,
+                CBLOCK=tile.cblock,
+                SBLOCK=tile.sblock,
+                num_warps=tile.num_warps,
+            )
     else:
         block, _ = stage_block(s)
         for mode in ("train", "eval"):
@@ -144,8 +173,15 @@ def compile_kernels(
             for name, p in source.backward_reduce_kernels[mode]:
                 add(name, mode, p.stage, "backward", AFFINE=True, BLOCK=block)
             launch = channel_launch(n, c, s)
-            add(f"backward_{mode}", mode, None, "backward", AFFINE=True, BLOCK=launch.block,
-                SPLIT=launch.split)  # fmt: skip
+            add(
+                f"backward_{mode}",
+                mode,
+                None,
+                "backward",
+                AFFINE=True,
+                BLOCK=launch.block,
+                SPLIT=launch.split,
+            )
         add("forward", "both", None, "forward", AFFINE=True, BLOCK=forward_block(n * c * s))
     capability = TARGETS[target]
     reports = []
@@ -153,6 +189,16 @@ def compile_kernels(
         fn = getattr(module, name)
         signature = _signature(fn, data, compute, constexprs)
         r, seconds = _compile(fn, signature, constexprs, options, capability)
-        reports.append(KernelReport(name, mode, stage, direction, r["REG"], r.get("LOCAL", 0),
-                                    r.get("SHARED", 0), round(seconds, 3)))  # fmt: skip
+        reports.append(
+            KernelReport(
+                name,
+                mode,
+                stage,
+                direction,
+                r["REG"],
+                r.get("LOCAL", 0),
+                r.get("SHARED", 0),
+                round(seconds, 3),
+            )
+        )
     return reports

@@ -61,16 +61,26 @@ class CompiledLayer:
 
     def figures(self) -> dict[str, Any]:
         """What the store keeps with the candidate."""
-        return {"kernel_hash": self.kernel_hash, "target": self.target,
-                "shape": list(self.shape), "dtype": self.dtype,
-                "registers": self.registers, "spill_bytes": self.spill_bytes,
-                "compile_s": self.compile_s, "traffic_fwd": self.traffic_fwd,
-                "traffic_bwd": self.traffic_bwd, "kernels": len(self.kernels),
-                "verified": self.verified}  # fmt: skip
+        return {
+            "kernel_hash": self.kernel_hash,
+            "target": self.target,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "registers": self.registers,
+            "spill_bytes": self.spill_bytes,
+            "compile_s": self.compile_s,
+            "traffic_fwd": self.traffic_fwd,
+            "traffic_bwd": self.traffic_bwd,
+            "kernels": len(self.kernels),
+            "verified": self.verified,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"formula": self.formula, **self.figures(),
-                "kernels": [asdict(k) for k in self.kernels]}  # fmt: skip
+        return {
+            "formula": self.formula,
+            **self.figures(),
+            "kernels": [asdict(k) for k in self.kernels],
+        }
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,16 @@ class CompileRefusal:
 
 
 def compile_layer(
-    graph: LayerGraph, *, target: str = "sm_90a", shape: tuple[int, ...] = (128, 64, 56, 56),
-    dtype: torch.dtype | str = torch.bfloat16, groups: int = 32, verify: bool = False,
-    max_spill_bytes: int = 0, aot: bool | None = None,
-) -> CompiledLayer | CompileRefusal:  # fmt: skip
+    graph: LayerGraph,
+    *,
+    target: str = "sm_90a",
+    shape: tuple[int, ...] = (128, 64, 56, 56),
+    dtype: torch.dtype | str = torch.bfloat16,
+    groups: int = 32,
+    verify: bool = False,
+    max_spill_bytes: int = 0,
+    aot: bool | None = None,
+) -> CompiledLayer | CompileRefusal:
     """Compile ``graph`` (a valid layer) for ``target`` at ``shape`` and ``dtype`` (a torch
     dtype or its name).
 
@@ -117,16 +133,19 @@ def compile_layer(
     kernels: list[KernelReport] = []
     if aot:
         try:
-            kernels = compile_kernels(source, target=target, shape=shape, dtype=dtype,
-                                      groups=groups)  # fmt: skip
+            kernels = compile_kernels(
+                source, target=target, shape=shape, dtype=dtype, groups=groups
+            )
         except Exception as e:  # triton's compile errors have no common base class
             message = " ".join(str(e).split())[:300] or type(e).__name__
             return refuse(f"compile error: {message}")
         spilling = [k for k in kernels if k.spill_bytes > max_spill_bytes]
         if spilling:
             worst = max(spilling, key=lambda k: k.spill_bytes)
-            return refuse(f"spills: {worst.kernel} spills {worst.spill_bytes} bytes per thread "
-                          f"(limit {max_spill_bytes})")  # fmt: skip
+            return refuse(
+                f"spills: {worst.kernel} spills {worst.spill_bytes} bytes per thread "
+                f"(limit {max_spill_bytes})"
+            )
     if verify:
         from evonorm_search.codegen.verify import TOLERANCE, failed, verify_in_subprocess
 
@@ -137,15 +156,26 @@ def compile_layer(
         bad = [r for r in results if failed(r)]
         if bad:
             r = bad[0]
-            what = ("gradient presence " + ", ".join(r["gradient_presence"])
-                    if r["gradient_presence"] else
-                    f"error {max(r['output'], r['buffers'], r['gradients']):.2g} "
-                    f"(tolerance {TOLERANCE:g})")  # fmt: skip
+            what = (
+                "gradient presence " + ", ".join(r["gradient_presence"])
+                if r["gradient_presence"]
+                else f"error {max(r['output'], r['buffers'], r['gradients']):.2g} "
+                f"(tolerance {TOLERANCE:g})"
+            )
             mode = "train" if r["training"] else "eval"
-            return refuse(f"mismatch: the kernels disagree with the eager layer at shape "
-                          f"{tuple(r['shape'])} in {mode} mode: {what}")  # fmt: skip
+            return refuse(
+                f"mismatch: the kernels disagree with the eager layer at shape "
+                f"{tuple(r['shape'])} in {mode} mode: {what}"
+            )
     return CompiledLayer(
-        formula, source.digest, target, tuple(shape), str(dtype).removeprefix("torch."),
-        traffic_fwd, traffic_bwd, tuple(kernels), verify,
+        formula,
+        source.digest,
+        target,
+        tuple(shape),
+        str(dtype).removeprefix("torch."),
+        traffic_fwd,
+        traffic_bwd,
+        tuple(kernels),
+        verify,
         round(time.perf_counter() - start, 3),
-    )  # fmt: skip
+    )

@@ -105,8 +105,9 @@ class ChannelLaunch(NamedTuple):
 def channel_launch(n: int, c: int, s: int) -> ChannelLaunch:
     length = n * s
     block = min(MAX_BLOCK, _pow2(length))
-    split = max(1, min(MAX_SPLIT, _pow2(TARGET_PROGRAMS // max(c, 1)),
-                       _pow2(math.ceil(length / block))))  # fmt: skip
+    split = max(
+        1, min(MAX_SPLIT, _pow2(TARGET_PROGRAMS // max(c, 1)), _pow2(math.ceil(length / block)))
+    )
     chunk = math.ceil(math.ceil(length / split) / block) * block
     return ChannelLaunch(length, block, split, chunk)
 
@@ -125,8 +126,9 @@ class Tile(NamedTuple):
     num_warps: int
 
 
-def on_chip_tile(plan: dict, shape: tuple[int, ...], groups: int,
-                 dtype: torch.dtype) -> Tile | None:  # fmt: skip
+def on_chip_tile(
+    plan: dict, shape: tuple[int, ...], groups: int, dtype: torch.dtype
+) -> Tile | None:
     """The single-kernel path's tile for x of ``shape``, or None where the plan has no
     such path or its reduction groups do not fit on chip."""
     if plan["on_chip"] is None:
@@ -183,10 +185,20 @@ def _triples(statistics: dict[int, dict], moments, means, adjoints) -> list[Tens
 
 
 def forward(
-    module: Any, plan: dict, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
-    bias: Tensor | None, *, groups: int, eps: float, training: bool, momentum: float,
+    module: Any,
+    plan: dict,
+    x: Tensor,
+    v0: Tensor,
+    v1: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    groups: int,
+    eps: float,
+    training: bool,
+    momentum: float,
     running: dict[int, Tensor],
-) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:  # fmt: skip
+) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:
     """The layer's output for ``x`` (N, C, *spatial), the moment of every statistic node
     and the mean its input had; updates ``running`` (node -> (C,) running estimate) in
     training mode."""
@@ -213,21 +225,52 @@ def forward(
     tile = on_chip_tile(plan, shape, groups, x.dtype)
     if tile:
         module.fused_forward[(n, c // tile.row_channels)](
-            x, v0, v1, w, b, y, *triples, c, s, cg, tile.row_channels, eps,
-            COMPUTE=tl_compute, AFFINE=weight is not None, CBLOCK=tile.cblock,
-            SBLOCK=tile.sblock, num_warps=tile.num_warps, **OPTIONS,
-        )  # fmt: skip
+            x,
+            v0,
+            v1,
+            w,
+            b,
+            y,
+            *triples,
+            c,
+            s,
+            cg,
+            tile.row_channels,
+            eps,
+            COMPUTE=tl_compute,
+            AFFINE=weight is not None,
+            CBLOCK=tile.cblock,
+            SBLOCK=tile.sblock,
+            num_warps=tile.num_warps,
+            **OPTIONS,
+        )
         return y.view(shape), moments, means
     block, t = stage_block(s)
     for kernel in plan[mode]["reduce"]:
-        inputs = sorted({statistics[k]["input"] for k in kernel["statistics"]
-                         if statistics[k]["axis"] != "channel"})  # fmt: skip
-        partials = torch.empty((max(len(inputs), 1), 3, n, c, t), dtype=compute,
-                               device=x.device)  # fmt: skip
+        inputs = sorted(
+            {
+                statistics[k]["input"]
+                for k in kernel["statistics"]
+                if statistics[k]["axis"] != "channel"
+            }
+        )
+        partials = torch.empty((max(len(inputs), 1), 3, n, c, t), dtype=compute, device=x.device)
         getattr(module, kernel["name"])[(n, t)](
-            x, v0, v1, *triples, partials, n, c, s, cg, t, eps, COMPUTE=tl_compute, BLOCK=block,
+            x,
+            v0,
+            v1,
+            *triples,
+            partials,
+            n,
+            c,
+            s,
+            cg,
+            t,
+            eps,
+            COMPUTE=tl_compute,
+            BLOCK=block,
             **OPTIONS,
-        )  # fmt: skip
+        )
         for k in kernel["statistics"]:
             stat = statistics[k]
             if stat["axis"] == "channel":
@@ -243,17 +286,41 @@ def forward(
     total = x.numel()
     block = forward_block(total)
     module.forward[(math.ceil(total / block),)](
-        x, v0, v1, w, b, y, *triples, total, c, s, cg, eps,
-        COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=block, **OPTIONS,
-    )  # fmt: skip
+        x,
+        v0,
+        v1,
+        w,
+        b,
+        y,
+        *triples,
+        total,
+        c,
+        s,
+        cg,
+        eps,
+        COMPUTE=tl_compute,
+        AFFINE=weight is not None,
+        BLOCK=block,
+        **OPTIONS,
+    )
     return y.view(shape), moments, means
 
 
 def backward(
-    module: Any, plan: dict, dy: Tensor, x: Tensor, v0: Tensor, v1: Tensor,
-    weight: Tensor | None, moments: dict[int, Tensor], means: dict[int, Tensor], *, groups: int,
-    eps: float, training: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    module: Any,
+    plan: dict,
+    dy: Tensor,
+    x: Tensor,
+    v0: Tensor,
+    v1: Tensor,
+    weight: Tensor | None,
+    moments: dict[int, Tensor],
+    means: dict[int, Tensor],
+    *,
+    groups: int,
+    eps: float,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients (dx, dv0, dv1, dweight, dbias) from the upstream gradient ``dy`` and what
     the forward pass saved: x and the statistics' moments and means."""
     mode = "train" if training else "eval"
@@ -271,10 +338,27 @@ def backward(
     if tile:
         partials = torch.empty((4, n, c), dtype=compute, device=x.device)
         module.fused_backward[(n, c // tile.row_channels)](
-            x, v0, v1, w, dy, dx, *triples, partials, n, c, s, cg, tile.row_channels, eps,
-            COMPUTE=tl_compute, AFFINE=weight is not None, CBLOCK=tile.cblock,
-            SBLOCK=tile.sblock, num_warps=tile.num_warps, **OPTIONS,
-        )  # fmt: skip
+            x,
+            v0,
+            v1,
+            w,
+            dy,
+            dx,
+            *triples,
+            partials,
+            n,
+            c,
+            s,
+            cg,
+            tile.row_channels,
+            eps,
+            COMPUTE=tl_compute,
+            AFFINE=weight is not None,
+            CBLOCK=tile.cblock,
+            SBLOCK=tile.sblock,
+            num_warps=tile.num_warps,
+            **OPTIONS,
+        )
         dv0, dv1, dweight, dbias = partials.sum(1)  # deterministic
         return dx.view(shape), dv0, dv1, dweight, dbias
     block, t = stage_block(s)
@@ -282,19 +366,51 @@ def backward(
         blocked = [k for k in kernel["statistics"] if statistics[k]["axis"] != "channel"]
         partials = torch.empty((max(len(blocked), 1), n, c, t), dtype=compute, device=x.device)
         getattr(module, kernel["name"])[(n, t)](
-            x, v0, v1, w, dy, *triples, partials, n, c, s, cg, t, eps, COMPUTE=tl_compute,
-            AFFINE=weight is not None, BLOCK=block, **OPTIONS,
-        )  # fmt: skip
+            x,
+            v0,
+            v1,
+            w,
+            dy,
+            *triples,
+            partials,
+            n,
+            c,
+            s,
+            cg,
+            t,
+            eps,
+            COMPUTE=tl_compute,
+            AFFINE=weight is not None,
+            BLOCK=block,
+            **OPTIONS,
+        )
         for position, k in enumerate(blocked):  # channel adjoints: stored by the kernel
             axis = statistics[k]["axis"]
             adjoints[k].copy_(_block_rows(partials[position], axis, groups).sum(1))
     launch = channel_launch(n, c, s)
     partials = torch.empty(4 * c * launch.split, dtype=compute, device=x.device)
     getattr(module, f"backward_{mode}")[(c, launch.split)](
-        x, v0, v1, w, dy, dx, *triples, partials, n, c, s, cg, launch.length, launch.chunk,
-        eps, COMPUTE=tl_compute, AFFINE=weight is not None, BLOCK=launch.block,
-        SPLIT=launch.split, **OPTIONS,
-    )  # fmt: skip
+        x,
+        v0,
+        v1,
+        w,
+        dy,
+        dx,
+        *triples,
+        partials,
+        n,
+        c,
+        s,
+        cg,
+        launch.length,
+        launch.chunk,
+        eps,
+        COMPUTE=tl_compute,
+        AFFINE=weight is not None,
+        BLOCK=launch.block,
+        SPLIT=launch.split,
+        **OPTIONS,
+    )
     dv0, dv1, dweight, dbias = partials.view(4, c, launch.split).sum(-1)
     return dx.view(shape), dv0, dv1, dweight, dbias
 
@@ -302,12 +418,15 @@ def backward(
 def _saved_rows(plan: dict, x: Tensor, training: bool, groups: int) -> list[int]:
     """Rows of each statistic's moment, in argument order."""
     n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-    return [c if stat["running"] else statistic_rows(stat["axis"], n, c, s, groups)
-            for stat in _statistics(plan, training).values()]  # fmt: skip
+    return [
+        c if stat["running"] else statistic_rows(stat["axis"], n, c, s, groups)
+        for stat in _statistics(plan, training).values()
+    ]
 
 
-def register_ops(namespace: str, plan_of: Callable[[str], dict],
-                 kernels_of: Callable[[str], Any]) -> Callable:  # fmt: skip
+def register_ops(
+    namespace: str, plan_of: Callable[[str], dict], kernels_of: Callable[[str], Any]
+) -> Callable:
     """Define the custom ops ``<namespace>::fused_forward`` and ``<namespace>::fused_backward``
     (fake implementations and an autograd formula included) and return ``fused_norm_act``,
     the layer's output through them.
@@ -325,10 +444,18 @@ def register_ops(namespace: str, plan_of: Callable[[str], dict],
 
     @torch.library.custom_op(f"{namespace}::fused_forward", mutates_args=())
     def fused_forward(
-        graph: str, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
-        bias: Tensor | None, running: list[Tensor], groups: int, eps: float, training: bool,
+        graph: str,
+        x: Tensor,
+        v0: Tensor,
+        v1: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running: list[Tensor],
+        groups: int,
+        eps: float,
+        training: bool,
         momentum: float,
-    ) -> list[Tensor]:  # fmt: skip
+    ) -> list[Tensor]:
         """[y, *moments, *means, *updated running estimates]; ``running`` lists the batch
         statistics' running estimates in node order."""
         plan = plan_of(graph)
@@ -338,13 +465,27 @@ def register_ops(namespace: str, plan_of: Callable[[str], dict],
             compute = _compute_dtype(x)
             rows = _saved_rows(plan, x, training, groups)
             saved = [x.new_full((r,), math.nan, dtype=compute) for r in rows]
-            return [torch.empty_like(x, memory_format=torch.contiguous_format), *saved,
-                    *[t.clone() for t in saved], *updated]  # fmt: skip
+            return [
+                torch.empty_like(x, memory_format=torch.contiguous_format),
+                *saved,
+                *[t.clone() for t in saved],
+                *updated,
+            ]
         batch = [k for k, stat in statistics.items() if stat["axis"] == "batch"]
         y, moments, means = forward(
-            kernels_of(graph), plan, x, v0, v1, weight, bias, groups=groups, eps=eps,
-            training=training, momentum=momentum, running=dict(zip(batch, updated, strict=True)),
-        )  # fmt: skip
+            kernels_of(graph),
+            plan,
+            x,
+            v0,
+            v1,
+            weight,
+            bias,
+            groups=groups,
+            eps=eps,
+            training=training,
+            momentum=momentum,
+            running=dict(zip(batch, updated, strict=True)),
+        )
         # Outputs of a custom op may not alias its inputs or each other: a running estimate
         # read in eval mode is copied.
         saved = [moments[k] for k in statistics] + [means[k] for k in statistics]
@@ -365,28 +506,52 @@ def register_ops(namespace: str, plan_of: Callable[[str], dict],
 
     @torch.library.custom_op(f"{namespace}::fused_backward", mutates_args=())
     def fused_backward(
-        graph: str, dy: Tensor, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
-        saved: list[Tensor], groups: int, eps: float, training: bool,
-    ) -> list[Tensor]:  # fmt: skip
+        graph: str,
+        dy: Tensor,
+        x: Tensor,
+        v0: Tensor,
+        v1: Tensor,
+        weight: Tensor | None,
+        saved: list[Tensor],
+        groups: int,
+        eps: float,
+        training: bool,
+    ) -> list[Tensor]:
         """[dx, dv0, dv1, dweight, dbias], the per-channel ones in the compute dtype."""
         plan = plan_of(graph)
         statistics = _statistics(plan, training)
         if x.numel() == 0:
             c = x.shape[1]
-            return [torch.zeros_like(x),
-                    *[x.new_zeros(c, dtype=_compute_dtype(x)) for _ in range(4)]]  # fmt: skip
+            return [
+                torch.zeros_like(x),
+                *[x.new_zeros(c, dtype=_compute_dtype(x)) for _ in range(4)],
+            ]
         half = len(saved) // 2
         moments = dict(zip(statistics, saved[:half], strict=True))
         means = dict(zip(statistics, saved[half:], strict=True))
-        dx, *per_channel = backward(kernels_of(graph), plan, dy, x, v0, v1, weight, moments, means,
-                                    groups=groups, eps=eps, training=training)  # fmt: skip
+        dx, *per_channel = backward(
+            kernels_of(graph),
+            plan,
+            dy,
+            x,
+            v0,
+            v1,
+            weight,
+            moments,
+            means,
+            groups=groups,
+            eps=eps,
+            training=training,
+        )
         return [dx, *[t.clone() for t in per_channel]]  # views of one buffer: may not alias
 
     @fused_backward.register_fake
     def _(graph, dy, x, v0, v1, weight, saved, groups, eps, training):
         c = x.shape[1]
-        return [torch.empty_like(x, memory_format=torch.contiguous_format),
-                *[x.new_empty(c, dtype=_compute_dtype(x)) for _ in range(4)]]  # fmt: skip
+        return [
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            *[x.new_empty(c, dtype=_compute_dtype(x)) for _ in range(4)],
+        ]
 
     def setup_context(ctx, inputs, output) -> None:
         graph, x, v0, v1, weight, _, running, groups, eps, training, _ = inputs
@@ -413,10 +578,19 @@ def register_ops(namespace: str, plan_of: Callable[[str], dict],
     fused_forward.register_autograd(backward_formula, setup_context=setup_context)
 
     def fused_norm_act(
-        graph: str, x: Tensor, v0: Tensor, v1: Tensor, weight: Tensor | None,
-        bias: Tensor | None, running: list[Tensor], *, groups: int, eps: float,
-        training: bool, momentum: float,
-    ) -> Tensor:  # fmt: skip
+        graph: str,
+        x: Tensor,
+        v0: Tensor,
+        v1: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running: list[Tensor],
+        *,
+        groups: int,
+        eps: float,
+        training: bool,
+        momentum: float,
+    ) -> Tensor:
         """The layer's output through the fused kernels (``graph``: a canonical graph's
         JSON; ``running``: its batch statistics' estimates in node order)."""
         if x.numel() > MAX_ELEMENTS:
@@ -430,8 +604,9 @@ def register_ops(namespace: str, plan_of: Callable[[str], dict],
                 "expected more than 1 value per channel when training batch statistics, got "
                 f"input of shape {tuple(x.shape)}"
             )
-        y, *rest = fused_forward(graph, x.contiguous(), v0, v1, weight, bias, running,
-                                 groups, eps, training, momentum)  # fmt: skip
+        y, *rest = fused_forward(
+            graph, x.contiguous(), v0, v1, weight, bias, running, groups, eps, training, momentum
+        )
         if training and running:
             with torch.no_grad():
                 for buffer, updated in zip(running, rest[-len(running) :], strict=True):

@@ -39,17 +39,22 @@ def private_cache_dir() -> Path:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = directory.stat()
     except OSError as e:
-        raise KernelCacheError(f"cannot use the kernel cache {directory}: "
-                               f"{e.strerror or e}") from None  # fmt: skip
+        raise KernelCacheError(
+            f"cannot use the kernel cache {directory}: {e.strerror or e}"
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
         raise KernelCacheError(f"the kernel cache {directory} is not a directory")
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise KernelCacheError(f"the kernel cache {directory} belongs to another user: set "
-                               "EVONORM_KERNEL_CACHE to a directory of your own")  # fmt: skip
+        raise KernelCacheError(
+            f"the kernel cache {directory} belongs to another user: set "
+            "EVONORM_KERNEL_CACHE to a directory of your own"
+        )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise KernelCacheError(f"the kernel cache {directory} can be written by other users "
-                               f"(mode {stat.S_IMODE(info.st_mode):o}): chmod 700 it, or set "
-                               "EVONORM_KERNEL_CACHE to a directory of your own")  # fmt: skip
+        raise KernelCacheError(
+            f"the kernel cache {directory} can be written by other users "
+            f"(mode {stat.S_IMODE(info.st_mode):o}): chmod 700 it, or set "
+            "EVONORM_KERNEL_CACHE to a directory of your own"
+        )
     return directory
 
 

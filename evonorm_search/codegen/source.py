@@ -65,10 +65,12 @@ class LayerSource:
         the loads of x and dy and the stores of y and dx in the kernels generated, each
         executed once per element (the minimum: forward 2, backward 3)."""
         return tuple(  # type: ignore[return-value]
-            sum(len(_FULL_SIZE_ACCESS.findall(self.kernel_text(k)))
-                for k in self.launched(mode, direction, on_chip=on_chip))
+            sum(
+                len(_FULL_SIZE_ACCESS.findall(self.kernel_text(k)))
+                for k in self.launched(mode, direction, on_chip=on_chip)
+            )
             for direction in ("forward", "backward")
-        )  # fmt: skip
+        )
 
 
 def _template(name: str) -> Template:
@@ -116,8 +118,10 @@ def _on_chip(graph: LayerGraph):
         masked = f"tl.where(mask, t{u}, 0.0)"
         out = [f"a{index} = {kind.tile_sum.format(v=masked)} / {count}"]
         if "{var}" in moment.from_mean_var:  # two passes over the tile in registers
-            out += [f"d = tl.where(mask, t{u} - a{index}, 0.0)",
-                    f"v{index} = {kind.tile_sum.format(v='d * d')} / {count}"]  # fmt: skip
+            out += [
+                f"d = tl.where(mask, t{u} - a{index}, 0.0)",
+                f"v{index} = {kind.tile_sum.format(v='d * d')} / {count}",
+            ]
         out.append(f"m{index} = {moment.from_mean_var.format(mean=f'a{index}', var=f'v{index}')}")
         return [*out, f"t{index} = {_finish(graph, index, f'm{index}')}"]
 
@@ -165,11 +169,15 @@ def _reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_params: s
         for q, value in enumerate(("nb", "block_mean", "tl.sum(d * d, axis=0)")):
             blocks.append(f"tl.store(part_ptr + {3 * position + q} * N * C * T + block, {value})")
     for u in channel_inputs:
-        accumulators += [f"cmean{u} = tl.zeros([BLOCK], COMPUTE)",
-                         f"cm2_{u} = tl.zeros([BLOCK], COMPUTE)"]  # fmt: skip
-        blocks += [f"delta = t{u} - cmean{u}  # Welford: node {u} over the channels",
-                   f"cmean{u} = cmean{u} + delta / (c + 1)",
-                   f"cm2_{u} = cm2_{u} + delta * (t{u} - cmean{u})"]  # fmt: skip
+        accumulators += [
+            f"cmean{u} = tl.zeros([BLOCK], COMPUTE)",
+            f"cm2_{u} = tl.zeros([BLOCK], COMPUTE)",
+        ]
+        blocks += [
+            f"delta = t{u} - cmean{u}  # Welford: node {u} over the channels",
+            f"cmean{u} = cmean{u} + delta / (c + 1)",
+            f"cm2_{u} = cm2_{u} + delta * (t{u} - cmean{u})",
+        ]
     stores = []
     for k in channel:
         u = graph.node(k).inputs[0]
@@ -179,10 +187,14 @@ def _reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_params: s
         if moment.keeps_mean:  # the backward pass needs the mean it was taken around
             stores.append(f"tl.store(a{k}_ptr + n * S + s, cmean{u}, mask=mask)")
     return _template("reduce.py.tmpl").substitute(
-        name=name, moment_params=moment_params, **_stage_label(plan, p),
-        accumulators=_indent(accumulators, 4), body=_indent(body, 8),
-        blocks=_indent(blocks, 8), stores=_indent(stores, 4),
-    )  # fmt: skip
+        name=name,
+        moment_params=moment_params,
+        **_stage_label(plan, p),
+        accumulators=_indent(accumulators, 4),
+        body=_indent(body, 8),
+        blocks=_indent(blocks, 8),
+        stores=_indent(stores, 4),
+    )
 
 
 def unsupported(graph: LayerGraph) -> str | None:
@@ -229,10 +241,14 @@ def generate(graph: LayerGraph) -> LayerSource:
         forward_reduce[mode] = tuple(kernels)
     everything = list(range(NUM_INITIAL, NUM_INITIAL + len(canonical.nodes)))
     forward_body = _body(canonical, everything, _loaded(canonical))
-    parts.append(_template("forward.py.tmpl").substitute(
-        name="forward", moment_params=moment_params, body=_indent(forward_body, 4),
-        output=f"t{canonical.output}",
-    ))  # fmt: skip
+    parts.append(
+        _template("forward.py.tmpl").substitute(
+            name="forward",
+            moment_params=moment_params,
+            body=_indent(forward_body, 4),
+            output=f"t{canonical.output}",
+        )
+    )
     backward_reduce: dict[str, tuple[tuple[str, ReductionPass], ...]] = {}
     for mode, plan in plans.items():
         kernels = []
@@ -251,8 +267,9 @@ def generate(graph: LayerGraph) -> LayerSource:
     text = re.sub(r"\n[ ]+\n", "\n", header + "".join(parts))  # lines left empty by the templates
     digest = hashlib.sha256(text.encode()).hexdigest()[:20]
     launch = _launch_plan(plans, forward_reduce, backward_reduce, row)
-    return LayerSource(text, digest, plans["train"], plans["eval"], forward_reduce,
-                       backward_reduce, row, launch)  # fmt: skip
+    return LayerSource(
+        text, digest, plans["train"], plans["eval"], forward_reduce, backward_reduce, row, launch
+    )
 
 
 def _launch_plan(
@@ -267,8 +284,7 @@ def _launch_plan(
     names: ints, bools and strings only."""
 
     def kernels(passes: tuple[tuple[str, ReductionPass], ...]) -> list[dict]:
-        return [{"name": name, "statistics": [int(k) for k in p.statistics]}
-                for name, p in passes]  # fmt: skip
+        return [{"name": name, "statistics": [int(k) for k in p.statistics]} for name, p in passes]
 
     graph = plans["train"].graph
     launch: dict = {}
@@ -277,19 +293,30 @@ def _launch_plan(
         for k in plan.statistics:
             node = graph.node(k)
             stat = STATISTICS[node.op]
-            statistics.append({"node": int(k), "axis": str(node.axis), "moment": stat.moment,
-                               "input": int(node.inputs[0]), "running": plan.from_running(k),
-                               "unbiased": stat.running_unbiased})  # fmt: skip
-        launch[mode] = {"statistics": statistics, "reduce": kernels(forward_reduce[mode]),
-                        "backward_reduce": kernels(backward_reduce[mode])}  # fmt: skip
+            statistics.append(
+                {
+                    "node": int(k),
+                    "axis": str(node.axis),
+                    "moment": stat.moment,
+                    "input": int(node.inputs[0]),
+                    "running": plan.from_running(k),
+                    "unbiased": stat.running_unbiased,
+                }
+            )
+        launch[mode] = {
+            "statistics": statistics,
+            "reduce": kernels(forward_reduce[mode]),
+            "backward_reduce": kernels(backward_reduce[mode]),
+        }
     read = {j for node in graph.nodes for j in node.inputs}
     launch["on_chip"] = row
     launch["reads"] = {"v0": 2 in read, "v1": 3 in read}  # the initial nodes x, 0, v0, v1
     return launch
 
 
-def _sweep(plan: Schedule, targets: tuple[int, ...], *, on_chip: bool = False
-           ) -> tuple[list[str], dict[int, str]]:  # fmt: skip
+def _sweep(
+    plan: Schedule, targets: tuple[int, ...], *, on_chip: bool = False
+) -> tuple[list[str], dict[int, str]]:
     """Reverse-mode code for one element: the adjoint ``g<i>`` of every node downstream of
     the statistics ``targets`` (all nodes when empty), from the output's adjoint ``g``.
     Statistics of later stages than the targets pass their adjoints ``dm<k>`` on to their
@@ -335,8 +362,9 @@ def _sweep(plan: Schedule, targets: tuple[int, ...], *, on_chip: bool = False
     return lines, adjoint
 
 
-def _backward_reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_params: str,
-                            forward: list[str]) -> str:  # fmt: skip
+def _backward_reduce_kernel(
+    plan: Schedule, p: ReductionPass, name: str, moment_params: str, forward: list[str]
+) -> str:
     lines, adjoint = _sweep(plan, p.statistics)
     blocked, channel = _split_channel(plan.graph, p.statistics)
     accumulators = [f"acc{k} = tl.zeros([BLOCK], COMPUTE)" for k in channel]
@@ -347,21 +375,30 @@ def _backward_reduce_kernel(plan: Schedule, p: ReductionPass, name: str, moment_
     sums += [f"acc{k} += tl.where(mask, {adjoint.get(k, '0.0 * t0')}, 0.0)" for k in channel]
     stores = [f"tl.store(d{k}_ptr + n * S + s, acc{k}, mask=mask)" for k in channel]
     return _template("backward_reduce.py.tmpl").substitute(
-        name=name, moment_params=moment_params, **_stage_label(plan, p),
-        accumulators=_indent(accumulators, 4), forward=_indent(forward, 8),
-        backward=_indent(lines, 8), sums=_indent(sums, 8),
+        name=name,
+        moment_params=moment_params,
+        **_stage_label(plan, p),
+        accumulators=_indent(accumulators, 4),
+        forward=_indent(forward, 8),
+        backward=_indent(lines, 8),
+        sums=_indent(sums, 8),
         stores=_indent(stores, 4),
-    )  # fmt: skip
+    )
 
 
 def _backward_kernel(plan: Schedule, name: str, moment_params: str, forward: list[str]) -> str:
     lines, adjoint = _sweep(plan, ())
     zero = "tl.zeros([BLOCK], COMPUTE)"
     return _template("backward.py.tmpl").substitute(
-        name=name, moment_params=moment_params, forward=_indent(forward, 8),
-        backward=_indent(lines, 8), dx=adjoint.get(0, zero), dv0=adjoint.get(2, zero),
-        dv1=adjoint.get(3, zero), output=plan.graph.output,
-    )  # fmt: skip
+        name=name,
+        moment_params=moment_params,
+        forward=_indent(forward, 8),
+        backward=_indent(lines, 8),
+        dx=adjoint.get(0, zero),
+        dv0=adjoint.get(2, zero),
+        dv1=adjoint.get(3, zero),
+        output=plan.graph.output,
+    )
 
 
 def _fused_kernels(plan: Schedule, row: str, moment_params: str) -> list[str]:
@@ -376,14 +413,23 @@ def _fused_kernels(plan: Schedule, row: str, moment_params: str) -> list[str]:
         if MOMENTS[STATISTICS[graph.node(k).op].moment].keeps_mean:
             stores.append(f"tl.store(a{k}_ptr + {row}, a{k}{mask})")
     forward = _template("fused_forward.py.tmpl").substitute(
-        name="fused_forward", moment_params=moment_params, row=row, body=_indent(body, 4),
-        output=f"t{graph.output}", stores=_indent(stores, 4),
-    )  # fmt: skip
+        name="fused_forward",
+        moment_params=moment_params,
+        row=row,
+        body=_indent(body, 4),
+        output=f"t{graph.output}",
+        stores=_indent(stores, 4),
+    )
     lines, adjoint = _sweep(plan, (), on_chip=True)
     zero = "tl.zeros([CBLOCK, SBLOCK], COMPUTE)"
     backward = _template("fused_backward.py.tmpl").substitute(
-        name="fused_backward", moment_params=moment_params, forward=_indent(body, 4),
-        backward=_indent(lines, 4), dx=adjoint.get(0, zero), dv0=adjoint.get(2, zero),
-        dv1=adjoint.get(3, zero), output=graph.output,
-    )  # fmt: skip
+        name="fused_backward",
+        moment_params=moment_params,
+        forward=_indent(body, 4),
+        backward=_indent(lines, 4),
+        dx=adjoint.get(0, zero),
+        dv0=adjoint.get(2, zero),
+        dv1=adjoint.get(3, zero),
+        output=graph.output,
+    )
     return [forward, backward]

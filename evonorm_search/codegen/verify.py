@@ -48,8 +48,10 @@ def worst(a: torch.Tensor, b: torch.Tensor, *, sums: bool = False) -> float:
 
 
 def _grads(x: torch.Tensor, layer: GraphNormAct) -> list[torch.Tensor]:
-    return [t.grad if t.grad is not None else torch.zeros_like(t)
-            for t in (x, layer.v0, layer.v1, layer.weight, layer.bias)]  # fmt: skip
+    return [
+        t.grad if t.grad is not None else torch.zeros_like(t)
+        for t in (x, layer.v0, layer.v1, layer.weight, layer.bias)
+    ]
 
 
 def compare(graph: LayerGraph, shape: tuple[int, ...], training: bool, seed: int) -> dict:
@@ -88,12 +90,15 @@ def _compare(graph: LayerGraph, shape: tuple[int, ...], training: bool, seed: in
     xf = x.detach().clone().requires_grad_()
     got = fused(xf)
     got.backward(dy)
-    missing = [name for name, p in fused.named_parameters()
-               if (p.grad is None) != (getattr(layer, name).grad is None)]  # fmt: skip
+    missing = [
+        name
+        for name, p in fused.named_parameters()
+        if (p.grad is None) != (getattr(layer, name).grad is None)
+    ]
     gradients = []
-    for position, (ours, eager, truth) in enumerate(zip(
-        _grads(xf, fused), _grads(x, layer), _grads(x64, exact), strict=True
-    )):  # fmt: skip
+    for position, (ours, eager, truth) in enumerate(
+        zip(_grads(xf, fused), _grads(x, layer), _grads(x64, exact), strict=True)
+    ):
         sums = position > 0
         error = worst(ours, eager, sums=sums)
         # Where float32 itself is ill-conditioned (1 - tanh^2 near 1, 1/x near 0) the eager
@@ -104,9 +109,15 @@ def _compare(graph: LayerGraph, shape: tuple[int, ...], training: bool, seed: in
             error = 0.0
         gradients.append(error)
     buffers = [worst(a, b) for a, b in zip(fused.buffers(), layer.buffers(), strict=True)]
-    return {"formula": layer.formula, "shape": list(shape), "training": training,
-            "output": worst(got.detach(), expected.detach()), "buffers": max(buffers, default=0.0),
-            "gradients": max(gradients), "gradient_presence": missing}  # fmt: skip
+    return {
+        "formula": layer.formula,
+        "shape": list(shape),
+        "training": training,
+        "output": worst(got.detach(), expected.detach()),
+        "buffers": max(buffers, default=0.0),
+        "gradients": max(gradients),
+        "gradient_presence": missing,
+    }
 
 
 def failed(result: dict) -> bool:
@@ -124,10 +135,14 @@ def verify_in_subprocess(graphs: list[LayerGraph], *, timeout: float = 600) -> l
         listing.write_text(json.dumps([g.to_json() for g in graphs]))
         env = {**os.environ, "TRITON_INTERPRET": "1"}
         # Isolated from the caller's working directory (see ``isolation``).
-        out = subprocess.run(python_module_command("evonorm_search.codegen.verify",
-                                                   str(listing)),
-                             capture_output=True, text=True, env=env, cwd=tmp,
-                             timeout=timeout)  # fmt: skip
+        out = subprocess.run(
+            python_module_command("evonorm_search.codegen.verify", str(listing)),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+            timeout=timeout,
+        )
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or ["no output"]
         raise RuntimeError(f"the interpreter probe failed: {lines[-1]}")

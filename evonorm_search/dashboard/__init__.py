@@ -34,8 +34,9 @@ __all__ = ["create_app", "host_names", "serve"]
 _NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
-def serve(db_url: str | None, host: str = "127.0.0.1", port: int = 8080,
-          allow_hosts: Sequence[str] = ()) -> None:  # fmt: skip
+def serve(
+    db_url: str | None, host: str = "127.0.0.1", port: int = 8080, allow_hosts: Sequence[str] = ()
+) -> None:
     """Open the store read-only (a database that cannot be used raises a one-line
     StoreError before anything listens), bind ``host:port`` (0: any free port) and serve
     until interrupted, answering the hosts the module's docstring lists (``allow_hosts``
@@ -51,14 +52,20 @@ def serve(db_url: str | None, host: str = "127.0.0.1", port: int = 8080,
         hosts = host_names(host, bound_host, extra)
         app = create_app(store, allowed_hosts=hosts)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        print(f"evonorm-search dashboard: http://{shown}:{bound_port}/ (read-only; Ctrl-C stops)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"evonorm-search dashboard: http://{shown}:{bound_port}/ (read-only; Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
         if not _is_loopback(host):
-            print(f"evonorm-search: warning: listening on {host}: anyone who can reach this "
-                  "machine can read every search in the database (the dashboard has no "
-                  f"authentication); it answers only requests addressed to {', '.join(hosts)} "
-                  "(pass --allow-host for each other name or address clients use)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"evonorm-search: warning: listening on {host}: anyone who can reach this "
+                "machine can read every search in the database (the dashboard has no "
+                f"authentication); it answers only requests addressed to {', '.join(hosts)} "
+                "(pass --allow-host for each other name or address clients use)",
+                file=sys.stderr,
+                flush=True,
+            )
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         uvicorn.Server(config).run(sockets=[listener])
 

@@ -58,11 +58,19 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 # script or style (element or attribute), no eval, no plugin, no <base>, no form posting,
 # no framing.  data: and blob: images: plotly.js's "download plot as png" draws the plot's
 # SVG through a blob: URL (a data: one in Safari).
-CSP = "; ".join([
-    "default-src 'none'", "script-src 'self'", "style-src 'self'",
-    "img-src 'self' data: blob:", "font-src 'self'", "connect-src 'self'",
-    "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
-])  # fmt: skip
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
 # The graph drawing (graph.svg, matplotlib's SVG) styles itself with a <style> element and
 # style attributes, so opened on its own it needs inline styles; it gets no script at all,
 # loads nothing (default-src 'none': no url() either) and is sandboxed.
@@ -148,14 +156,19 @@ def create_app(store: Store, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -
         [trained count, best mean so far] where the best changed (and the last)."""
         name = request.path_params["name"]
         space = (await read(store.search, name))["space"]
-        others = [s["name"] for s in await read(store.searches)
-                  if s["space"] == space and s["name"] != name
-                  and s["strategy"] != BASELINE_STRATEGY]  # fmt: skip
+        others = [
+            s["name"]
+            for s in await read(store.searches)
+            if s["space"] == space and s["name"] != name and s["strategy"] != BASELINE_STRATEGY
+        ]
         siblings = []
         for other in others:
             curve = await read(store.best_so_far, other)
-            steps = [[n, best] for i, (n, _, _, best) in enumerate(curve)
-                     if i == 0 or i == len(curve) - 1 or best != curve[i - 1][3]]  # fmt: skip
+            steps = [
+                [n, best]
+                for i, (n, _, _, best) in enumerate(curve)
+                if i == 0 or i == len(curve) - 1 or best != curve[i - 1][3]
+            ]
             siblings.append({"name": other, "curve": steps})
         return JSONResponse(siblings)
 
@@ -186,16 +199,20 @@ def create_app(store: Store, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -
     async def graph_json(request: Request) -> Response:
         cid = candidate_id(request)
         record = await read(store.candidate, cid)
-        return Response(record["graph"], media_type="application/json",
-                        headers=_attachment(f"candidate-{cid}.json"))  # fmt: skip
+        return Response(
+            record["graph"],
+            media_type="application/json",
+            headers=_attachment(f"candidate-{cid}.json"),
+        )
 
     async def graph_svg(request: Request) -> Response:
         record = await read(store.candidate, candidate_id(request))
         svg = await run_in_threadpool(_graph_svg, record["graph"])
         if svg is None:
             raise HTTPException(404, f"candidate {record['id']} holds no valid layer to draw")
-        return Response(svg, media_type="image/svg+xml",
-                        headers={"Content-Security-Policy": SVG_CSP})  # fmt: skip
+        return Response(
+            svg, media_type="image/svg+xml", headers={"Content-Security-Policy": SVG_CSP}
+        )
 
     async def layer_py(request: Request) -> Response:
         from evonorm_search.export import export_source, provenance_of
@@ -203,12 +220,14 @@ def create_app(store: Store, *, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -
         cid = candidate_id(request)
         record = await read(store.candidate, cid)
         try:
-            source = export_source(record["graph"], "EvolvedNormAct",
-                                   provenance=provenance_of(record))  # fmt: skip
+            source = export_source(
+                record["graph"], "EvolvedNormAct", provenance=provenance_of(record)
+            )
         except EvoNormError as e:
             raise HTTPException(404, f"candidate {cid} cannot be exported: {e}") from None
-        return Response(source, media_type="text/x-python",
-                        headers=_attachment(f"evolved_norm_act_{cid}.py"))  # fmt: skip
+        return Response(
+            source, media_type="text/x-python", headers=_attachment(f"evolved_norm_act_{cid}.py")
+        )
 
     async def error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

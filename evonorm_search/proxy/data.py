@@ -136,8 +136,10 @@ class Dataset:
         if images is None:
             raise DataError(f"{self.name} has no {split} split")
         for start in range(0, len(labels), batch_size):
-            yield (self.normalise(images[start : start + batch_size]),
-                   labels[start : start + batch_size])  # fmt: skip
+            yield (
+                self.normalise(images[start : start + batch_size]),
+                labels[start : start + batch_size],
+            )
 
 
 class BatchStream:
@@ -169,8 +171,11 @@ class BatchStream:
         return data.normalise(images), data.train_labels[index]
 
     def state_dict(self) -> dict[str, object]:
-        return {"generator": self.generator.get_state(), "position": self.position,
-                "order": None if self.order is None else self.order.cpu()}  # fmt: skip
+        return {
+            "generator": self.generator.get_state(),
+            "position": self.position,
+            "order": None if self.order is None else self.order.cpu(),
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.generator.set_state(state["generator"])
@@ -194,8 +199,9 @@ def _augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor
     return torch.where(flip.view(n, 1, 1, 1), cropped.flip(3), cropped)
 
 
-def _split(images: Tensor, labels: Tensor, validation: int, transfer: int, seed: int
-           ) -> dict[str, Tensor]:  # fmt: skip
+def _split(
+    images: Tensor, labels: Tensor, validation: int, transfer: int, seed: int
+) -> dict[str, Tensor]:
     """The fixed-seed partition of the module docstring: index tensors per split."""
     n = len(labels)
     if validation < 1 or transfer < 0 or validation + 2 * transfer >= n:
@@ -204,26 +210,57 @@ def _split(images: Tensor, labels: Tensor, validation: int, transfer: int, seed:
             f"{n} and still train (validation >= 1, transfer >= 0, their sum below {n})"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    bounds = {"transfer_test": (0, transfer), "transfer_val": (transfer, 2 * transfer),
-              "val": (2 * transfer, 2 * transfer + validation),
-              "train": (2 * transfer + validation, n)}  # fmt: skip
+    bounds = {
+        "transfer_test": (0, transfer),
+        "transfer_val": (transfer, 2 * transfer),
+        "val": (2 * transfer, 2 * transfer + validation),
+        "train": (2 * transfer + validation, n),
+    }
     return {name: order[start:stop] for name, (start, stop) in bounds.items()}
 
 
-def _dataset_from(name: str, classes: tuple[str, ...], images: Tensor, labels: Tensor, *,
-                  validation: int, transfer: int, seed: int, augment: bool,
-                  test: tuple[Tensor | None, Tensor | None] = (None, None)) -> Dataset:  # fmt: skip
+def _dataset_from(
+    name: str,
+    classes: tuple[str, ...],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    validation: int,
+    transfer: int,
+    seed: int,
+    augment: bool,
+    test: tuple[Tensor | None, Tensor | None] = (None, None),
+) -> Dataset:
     """A dataset split as the module docstring says; statistics from its training part."""
     index = _split(images, labels, validation, transfer, seed)
-    parts = {f"{split}_{kind}": tensor[index[split]]
-             for split in ("train", "val", "transfer_val", "transfer_test")
-             for kind, tensor in (("images", images), ("labels", labels))}  # fmt: skip
+    parts = {
+        f"{split}_{kind}": tensor[index[split]]
+        for split in ("train", "val", "transfer_val", "transfer_test")
+        for kind, tensor in (("images", images), ("labels", labels))
+    }
     if not transfer:
-        parts.update(dict.fromkeys(("transfer_val_images", "transfer_val_labels",
-                                    "transfer_test_images", "transfer_test_labels")))  # fmt: skip
+        parts.update(
+            dict.fromkeys(
+                (
+                    "transfer_val_images",
+                    "transfer_val_labels",
+                    "transfer_test_images",
+                    "transfer_test_labels",
+                )
+            )
+        )
     mean, std = _statistics(parts["train_images"])
-    return Dataset(name, classes, mean=mean, std=std, augment=augment, test_images=test[0],
-                   test_labels=test[1], indices=index, **parts)  # fmt: skip
+    return Dataset(
+        name,
+        classes,
+        mean=mean,
+        std=std,
+        augment=augment,
+        test_images=test[0],
+        test_labels=test[1],
+        indices=index,
+        **parts,
+    )
 
 
 def _statistics(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,9 +307,14 @@ def _read_batch(path: Path) -> dict:
 def _images_and_labels(path: Path) -> tuple[Tensor, Tensor]:
     data = _read_batch(path)
     images, labels = data.get(b"data"), data.get(b"labels")
-    if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2
-            or images.shape[1] != 3 * 32 * 32 or not isinstance(labels, list)
-            or len(labels) != len(images)):  # fmt: skip
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 2
+        or images.shape[1] != 3 * 32 * 32
+        or not isinstance(labels, list)
+        or len(labels) != len(images)
+    ):
         raise DataError(f"{path} is not a CIFAR-10 python batch: wrong 'data' or 'labels'")
     labels_t = torch.tensor(labels, dtype=torch.int64)
     if len(labels_t) and (labels_t.min() < 0 or labels_t.max() > 9):
@@ -288,9 +330,13 @@ EVALUATION_SPLITS = ("val", "transfer_val", "transfer_test", "test")
 
 
 def load_cifar10(
-    directory: str | Path, *, validation: int = DEFAULT_VALIDATION["cifar10"],
-    transfer: int = TRANSFER_SLICE["cifar10"], seed: int = 0, device: str = "cpu",
-) -> Dataset:  # fmt: skip
+    directory: str | Path,
+    *,
+    validation: int = DEFAULT_VALIDATION["cifar10"],
+    transfer: int = TRANSFER_SLICE["cifar10"],
+    seed: int = 0,
+    device: str = "cpu",
+) -> Dataset:
     """CIFAR-10 from ``directory`` in the official python format.
 
     ``data_batch_1..5`` and ``batches.meta`` are required, ``test_batch`` is optional.  The
@@ -299,8 +345,10 @@ def load_cifar10(
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"CIFAR-10 directory {directory} does not exist (download it with "
-                        "evonorm_search.proxy.data.download_cifar10)")  # fmt: skip
+        raise DataError(
+            f"CIFAR-10 directory {directory} does not exist (download it with "
+            "evonorm_search.proxy.data.download_cifar10)"
+        )
     missing = [name for name in CIFAR10_REQUIRED if not (directory / name).is_file()]
     if missing:
         raise DataError(f"CIFAR-10 in {directory} is incomplete: missing {', '.join(missing)}")
@@ -313,10 +361,17 @@ def load_cifar10(
     labels = torch.cat([p[1] for p in parts])
     test = directory / "test_batch"
     classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    return _dataset_from("cifar10", classes, images, labels, validation=validation,
-                         transfer=transfer, seed=seed, augment=True,
-                         test=_images_and_labels(test) if test.is_file() else (None, None),
-                         ).to(device)  # fmt: skip
+    return _dataset_from(
+        "cifar10",
+        classes,
+        images,
+        labels,
+        validation=validation,
+        transfer=transfer,
+        seed=seed,
+        augment=True,
+        test=_images_and_labels(test) if test.is_file() else (None, None),
+    ).to(device)
 
 
 def download_cifar10(
@@ -342,8 +397,9 @@ def download_cifar10(
         except OSError as e:
             raise DataError(f"cannot download CIFAR-10 from {url}: {e}") from None
         if digest.hexdigest() != md5:
-            raise DataError(f"CIFAR-10 archive from {url} has MD5 {digest.hexdigest()}, "
-                            f"expected {md5}")  # fmt: skip
+            raise DataError(
+                f"CIFAR-10 archive from {url} has MD5 {digest.hexdigest()}, expected {md5}"
+            )
         unpacked = Path(tmp) / "unpacked"
         try:
             with tarfile.open(archive, "r:gz") as tar:
@@ -386,10 +442,16 @@ def load_digits(
 
 
 def synthetic(
-    *, samples: int = 1200, size: int = 8, channels: int = 1, classes: int = 10,
-    validation: int = DEFAULT_VALIDATION["synthetic"], transfer: int = TRANSFER_SLICE["synthetic"],
-    seed: int = 0, device: str = "cpu",
-) -> Dataset:  # fmt: skip
+    *,
+    samples: int = 1200,
+    size: int = 8,
+    channels: int = 1,
+    classes: int = 10,
+    validation: int = DEFAULT_VALIDATION["synthetic"],
+    transfer: int = TRANSFER_SLICE["synthetic"],
+    seed: int = 0,
+    device: str = "cpu",
+) -> Dataset:
     """A procedural set for unit tests: each class is a random smooth prototype image;
     samples are prototypes at a random brightness and contrast plus noise."""
     g = torch.Generator().manual_seed(seed)
@@ -400,9 +462,16 @@ def synthetic(
     shift = torch.rand(samples, 1, 1, 1, generator=g) - 0.5
     noise = torch.randn(samples, channels, size, size, generator=g) * 0.1
     images = prototypes[labels] * gain + shift + noise
-    return _dataset_from("synthetic", tuple(f"class {c}" for c in range(classes)), images,
-                         labels, validation=validation, transfer=transfer, seed=seed,
-                         augment=False).to(device)  # fmt: skip
+    return _dataset_from(
+        "synthetic",
+        tuple(f"class {c}" for c in range(classes)),
+        images,
+        labels,
+        validation=validation,
+        transfer=transfer,
+        seed=seed,
+        augment=False,
+    ).to(device)
 
 
 def default_data_dir() -> Path:
@@ -411,14 +480,22 @@ def default_data_dir() -> Path:
 
 
 def load_dataset(
-    name: str, *, root: str | Path | None = None, validation: int | None = None,
-    transfer: int | None = None, seed: int = 0, device: str = "cpu",
-) -> Dataset:  # fmt: skip
+    name: str,
+    *,
+    root: str | Path | None = None,
+    validation: int | None = None,
+    transfer: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Dataset:
     """A dataset by name: ``cifar10`` (from ``root``, the directory holding the batches;
     default ``default_data_dir()/cifar-10-batches-py``), ``digits`` or ``synthetic``;
     ``validation`` and ``transfer`` default to the dataset's own sizes."""
-    sizes = {key: value for key, value in (("validation", validation), ("transfer", transfer))
-             if value is not None}  # fmt: skip
+    sizes = {
+        key: value
+        for key, value in (("validation", validation), ("transfer", transfer))
+        if value is not None
+    }
     if name == "cifar10":
         directory = Path(root) if root is not None else default_data_dir() / CIFAR10_DIR
         return load_cifar10(directory, seed=seed, device=device, **sizes)

@@ -60,9 +60,16 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, norm_act: NormAct, widths: tuple[int, ...], blocks: tuple[int, ...],
-                 in_channels: int, num_classes: int, strides: tuple[int, ...],
-                 stem_stride: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        norm_act: NormAct,
+        widths: tuple[int, ...],
+        blocks: tuple[int, ...],
+        in_channels: int,
+        num_classes: int,
+        strides: tuple[int, ...],
+        stem_stride: int,
+    ) -> None:
         super().__init__()
         self.stem = _conv(in_channels, widths[0], 3, stem_stride)
         layers, cin = [], widths[0]
@@ -96,8 +103,16 @@ class InvertedResidual(nn.Module):
     """1x1 expansion -> k x k depthwise -> (squeeze-excite) -> 1x1 projection, each followed
     by a candidate site; a residual connection when the shape is kept."""
 
-    def __init__(self, cin: int, cout: int, expand: int, stride: int, kernel: int,
-                 norm_act: NormAct, squeeze_excite: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        expand: int,
+        stride: int,
+        kernel: int,
+        norm_act: NormAct,
+        squeeze_excite: bool,
+    ) -> None:
         super().__init__()
         hidden = cin * expand
         layers: list[nn.Module] = []
@@ -119,16 +134,27 @@ class InvertedResidualNet(nn.Module):
     """stem -> inverted residual stages -> 1x1 head -> pool -> linear.  A stage is
     (expansion, channels, blocks, stride, kernel)."""
 
-    def __init__(self, norm_act: NormAct, stem: int, stages: tuple[tuple[int, ...], ...],
-                 head: int, in_channels: int, num_classes: int, squeeze_excite: bool,
-                 stem_stride: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        norm_act: NormAct,
+        stem: int,
+        stages: tuple[tuple[int, ...], ...],
+        head: int,
+        in_channels: int,
+        num_classes: int,
+        squeeze_excite: bool,
+        stem_stride: int,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [_conv(in_channels, stem, 3, stem_stride), norm_act(stem)]
         cin = stem
         for expand, cout, count, stride, kernel in stages:
             for i in range(count):
-                layers.append(InvertedResidual(cin, cout, expand, stride if i == 0 else 1,
-                                               kernel, norm_act, squeeze_excite))  # fmt: skip
+                layers.append(
+                    InvertedResidual(
+                        cin, cout, expand, stride if i == 0 else 1, kernel, norm_act, squeeze_excite
+                    )
+                )
                 cin = cout
         layers += [_conv(cin, head, 1), norm_act(head)]
         self.features = nn.Sequential(*layers)
@@ -170,9 +196,17 @@ class Block(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(
-        self, norm_act: NormAct, dim: int, depth: int, heads: int, mlp_ratio: int, patch: int,
-        image_size: int, in_channels: int, num_classes: int,
-    ) -> None:  # fmt: skip
+        self,
+        norm_act: NormAct,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: int,
+        patch: int,
+        image_size: int,
+        in_channels: int,
+        num_classes: int,
+    ) -> None:
         super().__init__()
         self.embed = nn.Conv2d(in_channels, dim, patch, patch)
         tokens = (image_size // patch) ** 2
@@ -201,32 +235,66 @@ PRESETS: dict[str, dict[str, _Preset]] = {
         "paper": _Preset(PreActResNet, {"widths": (64, 128, 256, 512), "blocks": (2, 2, 2, 2)}),
     },
     "mobilenet": {
-        "tiny": _Preset(InvertedResidualNet, {
-            "stem": 16, "head": 128, "squeeze_excite": False,
-            "stages": ((1, 16, 1, 1, 3), (4, 24, 1, 2, 3), (4, 32, 1, 2, 3)),
-        }),
-        "paper": _Preset(InvertedResidualNet, {
-            "stem": 32, "head": 1280, "squeeze_excite": False,
-            "stages": ((1, 16, 1, 1, 3), (6, 24, 2, 1, 3), (6, 32, 3, 2, 3), (6, 64, 4, 2, 3),
-                       (6, 96, 3, 1, 3), (6, 160, 3, 2, 3), (6, 320, 1, 1, 3)),
-        }),
+        "tiny": _Preset(
+            InvertedResidualNet,
+            {
+                "stem": 16,
+                "head": 128,
+                "squeeze_excite": False,
+                "stages": ((1, 16, 1, 1, 3), (4, 24, 1, 2, 3), (4, 32, 1, 2, 3)),
+            },
+        ),
+        "paper": _Preset(
+            InvertedResidualNet,
+            {
+                "stem": 32,
+                "head": 1280,
+                "squeeze_excite": False,
+                "stages": (
+                    (1, 16, 1, 1, 3),
+                    (6, 24, 2, 1, 3),
+                    (6, 32, 3, 2, 3),
+                    (6, 64, 4, 2, 3),
+                    (6, 96, 3, 1, 3),
+                    (6, 160, 3, 2, 3),
+                    (6, 320, 1, 1, 3),
+                ),
+            },
+        ),
     },
     "efficientnet": {
-        "tiny": _Preset(InvertedResidualNet, {
-            "stem": 16, "head": 128, "squeeze_excite": True,
-            "stages": ((1, 16, 1, 1, 3), (4, 24, 1, 2, 3), (4, 40, 1, 2, 5)),
-        }),
-        "paper": _Preset(InvertedResidualNet, {
-            "stem": 32, "head": 1280, "squeeze_excite": True,
-            "stages": ((1, 16, 1, 1, 3), (6, 24, 2, 1, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
-                       (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)),
-        }),
+        "tiny": _Preset(
+            InvertedResidualNet,
+            {
+                "stem": 16,
+                "head": 128,
+                "squeeze_excite": True,
+                "stages": ((1, 16, 1, 1, 3), (4, 24, 1, 2, 3), (4, 40, 1, 2, 5)),
+            },
+        ),
+        "paper": _Preset(
+            InvertedResidualNet,
+            {
+                "stem": 32,
+                "head": 1280,
+                "squeeze_excite": True,
+                "stages": (
+                    (1, 16, 1, 1, 3),
+                    (6, 24, 2, 1, 3),
+                    (6, 40, 2, 2, 5),
+                    (6, 80, 3, 2, 3),
+                    (6, 112, 3, 1, 5),
+                    (6, 192, 4, 2, 5),
+                    (6, 320, 1, 1, 3),
+                ),
+            },
+        ),
     },
     "vit": {
         "tiny": _Preset(VisionTransformer, {"dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 2}),
         "paper": _Preset(VisionTransformer, {"dim": 192, "depth": 6, "heads": 3, "mlp_ratio": 4}),
     },
-}  # fmt: skip
+}
 ARCHITECTURES = tuple(PRESETS)
 
 # The transfer stage's networks: bigger than the proxies and at full resolution (no stem
@@ -236,12 +304,17 @@ ARCHITECTURES = tuple(PRESETS)
 # and width than the sequence space's proxy.
 TRANSFER_NETWORKS: dict[str, _Preset] = {
     "resnet20": _Preset(PreActResNet, {"widths": (16, 32, 64), "blocks": (3, 3, 3)}),
-    "mobilenet_m": _Preset(InvertedResidualNet, {
-        "stem": 32, "head": 256, "squeeze_excite": False,
-        "stages": ((1, 16, 1, 1, 3), (4, 24, 2, 2, 3), (4, 32, 2, 2, 3), (4, 64, 2, 1, 3)),
-    }),
+    "mobilenet_m": _Preset(
+        InvertedResidualNet,
+        {
+            "stem": 32,
+            "head": 256,
+            "squeeze_excite": False,
+            "stages": ((1, 16, 1, 1, 3), (4, 24, 2, 2, 3), (4, 32, 2, 2, 3), (4, 64, 2, 1, 3)),
+        },
+    ),
     "vit_d4": _Preset(VisionTransformer, {"dim": 96, "depth": 4, "heads": 4, "mlp_ratio": 2}),
-}  # fmt: skip
+}
 
 
 def _stage_strides(count: int, image_size: int) -> tuple[int, ...]:
@@ -255,9 +328,14 @@ def _stage_strides(count: int, image_size: int) -> tuple[int, ...]:
 
 
 def build(
-    architecture: str, norm_act: NormAct, *, preset: str = "tiny", in_channels: int = 3,
-    num_classes: int = 10, image_size: int = 32,
-) -> nn.Module:  # fmt: skip
+    architecture: str,
+    norm_act: NormAct,
+    *,
+    preset: str = "tiny",
+    in_channels: int = 3,
+    num_classes: int = 10,
+    image_size: int = 32,
+) -> nn.Module:
     """The proxy network ``architecture`` at ``preset``, or the transfer network
     ``architecture`` (``TRANSFER_NETWORKS``; ``preset`` does not apply), with ``norm_act`` at
     every site."""
@@ -284,8 +362,7 @@ def build(
     if spec.build is PreActResNet:
         options["strides"] = _stage_strides(len(options["widths"]), size)
     else:  # stage strides adapted to the input, keeping the other settings
-        strides = iter(_stage_strides(sum(1 for s in options["stages"] if s[3] != 1) + 1,
-                                      size)[1:])  # fmt: skip
+        strides = iter(_stage_strides(sum(1 for s in options["stages"] if s[3] != 1) + 1, size)[1:])
         options["stages"] = tuple(
             (e, c, n, next(strides) if s != 1 else 1, k) for e, c, n, s, k in options["stages"]
         )

@@ -67,8 +67,9 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str = "val", *,
-             batch_statistics: bool = False) -> tuple[float, float]:  # fmt: skip
+def evaluate(
+    model: nn.Module, data: Dataset, split: str = "val", *, batch_statistics: bool = False
+) -> tuple[float, float]:
     """Accuracy and mean cross-entropy on a split, in eval mode; with ``batch_statistics``
     a copy of the model in train mode instead (each evaluation batch normalized by its own
     statistics, the running estimates unused and left alone): the gap between the two
@@ -91,8 +92,16 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val", *,
 class _Run:
     """A resumable training run of one architecture."""
 
-    def __init__(self, graph: LayerGraph, architecture: str, data: Dataset, space: SearchSpace,
-                 seed: int, steps: int, backend: str = "auto") -> None:  # fmt: skip
+    def __init__(
+        self,
+        graph: LayerGraph,
+        architecture: str,
+        data: Dataset,
+        space: SearchSpace,
+        seed: int,
+        steps: int,
+        backend: str = "auto",
+    ) -> None:
         self.architecture, self.data, self.space = architecture, data, space
         self.total = steps
         self.step = 0
@@ -103,17 +112,25 @@ class _Run:
         groups = space.proxy.groups
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG alone
             torch.manual_seed(seed)
-            model = build(architecture,
-                          lambda c: GraphNormAct(graph, c, groups=groups, backend=backend),
-                          preset=space.proxy.preset, in_channels=data.channels,
-                          num_classes=data.num_classes, image_size=data.size)  # fmt: skip
+            model = build(
+                architecture,
+                lambda c: GraphNormAct(graph, c, groups=groups, backend=backend),
+                preset=space.proxy.preset,
+                in_channels=data.channels,
+                num_classes=data.num_classes,
+                image_size=data.size,
+            )
         self.model = model.to(data.device)
         if data.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         t = space.training
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.learning_rate,
-                                         momentum=t.momentum, nesterov=t.momentum > 0,
-                                         weight_decay=t.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=t.learning_rate,
+            momentum=t.momentum,
+            nesterov=t.momentum > 0,
+            weight_decay=t.weight_decay,
+        )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
         )
@@ -152,16 +169,27 @@ class _Run:
             self.seconds += time.perf_counter() - start
 
     def result(self, status: Status, **figures: float | None) -> TrainResult:
-        return TrainResult(self.architecture, status, self.step, self.seconds,
-                           train_loss=self.train_loss, **figures)  # fmt: skip
+        return TrainResult(
+            self.architecture,
+            status,
+            self.step,
+            self.seconds,
+            train_loss=self.train_loss,
+            **figures,
+        )
 
     def state_dict(self) -> dict[str, object]:
         """Everything the run's next steps depend on (weights and running estimates, the
         optimizer's momentum, the schedule, the batch stream), for a checkpoint."""
-        return {"step": self.step, "seconds": self.seconds, "train_loss": self.train_loss,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "batches": self.batches.state_dict()}  # fmt: skip
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "train_loss": self.train_loss,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "batches": self.batches.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Continue from ``state_dict()``'s checkpoint, on exactly the steps it would have
@@ -211,11 +239,17 @@ class SignalResult:
 
     def figures(self) -> dict[str, object]:
         """JSON-able, as the store keeps them."""
-        return {"architecture": self.architecture, "status": self.status, "steps": self.steps,
-                "seconds": round(self.seconds, 3), "loss_drop": self.loss_drop,
-                "input_gradient": list(self.input_gradient),
-                "output_spread": list(self.output_spread),
-                "losses": [round(v, 5) for v in self.losses], "reason": self.reason}  # fmt: skip
+        return {
+            "architecture": self.architecture,
+            "status": self.status,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "loss_drop": self.loss_drop,
+            "input_gradient": list(self.input_gradient),
+            "output_spread": list(self.output_spread),
+            "losses": [round(v, 5) for v in self.losses],
+            "reason": self.reason,
+        }
 
 
 def signal_problem(result: SignalResult, space: SearchSpace) -> str | None:
@@ -223,8 +257,10 @@ def signal_problem(result: SignalResult, space: SearchSpace) -> str | None:
     None.  Kept apart from the measurement so that a calibration can replay thresholds."""
     t = space.signal
     if result.loss_drop is not None and result.loss_drop < t.min_loss_drop:
-        return (f"loss not falling on {result.architecture}: dropped {result.loss_drop:.3f} "
-                f"< {t.min_loss_drop:g} over {result.steps} steps")  # fmt: skip
+        return (
+            f"loss not falling on {result.architecture}: dropped {result.loss_drop:.3f} "
+            f"< {t.min_loss_drop:g} over {result.steps} steps"
+        )
     if not all(map(math.isfinite, (*result.input_gradient, *result.output_spread))):
         return f"non-finite gradient or outputs on {result.architecture}"
     low, high = min(result.input_gradient, default=1.0), max(result.input_gradient, default=1.0)
@@ -263,14 +299,20 @@ def _finish(run: _Run) -> TrainResult:
     if not run.advance(run.total):
         return run.result("diverged", quality_accuracy=run.quality_accuracy)
     accuracy, loss = evaluate(run.model, run.data)
-    return run.result("completed", accuracy=accuracy, loss=loss,
-                      quality_accuracy=run.quality_accuracy)  # fmt: skip
+    return run.result(
+        "completed", accuracy=accuracy, loss=loss, quality_accuracy=run.quality_accuracy
+    )
 
 
 def train(
-    graph: LayerGraph, architecture: str, data: Dataset, *, space: SearchSpace, seed: int = 0,
+    graph: LayerGraph,
+    architecture: str,
+    data: Dataset,
+    *,
+    space: SearchSpace,
+    seed: int = 0,
     steps: int | None = None,
-) -> TrainResult:  # fmt: skip
+) -> TrainResult:
     """Train ``architecture`` with ``graph`` at every site on ``data`` for ``steps``
     (default: the space's), checking quality at ``quality_steps``."""
     run = _Run(graph, architecture, data, space, seed, steps or space.training.steps)
@@ -284,9 +326,11 @@ def quality_check(
     with the checkpoint's validation figures."""
     run = _Run(graph, architecture, data, space, seed, space.training.steps)
     return _checkpoint(run, space) or run.result(
-        "completed", accuracy=run.quality_accuracy, loss=run.quality_loss,
+        "completed",
+        accuracy=run.quality_accuracy,
+        loss=run.quality_loss,
         quality_accuracy=run.quality_accuracy,
-    )  # fmt: skip
+    )
 
 
 class CandidateTraining:
@@ -297,8 +341,16 @@ class CandidateTraining:
     needs it, so a candidate stopped early costs no other network's construction; a run
     continues from where the previous stage left it."""
 
-    def __init__(self, graph: LayerGraph, data: Dataset, *, space: SearchSpace, seed: int = 0,
-                 steps: int | None = None, backend: str = "auto") -> None:  # fmt: skip
+    def __init__(
+        self,
+        graph: LayerGraph,
+        data: Dataset,
+        *,
+        space: SearchSpace,
+        seed: int = 0,
+        steps: int | None = None,
+        backend: str = "auto",
+    ) -> None:
         self.graph, self.data, self.space, self.seed = graph, data, space, seed
         self.total = steps or space.training.steps
         self.backend = backend
@@ -307,8 +359,9 @@ class CandidateTraining:
 
     def run(self, architecture: str) -> _Run:
         if architecture not in self._runs:
-            self._runs[architecture] = _Run(self.graph, architecture, self.data, self.space,
-                                            self.seed, self.total, self.backend)  # fmt: skip
+            self._runs[architecture] = _Run(
+                self.graph, architecture, self.data, self.space, self.seed, self.total, self.backend
+            )
         return self._runs[architecture]
 
     def signal(self) -> SignalResult:
@@ -320,14 +373,27 @@ class CandidateTraining:
         watch = _Watch()
         if not run.advance(steps, watch):
             reason = f"diverged on {run.architecture} at step {run.step}"
-            return SignalResult(run.architecture, "diverged", run.step, run.seconds,
-                                losses=tuple(watch.losses), reason=reason)  # fmt: skip
+            return SignalResult(
+                run.architecture,
+                "diverged",
+                run.step,
+                run.seconds,
+                losses=tuple(watch.losses),
+                reason=reason,
+            )
         window = max(1, min(t.window, steps // 2))
         losses = watch.losses
         drop = sum(losses[:window]) / window - sum(losses[-window:]) / window
-        result = SignalResult(run.architecture, "passed", run.step, run.seconds, drop,
-                              tuple(watch.input_gradients), tuple(watch.output_spreads),
-                              tuple(losses))  # fmt: skip
+        result = SignalResult(
+            run.architecture,
+            "passed",
+            run.step,
+            run.seconds,
+            drop,
+            tuple(watch.input_gradients),
+            tuple(watch.output_spreads),
+            tuple(losses),
+        )
         problem = signal_problem(result, self.space)
         if problem is None:
             return result
@@ -344,8 +410,9 @@ class CandidateTraining:
                 return stopped
         return None
 
-    def finish(self, on_result: Callable[[TrainResult], None] | None = None
-               ) -> dict[str, TrainResult]:  # fmt: skip
+    def finish(
+        self, on_result: Callable[[TrainResult], None] | None = None
+    ) -> dict[str, TrainResult]:
         """Every architecture on to ``steps`` (after ``quality``)."""
         results = {}
         for architecture in self.architectures:
@@ -356,17 +423,21 @@ class CandidateTraining:
 
 
 def train_candidate(
-    graph: LayerGraph, data: Dataset, *, space: SearchSpace, seed: int = 0,
-    steps: int | None = None, on_result: Callable[[TrainResult], None] | None = None,
+    graph: LayerGraph,
+    data: Dataset,
+    *,
+    space: SearchSpace,
+    seed: int = 0,
+    steps: int | None = None,
+    on_result: Callable[[TrainResult], None] | None = None,
     backend: str = "auto",
-) -> dict[str, TrainResult]:  # fmt: skip
+) -> dict[str, TrainResult]:
     """Train the candidate on every architecture of the space: all of them to the quality
     checkpoint first, then on to ``steps`` only if none was rejected or diverged (so that a
     candidate that fails on one network costs no full training on another).  ``backend``:
     the layer's (``GraphNormAct``); ``auto`` runs the fused kernels on a GPU and the eager
     layer on a CPU, the faster there (``benchmarks/proxy.py backends``)."""
-    training = CandidateTraining(graph, data, space=space, seed=seed, steps=steps,
-                                 backend=backend)  # fmt: skip
+    training = CandidateTraining(graph, data, space=space, seed=seed, steps=steps, backend=backend)
     stopped = training.quality(on_result)
     if stopped is not None:
         return {stopped.architecture: stopped}

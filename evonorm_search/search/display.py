@@ -47,11 +47,13 @@ class LiveView:
         rate = p.trained_now / elapsed * 60 if elapsed > 0 else 0.0
         left = p.budget - p.trained
         eta = f"{left / rate:.1f} min" if rate > 0 and left > 0 else "-"
-        summary = Text(f"search {self.name}: {p.trained}/{p.budget} trained, {p.screened} "
-                       f"screened, {len(p.running)} running, {rate:.2f} trained/min, "
-                       f"ETA {eta}; {'evolving' if p.evolving else 'initial population'}\n"
-                       f"{yield_line(p.trained, p.worker_seconds, p.worker_hours)}: "
-                       f"{shares(p.by_fate, p.worker_seconds)}")  # fmt: skip
+        summary = Text(
+            f"search {self.name}: {p.trained}/{p.budget} trained, {p.screened} "
+            f"screened, {len(p.running)} running, {rate:.2f} trained/min, "
+            f"ETA {eta}; {'evolving' if p.evolving else 'initial population'}\n"
+            f"{yield_line(p.trained, p.worker_seconds, p.worker_hours)}: "
+            f"{shares(p.by_fate, p.worker_seconds)}"
+        )
         table = Table()
         table.add_column("stage: fate")
         table.add_column("count", justify="right")

@@ -70,8 +70,10 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if self.compile_order not in COMPILE_ORDERS:
-            raise ValueError(f"unknown compile order {self.compile_order!r} (choose from "
-                             f"{', '.join(COMPILE_ORDERS)})")  # fmt: skip
+            raise ValueError(
+                f"unknown compile order {self.compile_order!r} (choose from "
+                f"{', '.join(COMPILE_ORDERS)})"
+            )
         if self.worker_hours is not None and not self.worker_hours > 0:
             raise ValueError(f"worker_hours must be > 0, got {self.worker_hours}")
         # Trials run in directories of their own, on other nodes too: a relative path
@@ -135,8 +137,9 @@ def check_data(dataset: str, data_dir: str | None) -> None:
     needed = [f"data_batch_{i}" for i in range(1, 6)] + ["batches.meta"]
     missing = [n for n in needed if not (directory / n).is_file()]
     if missing:
-        raise DataError(f"CIFAR-10 data not found in {directory}: missing "
-                        f"{', '.join(missing)} (see --data-dir)")  # fmt: skip
+        raise DataError(
+            f"CIFAR-10 data not found in {directory}: missing {', '.join(missing)} (see --data-dir)"
+        )
 
 
 def settings_space(settings: SearchSettings) -> SearchSpace:
@@ -144,22 +147,37 @@ def settings_space(settings: SearchSettings) -> SearchSpace:
 
 
 class _Driver:
-    def __init__(self, store: Any, settings: SearchSettings, space: SearchSpace,
-                 on_progress: Callable[[Progress], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Any,
+        settings: SearchSettings,
+        space: SearchSpace,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
         from evonorm_search.store import StoreFEC
 
         self.store, self.settings, self.space = store, settings, space
         self.architectures = tuple(space.proxy.architectures)
         self.on_progress = on_progress or (lambda p: None)
-        self.strategy = make_strategy(settings.strategy, space, self.architectures,
-                                      settings.seed, population=settings.population,
-                                      tournament=settings.tournament, initial=settings.initial,
-                                      initial_mutants=settings.initial_mutants,
-                                      start_after=settings.start_after)  # fmt: skip
-        self.funnel = Funnel(space, cache=FunctionalCache(backend=StoreFEC(store)),
-                             seen=store.structural_hashes(settings.name))  # fmt: skip
-        self.progress = Progress(budget=settings.budget, workers=settings.workers,
-                                 worker_hours=settings.worker_hours)  # fmt: skip
+        self.strategy = make_strategy(
+            settings.strategy,
+            space,
+            self.architectures,
+            settings.seed,
+            population=settings.population,
+            tournament=settings.tournament,
+            initial=settings.initial,
+            initial_mutants=settings.initial_mutants,
+            start_after=settings.start_after,
+        )
+        self.funnel = Funnel(
+            space,
+            cache=FunctionalCache(backend=StoreFEC(store)),
+            seen=store.structural_hashes(settings.name),
+        )
+        self.progress = Progress(
+            budget=settings.budget, workers=settings.workers, worker_hours=settings.worker_hours
+        )
         self.requeued: list[dict[str, Any]] = []  # candidates to (re)train first
         # Scores of the trained candidates by structural hash: a structural duplicate's.
         self.trained_structures: dict[str, dict[str, float]] = {}
@@ -213,8 +231,10 @@ class _Driver:
         elif s.time_limit is not None and time.monotonic() - p.started > s.time_limit:
             self.stopped_reason = f"time limit of {s.time_limit:g} s reached"
         elif s.worker_hours is not None and p.worker_seconds >= s.worker_hours * 3600:
-            self.stopped_reason = (f"worker-time budget of {s.worker_hours:g} h reached "
-                                   f"({p.worker_seconds / 3600:.2f} h spent)")  # fmt: skip
+            self.stopped_reason = (
+                f"worker-time budget of {s.worker_hours:g} h reached "
+                f"({p.worker_seconds / 3600:.2f} h spent)"
+            )
         elif self.strategy.exhausted and not self.requeued:  # the zoo's: all proposed
             self.stopped_reason = "the strategy has nothing more to propose"
         return self.stopped_reason is not None
@@ -231,39 +251,66 @@ class _Driver:
             proposal = self.strategy.ask()
             # Saved before the proposal is recorded: a driver killed in between loses the
             # proposal, and a resume never proposes it again.
-            self.store.set_search_progress(self.settings.name,
-                                           strategy_state=self.strategy.random_state(),
-                                           worker_seconds=self.progress.worker_seconds)  # fmt: skip
+            self.store.set_search_progress(
+                self.settings.name,
+                strategy_state=self.strategy.random_state(),
+                worker_seconds=self.progress.worker_seconds,
+            )
             screening = self.funnel.screen(proposal.graph)
-            candidate = self.store.record_screening(self.settings.name, screening,
-                                                    parent=proposal.parent,
-                                                    mutation=proposal.mutation)  # fmt: skip
+            candidate = self.store.record_screening(
+                self.settings.name, screening, parent=proposal.parent, mutation=proposal.mutation
+            )
             fate = screening.fate
             if fate.passed:
                 self.progress.screened += 1
-                return self._start(trial_id, candidate, proposal, screening.graph.to_json(),
-                                   screening.functional_hash)  # fmt: skip
-            self._tally("duplicate" if fate.stage in ("duplicate", "functional") else
-                        "rejected", fate.stage)  # fmt: skip
+                return self._start(
+                    trial_id,
+                    candidate,
+                    proposal,
+                    screening.graph.to_json(),
+                    screening.functional_hash,
+                )
+            self._tally(
+                "duplicate" if fate.stage in ("duplicate", "functional") else "rejected", fate.stage
+            )
             # A duplicate of a trained candidate (an FEC hit, or the same structure) may join
             # the population with its twin's fitness; it is no trial.  (Told as a failure,
             # Optuna's samplers propose the same genome again and again.)
-            scores = (screening.fitness.scores if screening.fitness else
-                      self.trained_structures.get(screening.structural_hash or ""))  # fmt: skip
+            scores = (
+                screening.fitness.scores
+                if screening.fitness
+                else self.trained_structures.get(screening.structural_hash or "")
+            )
             self.strategy.tell(proposal, candidate, scores)
             self.progress.evolving = getattr(self.strategy, "evolving", False)
             self.on_progress(self.progress)
         return None
 
-    def _start(self, trial_id: str, candidate: int, proposal: Proposal | None, graph: str,
-               functional_hash: str | None) -> dict[str, Any]:  # fmt: skip
+    def _start(
+        self,
+        trial_id: str,
+        candidate: int,
+        proposal: Proposal | None,
+        graph: str,
+        functional_hash: str | None,
+    ) -> dict[str, Any]:
         self.store.update_candidate(candidate, status="running", stage="trial")
         self.trials[trial_id] = (candidate, proposal, functional_hash)
         self.progress.running[trial_id] = candidate
         self.on_progress(self.progress)
         s = self.settings
-        request = TrialRequest(candidate, graph, s.space, s.dataset, s.data_dir, s.preset,
-                               s.seed, s.verify, s.compile_order, s.signal_stage)  # fmt: skip
+        request = TrialRequest(
+            candidate,
+            graph,
+            s.space,
+            s.dataset,
+            s.data_dir,
+            s.preset,
+            s.seed,
+            s.verify,
+            s.compile_order,
+            s.signal_stage,
+        )
         return {"request": request.to_dict(), "preset": self.space.proxy.preset}
 
     def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
@@ -272,48 +319,77 @@ class _Driver:
         report = json.loads(result["report"]) if result and "report" in result else None
         if error or report is None:
             attempts = self.settings.max_failures + 1
-            self.store.update_candidate(candidate, status="failed", stage="trial",
-                                        reason=f"the trial failed ({attempts} attempt"
-                                        f"{'s' * (attempts > 1)}: its process died or "
-                                        "raised)")  # fmt: skip
+            self.store.update_candidate(
+                candidate,
+                status="failed",
+                stage="trial",
+                reason=f"the trial failed ({attempts} attempt"
+                f"{'s' * (attempts > 1)}: its process died or "
+                "raised)",
+            )
             self._tally("failed", "trial", screened=False)
             self._finish(proposal, candidate, None, functional_hash)
             return
         self._record(candidate, report)
         scores = report.get("scores")
         self._tally(report["status"], report.get("stage") or "training", screened=False)
-        self.progress.spend(fate_of(report["status"], report.get("stage"), report.get("reason")),
-                            trial_seconds(report["seconds"]))  # fmt: skip
+        self.progress.spend(
+            fate_of(report["status"], report.get("stage"), report.get("reason")),
+            trial_seconds(report["seconds"]),
+        )
         self._finish(proposal, candidate, scores, functional_hash)
 
     def _record(self, candidate: int, report: dict[str, Any]) -> None:
         s = self.settings
         with self.store.batch():
             for e in report.get("evaluations", []):
-                self.store.add_evaluation(candidate, dataset=s.dataset,
-                                          preset=self.space.proxy.preset, seed=s.seed,
-                                          node=report["node"],
-                                          code_version=report.get("code_version"),
-                                          **e)  # fmt: skip
+                self.store.add_evaluation(
+                    candidate,
+                    dataset=s.dataset,
+                    preset=self.space.proxy.preset,
+                    seed=s.seed,
+                    node=report["node"],
+                    code_version=report.get("code_version"),
+                    **e,
+                )
             compiled = report.get("compiled")
             self.store.update_candidate(
-                candidate, compiled=compiled, seconds=report["seconds"],
+                candidate,
+                compiled=compiled,
+                seconds=report["seconds"],
                 measured={"signal": report["signal"]} if "signal" in report else None,
-                bytes_per_element=(compiled["traffic_fwd"] + compiled["traffic_bwd"]
-                                   if compiled else None),
-                **({} if report["status"] == "trained" else
-                   {"status": report["status"], "stage": report["stage"],
-                    "reason": report["reason"], "detail": report.get("detail")}),
-            )  # fmt: skip
+                bytes_per_element=(
+                    compiled["traffic_fwd"] + compiled["traffic_bwd"] if compiled else None
+                ),
+                **(
+                    {}
+                    if report["status"] == "trained"
+                    else {
+                        "status": report["status"],
+                        "stage": report["stage"],
+                        "reason": report["reason"],
+                        "detail": report.get("detail"),
+                    }
+                ),
+            )
             if report["status"] == "trained":
                 self.store.set_fitness(candidate, report["scores"])
 
-    def _finish(self, proposal: Proposal | None, candidate: int,
-                scores: dict[str, float] | None, functional_hash: str | None) -> None:  # fmt: skip
+    def _finish(
+        self,
+        proposal: Proposal | None,
+        candidate: int,
+        scores: dict[str, float] | None,
+        functional_hash: str | None,
+    ) -> None:
         if functional_hash:
             self.funnel.release(functional_hash)
-        graph = (proposal.graph if proposal is not None else  # re-queued by a resume
-                 LayerGraph.from_json(self.store.candidate(candidate)["graph"]))  # fmt: skip
+        graph = (
+            proposal.graph
+            if proposal is not None
+            # re-queued by a resume
+            else LayerGraph.from_json(self.store.candidate(candidate)["graph"])
+        )
         if scores:
             self.progress.trained_now += 1
             self._best(scores)
@@ -327,8 +403,9 @@ class _Driver:
         self.on_progress(self.progress)
 
     def save_worker_time(self) -> None:
-        self.store.set_search_progress(self.settings.name,
-                                       worker_seconds=self.progress.worker_seconds)  # fmt: skip
+        self.store.set_search_progress(
+            self.settings.name, worker_seconds=self.progress.worker_seconds
+        )
 
 
 _DRIVERS: dict[int, _Driver] = {}  # the drivers of this process, by id
@@ -360,8 +437,9 @@ def _searcher(driver: _Driver) -> Any:
             if intermediate is not None:
                 intermediate(trial_id, result)
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                              error: bool = False) -> None:  # fmt: skip
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
             _DRIVERS[self.key].complete(trial_id, result, error)
 
         def save(self, checkpoint_path: str) -> None:
@@ -400,14 +478,28 @@ def _trainable(config: dict[str, Any]) -> None:
         report = run_trial(config["request"])
     except Exception as e:
         message = " ".join(f"{type(e).__name__}: {e}".split())
-        report = {"status": "failed", "stage": "trial", "reason": failure_reason(message),
-                  "detail": message[:MAX_DETAIL], "seconds": {}}  # fmt: skip
+        report = {
+            "status": "failed",
+            "stage": "trial",
+            "reason": failure_reason(message),
+            "detail": message[:MAX_DETAIL],
+            "seconds": {},
+        }
     tune.report({"report": json.dumps(report)})
 
 
-def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str,
-          scratch_prefix: str, workers: int, resources: dict[str, float], cpus: int,
-          max_failures: int, address: str | None) -> bool:  # fmt: skip
+def _tune(
+    trainable: Callable[[dict[str, Any]], None],
+    driver: Any,
+    *,
+    name: str,
+    scratch_prefix: str,
+    workers: int,
+    resources: dict[str, float],
+    cpus: int,
+    max_failures: int,
+    address: str | None,
+) -> bool:
     """Run ``driver``'s trials (``finished``, ``suggest`` and ``complete``, through
     ``_searcher``) on Ray Tune, at most ``workers`` at once, each a ``trainable`` with
     ``resources``; Ray is started here unless it runs already (``cpus`` on a local one,
@@ -425,24 +517,31 @@ def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str
 
         # Not from the user's directory: Ray would put it on every worker's sys.path.
         with started_from_neutral_directory():
-            ray.init(address=address or "local", include_dashboard=False,
-                     log_to_driver=False, configure_logging=False,
-                     **({} if address else {"num_cpus": cpus}))  # fmt: skip
+            ray.init(
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                **({} if address else {"num_cpus": cpus}),
+            )
     scratch = tempfile.mkdtemp(prefix=scratch_prefix)  # Tune's own experiment files
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(_searcher(driver), max_concurrent=workers),
-            num_samples=-1, trial_dirname_creator=lambda trial: trial.trial_id,
+            num_samples=-1,
+            trial_dirname_creator=lambda trial: trial.trial_id,
             # A worker process keeps torch, the kernels' imports and the data loaded from
             # one trial to the next (a fresh process per trial cost seconds each).
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, verbose=0, storage_path=scratch,
+            name=name,
+            verbose=0,
+            storage_path=scratch,
             failure_config=tune.FailureConfig(max_failures=max_failures),
         ),
-    )  # fmt: skip
+    )
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -453,8 +552,13 @@ def _tune(trainable: Callable[[dict[str, Any]], None], driver: Any, *, name: str
     return False
 
 
-def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
-               on_progress: Callable[[Progress], None] | None = None) -> str:  # fmt: skip
+def run_search(
+    store: Any,
+    settings: SearchSettings,
+    *,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> str:
     """Run (or resume) the search ``settings.name`` to its budget on Ray Tune; returns the
     search's final status (``completed``, ``exhausted``, ``stopped``)."""
     check_data(settings.dataset, settings.data_dir)
@@ -466,17 +570,26 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     space = settings_space(settings)
     if not resume:
-        store.create_search(settings.name, space=settings.space, strategy=settings.strategy,
-                            seed=settings.seed, budget=settings.budget,
-                            architectures=space.proxy.architectures,
-                            proxy_key=proxy_key(space), objectives=settings.objectives,
-                            config=settings.to_config())  # fmt: skip
+        store.create_search(
+            settings.name,
+            space=settings.space,
+            strategy=settings.strategy,
+            seed=settings.seed,
+            budget=settings.budget,
+            architectures=space.proxy.architectures,
+            proxy_key=proxy_key(space),
+            objectives=settings.objectives,
+            config=settings.to_config(),
+        )
     else:
         store.set_search_status(settings.name, "running")
         # A resume may change some settings (workers, budgets): the record says what ran;
         # what other commands keep there (the search's transfer) stays.
-        kept = {k: v for k, v in (store.search(settings.name)["config"] or {}).items()
-                if k not in SearchSettings.__dataclass_fields__}  # fmt: skip
+        kept = {
+            k: v
+            for k, v in (store.search(settings.name)["config"] or {}).items()
+            if k not in SearchSettings.__dataclass_fields__
+        }
         store.set_search_config(settings.name, {**kept, **settings.to_config()})
     driver = _Driver(store, settings, space, on_progress)
     if resume:
@@ -485,10 +598,17 @@ def run_search(store: Any, settings: SearchSettings, *, resume: bool = False,
             return _stop(store, driver, interrupted=False)
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    if _tune(_trainable, driver, name="trials", scratch_prefix="evonorm-tune-",
-             workers=settings.workers, resources=resources,
-             cpus=max(1, int(settings.workers * settings.cpus_per_trial)),
-             max_failures=settings.max_failures, address=settings.address):  # fmt: skip
+    if _tune(
+        _trainable,
+        driver,
+        name="trials",
+        scratch_prefix="evonorm-tune-",
+        workers=settings.workers,
+        resources=resources,
+        cpus=max(1, int(settings.workers * settings.cpus_per_trial)),
+        max_failures=settings.max_failures,
+        address=settings.address,
+    ):
         return _stop(store, driver, interrupted=True)
     return _stop(store, driver, interrupted=False)
 
@@ -499,12 +619,18 @@ def _stop(store: Any, driver: _Driver, *, interrupted: bool) -> str:
     if interrupted:
         driver.stopped_reason = "interrupted"
     ended = driver.stopped_reason is not None and not interrupted
-    status = ("completed" if driver.progress.trained >= driver.settings.budget else
-              "exhausted" if ended else "stopped")  # fmt: skip
+    status = (
+        "completed"
+        if driver.progress.trained >= driver.settings.budget
+        else "exhausted"
+        if ended
+        else "stopped"
+    )
     driver.save_worker_time()
     for candidate, _, _ in driver.trials.values():  # cancelled in flight: trained on resume
-        store.update_candidate(candidate, status="queued", stage="trial",
-                               reason="interrupted; resume trains it")  # fmt: skip
+        store.update_candidate(
+            candidate, status="queued", stage="trial", reason="interrupted; resume trains it"
+        )
     store.set_search_status(driver.settings.name, status)
     driver.progress.stopped_reason = driver.stopped_reason
     driver.on_progress(driver.progress)

@@ -24,8 +24,13 @@ from evonorm_search.search.units import Unit, run_units
 from evonorm_search.space import SearchSpace
 from evonorm_search.stats import mean_interval
 
-__all__ = ["STAGE", "ReevaluationPlan", "plan_reevaluation", "reevaluation_ranking",
-           "run_reevaluation"]  # fmt: skip
+__all__ = [
+    "STAGE",
+    "ReevaluationPlan",
+    "plan_reevaluation",
+    "reevaluation_ranking",
+    "run_reevaluation",
+]
 
 STAGE = "reevaluate"
 WORKER = "evonorm_search.search.reevaluate:reevaluate_trial"
@@ -70,8 +75,9 @@ def plan_reevaluation(store: Any, name: str, *, top: int, seeds: int) -> Reevalu
     if top < 1 or seeds < 1:
         raise ValueError("top and seeds must be >= 1")
     found = store.search(name)
-    search = SearchSettings.from_config({"name": name, "space": found["space"],
-                                         **(found["config"] or {})})  # fmt: skip
+    search = SearchSettings.from_config(
+        {"name": name, "space": found["space"], **(found["config"] or {})}
+    )
     layers = best_distinct(store, name, top)
     if not layers:
         raise StoreError(f"search {name!r} has no trained candidate to re-evaluate")
@@ -95,11 +101,21 @@ def reevaluate_trial(request: dict[str, Any], report_progress: Any = None) -> di
     space = effective_space(request["space"], request["dataset"], request["preset"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = _dataset(space.proxy.dataset, request["data_dir"], space.proxy.validation, device)
-    runs = train_candidate(LayerGraph.from_json(request["graph"]), data, space=space,
-                           seed=request["seed"])  # fmt: skip
-    evaluations = [{"architecture": r.architecture, "steps": r.steps, "status": r.status,
-                    "seconds": round(r.seconds, 3), "accuracy": r.accuracy, "loss": r.loss,
-                    "quality_accuracy": r.quality_accuracy} for r in runs.values()]  # fmt: skip
+    runs = train_candidate(
+        LayerGraph.from_json(request["graph"]), data, space=space, seed=request["seed"]
+    )
+    evaluations = [
+        {
+            "architecture": r.architecture,
+            "steps": r.steps,
+            "status": r.status,
+            "seconds": round(r.seconds, 3),
+            "accuracy": r.accuracy,
+            "loss": r.loss,
+            "quality_accuracy": r.quality_accuracy,
+        }
+        for r in runs.values()
+    ]
     return {"node": _node(), "code_version": code_version(), "evaluations": evaluations}
 
 
@@ -117,10 +133,19 @@ class _Reevaluation:
             return None
         candidate, seed = self.pending.pop(0)
         s = self.plan.search
-        return Unit(f"#{candidate} seed {seed}", WORKER,
-                    {"candidate": candidate, "seed": seed, "graph": self.graphs[candidate],
-                     "space": s.space, "dataset": s.dataset, "data_dir": s.data_dir,
-                     "preset": s.preset})  # fmt: skip
+        return Unit(
+            f"#{candidate} seed {seed}",
+            WORKER,
+            {
+                "candidate": candidate,
+                "seed": seed,
+                "graph": self.graphs[candidate],
+                "space": s.space,
+                "dataset": s.dataset,
+                "data_dir": s.data_dir,
+                "preset": s.preset,
+            },
+        )
 
     def finished(self) -> bool:
         return not self.pending
@@ -135,16 +160,20 @@ class _Reevaluation:
             return
         with self.store.batch():
             for e in report["evaluations"]:
-                self.store.add_evaluation(r["candidate"], dataset=space.proxy.dataset,
-                                          preset=space.proxy.preset, seed=r["seed"],
-                                          stage=STAGE, node=report.get("node"),
-                                          code_version=report.get("code_version"),
-                                          **e)  # fmt: skip
+                self.store.add_evaluation(
+                    r["candidate"],
+                    dataset=space.proxy.dataset,
+                    preset=space.proxy.preset,
+                    seed=r["seed"],
+                    stage=STAGE,
+                    node=report.get("node"),
+                    code_version=report.get("code_version"),
+                    **e,
+                )
         self.left -= 1
         runs = {e["architecture"]: e for e in report["evaluations"]}
         score = seed_score(runs, space.proxy.architectures)
-        self.on_event(f"{unit.label}: mean {score:.4f}; "
-                      f"{self.left} runs left")  # fmt: skip
+        self.on_event(f"{unit.label}: mean {score:.4f}; {self.left} runs left")
 
 
 def seed_score(runs: dict[str, dict[str, Any]], architectures: Sequence[str]) -> float:
@@ -155,20 +184,32 @@ def seed_score(runs: dict[str, dict[str, Any]], architectures: Sequence[str]) ->
     )
 
 
-def run_reevaluation(store: Any, plan: ReevaluationPlan, *, workers: int = 1,
-                     gpus_per_trial: float = 0.0, address: str | None = None,
-                     on_event: Any = None) -> int:  # fmt: skip
+def run_reevaluation(
+    store: Any,
+    plan: ReevaluationPlan,
+    *,
+    workers: int = 1,
+    gpus_per_trial: float = 0.0,
+    address: str | None = None,
+    on_event: Any = None,
+) -> int:
     """Train ``plan``'s missing units, recording each as it ends; returns how many are
     left (none unless interrupted or failed)."""
     source = _Reevaluation(store, plan, on_event or (lambda line: None))
     if plan.units:
-        run_units(source, name="reevaluate", workers=workers, gpus_per_trial=gpus_per_trial,
-                  address=address)  # fmt: skip
+        run_units(
+            source,
+            name="reevaluate",
+            workers=workers,
+            gpus_per_trial=gpus_per_trial,
+            address=address,
+        )
     return source.left
 
 
-def reevaluation_ranking(store: Any, name: str, *, top: int | None = None,
-                         seeds: list[int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def reevaluation_ranking(
+    store: Any, name: str, *, top: int | None = None, seeds: list[int] | None = None
+) -> list[dict[str, Any]]:
     """The re-evaluated layers of the search ``name`` (among its ``top`` best distinct, all
     re-evaluated ones by default), best mean first: per layer the seeds, each seed's score,
     the mean with its 95% t-interval, and the search's own (one-seed) proxy mean.  Only the
@@ -177,14 +218,27 @@ def reevaluation_ranking(store: Any, name: str, *, top: int | None = None,
     rows = []
     for c in best_distinct(store, name, top or 10**6):
         runs = _seed_runs(store.candidate(c["id"]))
-        scores = {seed: seed_score(r, architectures) for seed, r in sorted(runs.items())
-                  if seeds is None or seed in seeds}  # fmt: skip
+        scores = {
+            seed: seed_score(r, architectures)
+            for seed, r in sorted(runs.items())
+            if seeds is None or seed in seeds
+        }
         if not scores:
             continue
         interval = mean_interval(list(scores.values()))
-        rows.append({"id": c["id"], "formula": c["formula"], "graph": c["graph"],
-                     "functional_hash": c["functional_hash"], "seeds": list(scores),
-                     "scores": scores, "mean": interval.mean, "low": interval.low,
-                     "high": interval.high, "proxy_mean": c["mean_score"]})  # fmt: skip
+        rows.append(
+            {
+                "id": c["id"],
+                "formula": c["formula"],
+                "graph": c["graph"],
+                "functional_hash": c["functional_hash"],
+                "seeds": list(scores),
+                "scores": scores,
+                "mean": interval.mean,
+                "low": interval.low,
+                "high": interval.high,
+                "proxy_mean": c["mean_score"],
+            }
+        )
     rows.sort(key=lambda r: (-r["mean"], r["id"]))
     return rows

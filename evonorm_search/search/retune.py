@@ -63,8 +63,9 @@ class RetunePlan:
     baselines: bool = True  # whether the zoo was evaluated on the search's protocol
 
 
-def plan_retune(store: Any, name: str, *, top: int, seeds: int = 3, steps: int | None = None,
-                lr_trials: int = 6) -> RetunePlan:  # fmt: skip
+def plan_retune(
+    store: Any, name: str, *, top: int, seeds: int = 3, steps: int | None = None, lr_trials: int = 6
+) -> RetunePlan:
     """The layers to retune for the search ``name`` (a read-only store is enough): the
     ``top`` candidates of its Pareto front by mean accuracy, then the zoo's layers trained
     on its protocol.  A layer retuned before with the same settings is skipped; with
@@ -72,15 +73,20 @@ def plan_retune(store: Any, name: str, *, top: int, seeds: int = 3, steps: int |
     if top < 1 or seeds < 1 or lr_trials < 1 or (steps is not None and steps < 1):
         raise ValueError("top, seeds, lr_trials and steps must be >= 1")
     found = store.search(name)
-    search = SearchSettings.from_config({"name": name, "space": found["space"],
-                                         **(found["config"] or {})})  # fmt: skip
+    search = SearchSettings.from_config(
+        {"name": name, "space": found["space"], **(found["config"] or {})}
+    )
     space = settings_space(search)
     front = store.pareto(name)[:top]
     if not front:
         raise StoreError(f"search {name!r} has no trained candidate to retune")
     lr = space.training.learning_rate
-    settings = {"steps": steps or 2 * space.training.steps, "seeds": list(range(1, seeds + 1)),
-                "lr_trials": lr_trials, "lr_range": [lr / LR_FACTOR, lr * LR_FACTOR]}  # fmt: skip
+    settings = {
+        "steps": steps or 2 * space.training.steps,
+        "seeds": list(range(1, seeds + 1)),
+        "lr_trials": lr_trials,
+        "lr_range": [lr / LR_FACTOR, lr * LR_FACTOR],
+    }
     plan = RetunePlan(search, space, settings)
     layers = [Layer(f"#{c['id']}", "candidate", c["id"], c["graph"]) for c in front]
     from evonorm_search.store.queries import RETUNE_KEY, retune_subject
@@ -107,8 +113,10 @@ def plan_retune(store: Any, name: str, *, top: int, seeds: int = 3, steps: int |
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
-    return (f"--steps {settings.get('steps')} --seeds {len(settings.get('seeds') or [])} "
-            f"--lr-trials {settings.get('lr_trials')}")  # fmt: skip
+    return (
+        f"--steps {settings.get('steps')} --seeds {len(settings.get('seeds') or [])} "
+        f"--lr-trials {settings.get('lr_trials')}"
+    )
 
 
 # -- on a worker ---------------------------------------------------------------------------
@@ -124,26 +132,38 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
     from evonorm_search.proxy.train import _Run, evaluate, train_candidate
 
     space = effective_space(request["space"], request["dataset"], request["preset"])
-    space = dataclasses.replace(space, training=dataclasses.replace(
-        space.training, learning_rate=request["learning_rate"]))  # fmt: skip
+    space = dataclasses.replace(
+        space, training=dataclasses.replace(space.training, learning_rate=request["learning_rate"])
+    )
     graph = LayerGraph.from_json(request["graph"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = _dataset(space.proxy.dataset, request["data_dir"], space.proxy.validation, device)
     architectures, steps = space.proxy.architectures, request["steps"]
     if request["phase"] == "lr":
         runs = train_candidate(graph, data, space=space, seed=0, steps=steps)
-        scores = {a: runs[a].accuracy if a in runs and runs[a].status == "completed" else 0.0
-                  for a in architectures}  # fmt: skip
+        scores = {
+            a: runs[a].accuracy if a in runs and runs[a].status == "completed" else 0.0
+            for a in architectures
+        }
         return {"node": _node(), "scores": scores, "accuracy": statistics.fmean(scores.values())}
     split = FINAL_SPLIT
     evaluations = []
     for architecture in architectures:
         run = _Run(graph, architecture, data, space, request["seed"], steps)
-        figures = dict(zip(("accuracy", "loss"), evaluate(run.model, data, split), strict=True)
-                       if run.advance(steps) else {})  # fmt: skip
-        evaluations.append({"architecture": architecture, "steps": run.step,
-                            "status": "completed" if figures else "diverged",
-                            "seconds": round(run.seconds, 3), **figures})  # fmt: skip
+        figures = dict(
+            zip(("accuracy", "loss"), evaluate(run.model, data, split), strict=True)
+            if run.advance(steps)
+            else {}
+        )
+        evaluations.append(
+            {
+                "architecture": architecture,
+                "steps": run.step,
+                "status": "completed" if figures else "diverged",
+                "seconds": round(run.seconds, 3),
+                **figures,
+            }
+        )
     return {
         "node": _node(),
         "code_version": code_version(),
@@ -177,14 +197,23 @@ class _Retune:
         s = plan.settings
         n, self.trials_per_layer = len(plan.layers), s["lr_trials"]
         base = plan.space.training.learning_rate
-        self.optuna = [OptunaSearch(
-            space={"learning_rate": optuna.distributions.FloatDistribution(*s["lr_range"],
-                                                                           log=True)},
-            metric="accuracy", mode="max", points_to_evaluate=[{"learning_rate": base}],
-            # TPE proper after half the trials (Optuna's default waits for 10 random ones).
-            sampler=optuna.samplers.TPESampler(seed=0,
-                                               n_startup_trials=max(1, s["lr_trials"] // 2)),
-        ) for _ in range(n)]  # fmt: skip
+        self.optuna = [
+            OptunaSearch(
+                space={
+                    "learning_rate": optuna.distributions.FloatDistribution(
+                        *s["lr_range"], log=True
+                    )
+                },
+                metric="accuracy",
+                mode="max",
+                points_to_evaluate=[{"learning_rate": base}],
+                # TPE proper after half the trials (Optuna's default waits for 10 random ones).
+                sampler=optuna.samplers.TPESampler(
+                    seed=0, n_startup_trials=max(1, s["lr_trials"] // 2)
+                ),
+            )
+            for _ in range(n)
+        ]
         self.asked = [0] * n
         self.tried: list[list[tuple[float, float | None]]] = [[] for _ in range(n)]
         self.seeds_left = [list(s["seeds"]) for _ in range(n)]
@@ -194,8 +223,11 @@ class _Retune:
     def best(self, i: int) -> float:
         """The learning rate of the best trial (the first of equals); the space's own
         when every trial failed."""
-        done = [(accuracy, -k, lr) for k, (lr, accuracy) in enumerate(self.tried[i])
-                if accuracy is not None]  # fmt: skip
+        done = [
+            (accuracy, -k, lr)
+            for k, (lr, accuracy) in enumerate(self.tried[i])
+            if accuracy is not None
+        ]
         return max(done)[2] if done else self.plan.space.training.learning_rate
 
     # The search driver's Ray Tune searcher (driver._searcher) calls these three.
@@ -216,10 +248,19 @@ class _Retune:
     def _start(self, trial_id: str, i: int, phase: str, lr: float, seed: int) -> dict[str, Any]:
         self.running[trial_id] = (i, phase, lr, seed)
         s = self.plan.search
-        return {"request": {"graph": self.plan.layers[i].graph, "space": s.space,
-                            "dataset": s.dataset, "data_dir": s.data_dir, "preset": s.preset,
-                            "phase": phase, "learning_rate": lr, "seed": seed,
-                            "steps": self.plan.settings["steps"]}}  # fmt: skip
+        return {
+            "request": {
+                "graph": self.plan.layers[i].graph,
+                "space": s.space,
+                "dataset": s.dataset,
+                "data_dir": s.data_dir,
+                "preset": s.preset,
+                "phase": phase,
+                "learning_rate": lr,
+                "seed": seed,
+                "steps": self.plan.settings["steps"],
+            }
+        }
 
     def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         i, phase, lr, seed = self.running.pop(trial_id)
@@ -230,22 +271,36 @@ class _Retune:
         if phase == "lr":
             accuracy = report.get("accuracy")
             self.optuna[i].on_trial_complete(
-                trial_id, None if accuracy is None else {"accuracy": accuracy},
-                error=accuracy is None)  # fmt: skip
+                trial_id,
+                None if accuracy is None else {"accuracy": accuracy},
+                error=accuracy is None,
+            )
             self.tried[i].append((lr, accuracy))
-            outcome = f"failed: {report['error']}" if accuracy is None else (
-                f"val accuracy {accuracy:.4f}")  # fmt: skip
-            self.on_event(f"{label}: lr trial {len(self.tried[i])}/{self.trials_per_layer}, "
-                          f"lr {lr:.4g}: {outcome}")  # fmt: skip
+            outcome = (
+                f"failed: {report['error']}"
+                if accuracy is None
+                else (f"val accuracy {accuracy:.4f}")
+            )
+            self.on_event(
+                f"{label}: lr trial {len(self.tried[i])}/{self.trials_per_layer}, "
+                f"lr {lr:.4g}: {outcome}"
+            )
             return
         self.finals[i][seed] = report
         runs = report.get("evaluations") or []
-        outcome = ", ".join(f"{e['architecture']} " + (e["status"] if e.get("accuracy") is None
-                                                        else f"{e['accuracy']:.4f}")
-                            for e in runs)  # fmt: skip
-        self.on_event(f"{label}: seed {seed} at lr {lr:.4g}: "
-                      + (f"{report.get('split')} accuracy {outcome}" if runs else
-                         f"failed: {report['error']}"))  # fmt: skip
+        outcome = ", ".join(
+            f"{e['architecture']} "
+            + (e["status"] if e.get("accuracy") is None else f"{e['accuracy']:.4f}")
+            for e in runs
+        )
+        self.on_event(
+            f"{label}: seed {seed} at lr {lr:.4g}: "
+            + (
+                f"{report.get('split')} accuracy {outcome}"
+                if runs
+                else f"failed: {report['error']}"
+            )
+        )
         if len(self.finals[i]) == len(self.plan.settings["seeds"]):
             self._record(i)
 
@@ -259,33 +314,53 @@ class _Retune:
                 runs = report.get("evaluations") or [
                     {"architecture": a, "steps": 0, "status": "failed", "seconds": 0.0}
                     for a in space.proxy.architectures
-                ]  # fmt: skip
+                ]
                 for e in runs:
-                    self.store.add_evaluation(layer.candidate, dataset=space.proxy.dataset,
-                                              preset=space.proxy.preset, seed=seed,
-                                              stage="retune", node=report.get("node"),
-                                              code_version=report.get("code_version"),
-                                              **e)  # fmt: skip
-            self.store.set_retune(layer.candidate, {
-                **self.plan.settings, "learning_rate": self.best(i),
-                "base_learning_rate": space.training.learning_rate,
-                "trials": [{"learning_rate": lr, "accuracy": a} for lr, a in self.tried[i]],
-                "split": split,
-                "search": self.plan.search.name,
-            })  # fmt: skip
-        means = [statistics.fmean(e["accuracy"] for e in r["evaluations"])
-                 for r in self.finals[i].values()
-                 if r.get("evaluations") and all(e.get("accuracy") is not None
-                                                 for e in r["evaluations"])]  # fmt: skip
-        summary = (f"{statistics.fmean(means):.4f} mean over {len(means)} complete seeds"
-                   if means else "no seed completed")  # fmt: skip
-        self.on_event(f"{layer.label}: done at lr {self.best(i):.4g}: {summary} "
-                      f"(on {split or '-'}), recorded")  # fmt: skip
+                    self.store.add_evaluation(
+                        layer.candidate,
+                        dataset=space.proxy.dataset,
+                        preset=space.proxy.preset,
+                        seed=seed,
+                        stage="retune",
+                        node=report.get("node"),
+                        code_version=report.get("code_version"),
+                        **e,
+                    )
+            self.store.set_retune(
+                layer.candidate,
+                {
+                    **self.plan.settings,
+                    "learning_rate": self.best(i),
+                    "base_learning_rate": space.training.learning_rate,
+                    "trials": [{"learning_rate": lr, "accuracy": a} for lr, a in self.tried[i]],
+                    "split": split,
+                    "search": self.plan.search.name,
+                },
+            )
+        means = [
+            statistics.fmean(e["accuracy"] for e in r["evaluations"])
+            for r in self.finals[i].values()
+            if r.get("evaluations") and all(e.get("accuracy") is not None for e in r["evaluations"])
+        ]
+        summary = (
+            f"{statistics.fmean(means):.4f} mean over {len(means)} complete seeds"
+            if means
+            else "no seed completed"
+        )
+        self.on_event(
+            f"{layer.label}: done at lr {self.best(i):.4g}: {summary} (on {split or '-'}), recorded"
+        )
 
 
-def run_retune(store: Any, plan: RetunePlan, *, workers: int = 1, gpus_per_trial: float = 0.0,
-               address: str | None = None,
-               on_event: Callable[[str], None] | None = None) -> list[str]:  # fmt: skip
+def run_retune(
+    store: Any,
+    plan: RetunePlan,
+    *,
+    workers: int = 1,
+    gpus_per_trial: float = 0.0,
+    address: str | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> list[str]:
     """Train ``plan``'s layers on Ray Tune (local, or the cluster at ``address``) and
     record them in ``store`` (writable), each layer once its seeds are done.  Returns the
     labels of the layers left unfinished (none unless interrupted)."""
@@ -294,9 +369,20 @@ def run_retune(store: Any, plan: RetunePlan, *, workers: int = 1, gpus_per_trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     retune = _Retune(store, plan, on_event or (lambda line: None))
     # Interrupted, the layers recorded so far stay; the others are trained by a re-run.
-    _tune(_trainable, retune, name="retune", scratch_prefix="evonorm-retune-", workers=workers,
-          resources={"cpu": 1, "gpu": gpus_per_trial}, cpus=workers, max_failures=2,
-          address=address)  # fmt: skip
+    _tune(
+        _trainable,
+        retune,
+        name="retune",
+        scratch_prefix="evonorm-retune-",
+        workers=workers,
+        resources={"cpu": 1, "gpu": gpus_per_trial},
+        cpus=workers,
+        max_failures=2,
+        address=address,
+    )
     seeds = len(plan.settings["seeds"])
-    return [layer.label for layer, finals in zip(plan.layers, retune.finals, strict=True)
-            if len(finals) < seeds]  # fmt: skip
+    return [
+        layer.label
+        for layer, finals in zip(plan.layers, retune.finals, strict=True)
+        if len(finals) < seeds
+    ]

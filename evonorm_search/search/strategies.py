@@ -103,8 +103,9 @@ class Strategy(ABC):
     def ask(self) -> Proposal: ...
 
     @abstractmethod
-    def tell(self, proposal: Proposal, candidate: int | None,
-             scores: Mapping[str, float] | None) -> None: ...  # fmt: skip
+    def tell(
+        self, proposal: Proposal, candidate: int | None, scores: Mapping[str, float] | None
+    ) -> None: ...
 
     @abstractmethod
     def restore(self, history: Iterable[Told]) -> None:
@@ -114,8 +115,9 @@ class Strategy(ABC):
 
 def zoo_layers(space: SearchSpace) -> list[tuple[str, LayerGraph]]:
     """The baselines that are layers of ``space``, in the zoo's order."""
-    return [(n, baselines.get(n)) for n in baselines.names()
-            if not space.violations(baselines.get(n))]  # fmt: skip
+    return [
+        (n, baselines.get(n)) for n in baselines.names() if not space.violations(baselines.get(n))
+    ]
 
 
 def _zoo_first(space: SearchSpace, initial: str) -> deque[tuple[str, LayerGraph]]:
@@ -126,8 +128,9 @@ def _zoo_first(space: SearchSpace, initial: str) -> deque[tuple[str, LayerGraph]
     return deque(zoo_layers(space) if initial == "baselines" else ())
 
 
-def _not_proposed(seeds: deque[tuple[str, LayerGraph]], history: list[Told]
-                  ) -> deque[tuple[str, LayerGraph]]:  # fmt: skip
+def _not_proposed(
+    seeds: deque[tuple[str, LayerGraph]], history: list[Told]
+) -> deque[tuple[str, LayerGraph]]:
     """The zoo's layers a resumed search has still to propose: by structure, not by count
     (a re-queued candidate is restored again once trained)."""
     seen = {past.graph.structural_hash() for past in history}
@@ -137,8 +140,14 @@ def _not_proposed(seeds: deque[tuple[str, LayerGraph]], history: list[Told]
 class RandomSearch(Strategy):
     name = "random"
 
-    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int, *,
-                 initial: str = "random") -> None:  # fmt: skip
+    def __init__(
+        self,
+        space: SearchSpace,
+        architectures: Sequence[str],
+        seed: int,
+        *,
+        initial: str = "random",
+    ) -> None:
         super().__init__(space, architectures, seed)
         self._seeds = _zoo_first(space, initial)
 
@@ -167,17 +176,27 @@ class Evolution(Strategy):
 
     name = "evolution"
 
-    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int, *,
-                 population: int | None = None, tournament: int | None = None,
-                 initial: str = "random", initial_mutants: float | None = None,
-                 start_after: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        space: SearchSpace,
+        architectures: Sequence[str],
+        seed: int,
+        *,
+        population: int | None = None,
+        tournament: int | None = None,
+        initial: str = "random",
+        initial_mutants: float | None = None,
+        start_after: int | None = None,
+    ) -> None:
         super().__init__(space, architectures, seed)
         s = space.search
         self.size = population or s.population
         self.tournament = min(tournament or s.tournament, self.size)
         if self.size < 2 or self.tournament < 1:
-            raise ValueError(f"population must be >= 2 and tournament >= 1, got {self.size} "
-                             f"and {self.tournament}")  # fmt: skip
+            raise ValueError(
+                f"population must be >= 2 and tournament >= 1, got {self.size} "
+                f"and {self.tournament}"
+            )
         self.initial_mutants = s.initial_mutants if initial_mutants is None else initial_mutants
         if not 0 <= self.initial_mutants <= 1:
             raise ValueError(f"initial_mutants must be in [0, 1], got {self.initial_mutants}")
@@ -201,16 +220,18 @@ class Evolution(Strategy):
         if self.population and self.rng.random() < self.initial_mutants:
             parent = self.population[int(self.rng.integers(len(self.population)))]
             child, description = mutate(parent.graph, self.space, self.rng)
-            return self._proposal(child, parent=parent.candidate,
-                                  mutation=f"initial: {description}")  # fmt: skip
+            return self._proposal(
+                child, parent=parent.candidate, mutation=f"initial: {description}"
+            )
         return self._proposal(random_graph(self.space, self.rng), mutation="initial: random")
 
     def _select(self) -> _Member:
         """A tournament: a uniform sample of the population, and a uniform pick from the
         sample's non-dominated members."""
         members = list(self.population)
-        sample = self.rng.choice(len(members), size=min(self.tournament, len(members)),
-                                 replace=False)  # fmt: skip
+        sample = self.rng.choice(
+            len(members), size=min(self.tournament, len(members)), replace=False
+        )
         points = np.array([members[i].scores for i in sample])
         front = non_dominated(points)
         return members[int(sample[front[int(self.rng.integers(len(front)))]])]
@@ -260,8 +281,13 @@ class Zoo(Strategy):
 class _OptunaStrategy(Strategy):
     """Optuna ask/tell over a fixed-length encoding of the genome."""
 
-    def __init__(self, space: SearchSpace, architectures: Sequence[str], seed: int,
-                 population: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        space: SearchSpace,
+        architectures: Sequence[str],
+        seed: int,
+        population: int | None = None,
+    ) -> None:
         import optuna
 
         super().__init__(space, architectures, seed)
@@ -273,8 +299,9 @@ class _OptunaStrategy(Strategy):
         self.choices |= {f"{s}_{a}": (s, a) for s in limits.statistics for a in limits.axes}
         self.labels = list(self.choices)
         self.max_nodes = limits.max_nodes
-        self.study = optuna.create_study(directions=["maximize"] * len(self.architectures),
-                                         sampler=self._sampler(seed))  # fmt: skip
+        self.study = optuna.create_study(
+            directions=["maximize"] * len(self.architectures), sampler=self._sampler(seed)
+        )
         self._trials: dict[int, Any] = {}
         self.asked = 0  # proposals made, over every sitting
 
@@ -339,8 +366,10 @@ class _OptunaStrategy(Strategy):
                 self._trials[proposal.key] = trial
                 return proposal
             self.study.tell(trial, state=TrialState.FAIL)
-        raise GraphError(f"search space {self.space.name!r}: no valid layer in "
-                         f"{MAX_ATTEMPTS} {self.name} proposals")  # fmt: skip
+        raise GraphError(
+            f"search space {self.space.name!r}: no valid layer in "
+            f"{MAX_ATTEMPTS} {self.name} proposals"
+        )
 
     def tell(self, proposal, candidate, scores) -> None:
         from optuna.trial import TrialState
@@ -361,11 +390,13 @@ class _OptunaStrategy(Strategy):
                 continue  # not expressible in this encoding
             params = self._encode(past.graph)
             if past.scores is None:
-                trial = create_trial(params=params, distributions=distributions,
-                                     state=TrialState.FAIL)  # fmt: skip
+                trial = create_trial(
+                    params=params, distributions=distributions, state=TrialState.FAIL
+                )
             else:
-                trial = create_trial(params=params, distributions=distributions,
-                                     values=self._vector(past.scores))  # fmt: skip
+                trial = create_trial(
+                    params=params, distributions=distributions, values=self._vector(past.scores)
+                )
             self.study.add_trial(trial)
 
 
@@ -401,8 +432,9 @@ _EVOLUTION_OPTIONS = ("population", "tournament", "initial", "initial_mutants", 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Evolution, RandomSearch, TPE, NSGA2)}
 
 
-def make_strategy(name: str, space: SearchSpace, architectures: Sequence[str], seed: int,
-                  **options: Any) -> Strategy:  # fmt: skip
+def make_strategy(
+    name: str, space: SearchSpace, architectures: Sequence[str], seed: int, **options: Any
+) -> Strategy:
     """The strategy ``name`` (evolution, random, tpe, nsga2; and ``zoo``, the baseline
     evaluation's, which is kept out of STRATEGIES, the user's choices).  ``options``:
     ``population`` (evolution's population, NSGA-II's generation, TPE's random start-up

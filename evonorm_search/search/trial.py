@@ -34,8 +34,9 @@ def compiles_first(order: str, device: str) -> bool:
     """Whether a trial on ``device`` (``cuda`` or ``cpu``) compiles before it trains:
     ``auto`` does where training runs the fused kernels, that is on CUDA."""
     if order not in COMPILE_ORDERS:
-        raise ValueError(f"unknown compile order {order!r} (choose from "
-                         f"{', '.join(COMPILE_ORDERS)})")  # fmt: skip
+        raise ValueError(
+            f"unknown compile order {order!r} (choose from {', '.join(COMPILE_ORDERS)})"
+        )
     return order == "first" or (order == "auto" and device == "cuda")
 
 
@@ -50,8 +51,7 @@ def effective_space(space: str, dataset: str, preset: str | None) -> SearchSpace
         from evonorm_search.proxy.data import DEFAULT_VALIDATION
         from evonorm_search.space import SignalThresholds
 
-        proxy = dataclasses.replace(proxy, dataset=dataset,
-                                    validation=DEFAULT_VALIDATION[dataset])  # fmt: skip
+        proxy = dataclasses.replace(proxy, dataset=dataset, validation=DEFAULT_VALIDATION[dataset])
         # The learning-signal thresholds were calibrated on the file's dataset: measured
         # here, not applied.
         signal = SignalThresholds(steps=signal.steps, window=signal.window)
@@ -117,9 +117,13 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     space = effective_space(r.space, r.dataset, r.preset)
     graph = LayerGraph.from_json(r.graph)
     device = _device()
-    report: dict[str, Any] = {"candidate": r.candidate, "node": _node(),
-                              "code_version": code_version(), "seconds": {},
-                              "stages": []}  # fmt: skip
+    report: dict[str, Any] = {
+        "candidate": r.candidate,
+        "node": _node(),
+        "code_version": code_version(),
+        "seconds": {},
+        "stages": [],
+    }
     seconds = report["seconds"]
 
     def stop(status: str, stage: str, reason: str) -> dict[str, Any]:
@@ -145,12 +149,16 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     if stopped is not None:
         report["evaluations"] = [_evaluation(stopped)]
         if stopped.status == "diverged":
-            return stop("failed", "quality",
-                        f"diverged on {stopped.architecture} at step {stopped.steps}")  # fmt: skip
-        return stop("rejected", "quality",
-                    f"below the quality threshold on {stopped.architecture}: "
-                    f"{stopped.accuracy:.3f} < {space.rejection.quality_accuracy:g} at step "
-                    f"{stopped.steps}")  # fmt: skip
+            return stop(
+                "failed", "quality", f"diverged on {stopped.architecture} at step {stopped.steps}"
+            )
+        return stop(
+            "rejected",
+            "quality",
+            f"below the quality threshold on {stopped.architecture}: "
+            f"{stopped.accuracy:.3f} < {space.rejection.quality_accuracy:g} at step "
+            f"{stopped.steps}",
+        )
     if not first and (rejection := _compile(graph, space, r, report)):
         return stop("rejected", "compile", rejection)
     report["stages"].append("training")
@@ -166,15 +174,22 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     return {**report, "status": "trained"}
 
 
-def _compile(graph: LayerGraph, space: SearchSpace, r: TrialRequest,
-             report: dict[str, Any]) -> str | None:  # fmt: skip
+def _compile(
+    graph: LayerGraph, space: SearchSpace, r: TrialRequest, report: dict[str, Any]
+) -> str | None:
     """The compile stage, into ``report``: None, or why the layer was rejected."""
     from evonorm_search.codegen.compiler import compile_layer
 
     c = space.compile
     report["stages"].append("compile")
-    result = compile_layer(graph, target=c.target, shape=tuple(c.reference_shape),
-                           dtype=c.dtype, groups=space.proxy.groups, verify=r.verify)  # fmt: skip
+    result = compile_layer(
+        graph,
+        target=c.target,
+        shape=tuple(c.reference_shape),
+        dtype=c.dtype,
+        groups=space.proxy.groups,
+        verify=r.verify,
+    )
     report["seconds"]["compile"] = result.seconds
     if not result.ok:
         return result.reason
@@ -189,6 +204,12 @@ def _since(start: float) -> tuple[float, float]:
 
 
 def _evaluation(run: Any) -> dict[str, Any]:
-    return {"architecture": run.architecture, "status": run.status, "steps": run.steps,
-            "seconds": round(run.seconds, 3), "accuracy": run.accuracy, "loss": run.loss,
-            "quality_accuracy": run.quality_accuracy}  # fmt: skip
+    return {
+        "architecture": run.architecture,
+        "status": run.status,
+        "steps": run.steps,
+        "seconds": round(run.seconds, 3),
+        "accuracy": run.accuracy,
+        "loss": run.loss,
+        "quality_accuracy": run.quality_accuracy,
+    }

@@ -99,9 +99,15 @@ class _UnitDriver:
         self.source.complete(unit, report)
 
 
-def run_units(source: UnitSource, *, name: str, workers: int = 1,
-              gpus_per_trial: float = 0.0, address: str | None = None,
-              max_failures: int = 2) -> bool:  # fmt: skip
+def run_units(
+    source: UnitSource,
+    *,
+    name: str,
+    workers: int = 1,
+    gpus_per_trial: float = 0.0,
+    address: str | None = None,
+    max_failures: int = 2,
+) -> bool:
     """Run ``source``'s units on Ray Tune (local, or the cluster at ``address``); returns
     whether it was interrupted (Ctrl-C).  A unit whose process died is retried up to
     ``max_failures`` times, from its last checkpoint where it keeps one."""
@@ -113,10 +119,17 @@ def run_units(source: UnitSource, *, name: str, workers: int = 1,
     analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
     analysis.addFilter(_without_result_files)
     try:
-        return _tune(_trainable, _UnitDriver(source), name=name,
-                     scratch_prefix=f"evonorm-{name}-", workers=workers,
-                     resources={"cpu": 1, "gpu": gpus_per_trial}, cpus=workers,
-                     max_failures=max_failures, address=address)  # fmt: skip
+        return _tune(
+            _trainable,
+            _UnitDriver(source),
+            name=name,
+            scratch_prefix=f"evonorm-{name}-",
+            workers=workers,
+            resources={"cpu": 1, "gpu": gpus_per_trial},
+            cpus=workers,
+            max_failures=max_failures,
+            address=address,
+        )
     finally:
         analysis.removeFilter(_without_result_files)
 

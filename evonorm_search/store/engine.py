@@ -44,8 +44,9 @@ def default_url() -> str:
 
 # Query parameters that carry credentials (password, sslpassword, passfile, passwd, ...).
 _CREDENTIAL = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
-_CREDENTIAL_PARAMETER = re.compile(r"([?&][^=&?]*(?:pass|pwd|secret|token)[^=&?]*=)[^&]*",
-                                   re.IGNORECASE)  # fmt: skip
+_CREDENTIAL_PARAMETER = re.compile(
+    r"([?&][^=&?]*(?:pass|pwd|secret|token)[^=&?]*=)[^&]*", re.IGNORECASE
+)
 HIDDEN = "***"
 
 
@@ -212,8 +213,10 @@ def check_schema(engine: Engine, *, create: bool) -> None:
         if tables - {"alembic_version"}:
             raise StoreError(f"{mask(engine.url)} is not an evonorm-search database")
         if not create:
-            raise StoreError(f"no evonorm-search database at {mask(engine.url)} (a search "
-                             "or `evonorm-search db upgrade` creates one)")  # fmt: skip
+            raise StoreError(
+                f"no evonorm-search database at {mask(engine.url)} (a search "
+                "or `evonorm-search db upgrade` creates one)"
+            )
         upgrade(engine)
         return
     script = ScriptDirectory.from_config(_alembic_config())

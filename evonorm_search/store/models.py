@@ -27,8 +27,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["CANDIDATE_STATUSES", "NAMED", "SEARCH_STATUSES", "Base", "Candidate", "Checkpoint",
-           "Evaluation", "FECEntry", "Search"]  # fmt: skip
+__all__ = [
+    "CANDIDATE_STATUSES",
+    "NAMED",
+    "SEARCH_STATUSES",
+    "Base",
+    "Candidate",
+    "Checkpoint",
+    "Evaluation",
+    "FECEntry",
+    "Search",
+]
 
 # running: the driver works on it; completed: budget reached; exhausted: a cap on screened
 # candidates or wall time ended it first; stopped: interrupted (resumable); failed: crashed.

@@ -77,9 +77,12 @@ def validate_objectives(objectives: Sequence[str], architectures: Sequence[str])
 
 
 def objective_vector(
-    objectives: Sequence[str], scores: dict[str, Any] | None, mean: float | None,
-    cost: float | None, nodes: int | None,
-) -> list[float] | None:  # fmt: skip
+    objectives: Sequence[str],
+    scores: dict[str, Any] | None,
+    mean: float | None,
+    cost: float | None,
+    nodes: int | None,
+) -> list[float] | None:
     """The point of a candidate in objective space, every objective maximised (costs
     negated); None when one of its values is missing."""
     values: list[float | None] = []
@@ -120,28 +123,52 @@ def _iso(value: datetime | None) -> str | None:
 
 def search_dict(s: Search) -> dict[str, Any]:
     return {
-        "name": s.name, "space": s.space, "strategy": s.strategy, "status": s.status,
-        "seed": s.seed, "budget": s.budget, "architectures": list(s.architectures),
+        "name": s.name,
+        "space": s.space,
+        "strategy": s.strategy,
+        "status": s.status,
+        "seed": s.seed,
+        "budget": s.budget,
+        "architectures": list(s.architectures),
         "objectives": list(s.objectives),
-        "proxy_key": s.proxy_key, "code_version": s.code_version, "config": s.config,
-        "worker_seconds": s.worker_seconds, "strategy_state": s.strategy_state,
-        "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "proxy_key": s.proxy_key,
+        "code_version": s.code_version,
+        "config": s.config,
+        "worker_seconds": s.worker_seconds,
+        "strategy_state": s.strategy_state,
+        "created_at": _iso(s.created_at),
+        "updated_at": _iso(s.updated_at),
         "finished_at": _iso(s.finished_at),
-    }  # fmt: skip
+    }
 
 
 def candidate_dict(c: Candidate, search_name: str | None = None) -> dict[str, Any]:
     return {
-        "id": c.id, "search": search_name, "birth": c.birth, "formula": c.formula,
+        "id": c.id,
+        "search": search_name,
+        "birth": c.birth,
+        "formula": c.formula,
         "scores": dict(c.scores) if c.scores is not None else None,
-        "mean_score": c.mean_score, "status": c.status, "stage": c.stage,
-        "reason": c.reason, "detail": c.detail, "on_front": c.on_front,
-        "parent": c.parent_id, "mutation": c.mutation, "duplicate_of": c.duplicate_of,
-        "structural_hash": c.structural_hash, "functional_hash": c.functional_hash,
-        "node_count": c.node_count, "bytes_per_element": c.bytes_per_element,
-        "compiled": c.compiled, "measured": dict(c.measured), "seconds": dict(c.seconds),
-        "graph": c.graph, "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at),
-    }  # fmt: skip
+        "mean_score": c.mean_score,
+        "status": c.status,
+        "stage": c.stage,
+        "reason": c.reason,
+        "detail": c.detail,
+        "on_front": c.on_front,
+        "parent": c.parent_id,
+        "mutation": c.mutation,
+        "duplicate_of": c.duplicate_of,
+        "structural_hash": c.structural_hash,
+        "functional_hash": c.functional_hash,
+        "node_count": c.node_count,
+        "bytes_per_element": c.bytes_per_element,
+        "compiled": c.compiled,
+        "measured": dict(c.measured),
+        "seconds": dict(c.seconds),
+        "graph": c.graph,
+        "created_at": _iso(c.created_at),
+        "updated_at": _iso(c.updated_at),
+    }
 
 
 # A layer named for transfer (`transfer --layer FORMULA`, status NAMED) is a candidate of
@@ -170,19 +197,32 @@ def _best(session: Session, search_id: int) -> Candidate | None:
 # then in its trial the learning signal, the quality checkpoint, the compile stage (on a
 # CPU; a CUDA trial compiles first), full training (where it diverged) and the trial itself
 # (a process that failed for good).
-FUNNEL_STAGES = ("static", "duplicate", "functional", "numeric", "stability", "signal",
-                 "quality", "compile", "training", "trial")  # fmt: skip
+FUNNEL_STAGES = (
+    "static",
+    "duplicate",
+    "functional",
+    "numeric",
+    "stability",
+    "signal",
+    "quality",
+    "compile",
+    "training",
+    "trial",
+)
 
 
 def worker_time_by_fate(session: Session, search_id: int) -> dict[str, float]:
     """Trial seconds summed by fate, over the candidates whose trial ended."""
     rows = session.execute(
-        sa.select(Candidate.status, Candidate.stage, Candidate.reason, Candidate.seconds)
-        .where(Candidate.search_id == search_id,
-               Candidate.status.in_(("trained", "rejected", "failed")),
-               sa.or_(Candidate.status == "trained",
-                      Candidate.stage.in_(FUNNEL_STAGES[FUNNEL_STAGES.index("signal"):])))
-    )  # fmt: skip
+        sa.select(Candidate.status, Candidate.stage, Candidate.reason, Candidate.seconds).where(
+            Candidate.search_id == search_id,
+            Candidate.status.in_(("trained", "rejected", "failed")),
+            sa.or_(
+                Candidate.status == "trained",
+                Candidate.stage.in_(FUNNEL_STAGES[FUNNEL_STAGES.index("signal") :]),
+            ),
+        )
+    )
     fates: dict[str, float] = {}
     for status_, stage, reason, seconds in rows:
         fate = fate_of(status_, stage, reason)
@@ -214,25 +254,42 @@ def status(session: Session, name: str) -> dict[str, Any]:
     elapsed = max((_utc(end) - _utc(s.created_at)).total_seconds(), 1e-9)
     worker_hours = s.worker_seconds / 3600
     return {
-        "name": s.name, "space": s.space, "strategy": s.strategy, "status": s.status,
-        "budget": s.budget, "screened": screened, "trained": trained,
-        "queued": total("queued"), "running": total("running"), "failed": total("failed"),
-        "duplicates": total("duplicate"), "rejected": dict(sorted(rejected.items())),
+        "name": s.name,
+        "space": s.space,
+        "strategy": s.strategy,
+        "status": s.status,
+        "budget": s.budget,
+        "screened": screened,
+        "trained": trained,
+        "queued": total("queued"),
+        "running": total("running"),
+        "failed": total("failed"),
+        "duplicates": total("duplicate"),
+        "rejected": dict(sorted(rejected.items())),
         "stopped_at": stopped,
         "front_size": session.scalar(
             sa.select(sa.func.count()).where(Candidate.search_id == s.id, Candidate.on_front)
         ),
-        "best": None if best is None else {
-            "id": best.id, "formula": best.formula, "mean_score": best.mean_score,
+        "best": None
+        if best is None
+        else {
+            "id": best.id,
+            "formula": best.formula,
+            "mean_score": best.mean_score,
             "scores": best.scores,
         },
-        "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "created_at": _iso(s.created_at),
+        "updated_at": _iso(s.updated_at),
         "finished_at": _iso(s.finished_at),
         # Since its creation (resumes included): screening rate, and the time left at the
         # training rate so far (None unless running with at least one trained).
-        "elapsed_s": elapsed, "per_minute": 60.0 * screened / elapsed,
-        "eta_s": (max(s.budget - trained, 0) * elapsed / trained
-                  if s.status == "running" and trained else None),
+        "elapsed_s": elapsed,
+        "per_minute": 60.0 * screened / elapsed,
+        "eta_s": (
+            max(s.budget - trained, 0) * elapsed / trained
+            if s.status == "running" and trained
+            else None
+        ),
         # Worker time (wall time x workers, over every sitting, as the driver last wrote
         # it), its budget, the trials' share of it by fate, and the yield per worker-hour.
         "worker_seconds": s.worker_seconds,
@@ -240,19 +297,20 @@ def status(session: Session, name: str) -> dict[str, Any]:
         "worker_by_fate": worker_time_by_fate(session, s.id),
         "trained_per_worker_hour": trained / worker_hours if worker_hours > 0 else None,
         "after": _after_the_search(session, s.id),
-    }  # fmt: skip
+    }
 
 
 def _after_the_search(session: Session, search_id: int) -> dict[str, dict[str, int]]:
     """The stages after the search on its own candidates: per stage (``retune``,
     ``reevaluate``, ``transfer``) the layers and runs stored."""
     rows = session.execute(
-        sa.select(Evaluation.stage, sa.func.count(sa.distinct(Evaluation.candidate_id)),
-                  sa.func.count())
+        sa.select(
+            Evaluation.stage, sa.func.count(sa.distinct(Evaluation.candidate_id)), sa.func.count()
+        )
         .join(Candidate, Candidate.id == Evaluation.candidate_id)
         .where(Candidate.search_id == search_id, Evaluation.stage != "proxy")
         .group_by(Evaluation.stage)
-    )  # fmt: skip
+    )
     return {stage: {"layers": layers, "runs": runs} for stage, layers, runs in rows}
 
 
@@ -269,15 +327,20 @@ def funnel(session: Session, name: str) -> list[dict[str, Any]]:
         .where(Candidate.search_id == s.id, Candidate.status != NAMED)
         .group_by(Candidate.status, Candidate.stage, Candidate.reason)
     )
-    table = [{"status": st, "stage": stage, "reason": reason, "count": n}
-             for st, stage, reason, n in rows]  # fmt: skip
+    table = [
+        {"status": st, "stage": stage, "reason": reason, "count": n}
+        for st, stage, reason, n in rows
+    ]
     return sorted(table, key=lambda r: (-r["count"], r["status"], r["stage"] or ""))
 
 
 def pareto(
-    session: Session, name: str, objectives: Sequence[str] | None = None, *,
+    session: Session,
+    name: str,
+    objectives: Sequence[str] | None = None,
+    *,
     recompute: bool = False,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """The non-dominated trained candidates of a search, best mean accuracy first.
 
     Over the search's own objectives (per-architecture accuracy unless it chose others)
@@ -293,10 +356,14 @@ def pareto(
         ).all()
     else:
         points = session.execute(
-            sa.select(Candidate.id, SCORES_TEXT, Candidate.mean_score,
-                      Candidate.bytes_per_element, Candidate.node_count)
-            .where(Candidate.search_id == s.id, Candidate.status == "trained")
-        ).all()  # fmt: skip
+            sa.select(
+                Candidate.id,
+                SCORES_TEXT,
+                Candidate.mean_score,
+                Candidate.bytes_per_element,
+                Candidate.node_count,
+            ).where(Candidate.search_id == s.id, Candidate.status == "trained")
+        ).all()
         ids, vectors = [], []
         for cid, scores, *values in points:
             vector = objective_vector(chosen, load_scores(scores), *values)
@@ -313,11 +380,37 @@ def pareto(
 
 # What `pareto --format json` and the dashboard's /pareto endpoint show of a front row and
 # of a baseline row.
-FRONT_KEYS = ("id", "formula", "scores", "mean_score", "objectives", "bytes_per_element",
-              "node_count", "parent", "birth", "structural_hash", "functional_hash")  # fmt: skip
-BASELINE_KEYS = ("name", "id", "search", "seed", "status", "stage", "reason", "formula",
-                 "scores", "mean_score", "objectives", "twin", "bytes_per_element",
-                 "node_count", "structural_hash", "functional_hash")  # fmt: skip
+FRONT_KEYS = (
+    "id",
+    "formula",
+    "scores",
+    "mean_score",
+    "objectives",
+    "bytes_per_element",
+    "node_count",
+    "parent",
+    "birth",
+    "structural_hash",
+    "functional_hash",
+)
+BASELINE_KEYS = (
+    "name",
+    "id",
+    "search",
+    "seed",
+    "status",
+    "stage",
+    "reason",
+    "formula",
+    "scores",
+    "mean_score",
+    "objectives",
+    "twin",
+    "bytes_per_element",
+    "node_count",
+    "structural_hash",
+    "functional_hash",
+)
 
 
 def pareto_json(
@@ -339,7 +432,7 @@ def best_so_far(session: Session, name: str) -> list[list[Any]]:
         sa.select(Candidate.id, Candidate.mean_score)
         .where(Candidate.search_id == s.id, Candidate.status == "trained")
         .order_by(Candidate.id)
-    ).all()  # fmt: skip
+    ).all()
     curve, best = [], None
     for n, (cid, mean) in enumerate(rows, start=1):
         if mean is not None and (best is None or mean > best):
@@ -364,9 +457,10 @@ def baseline_layers(
     s = get_search(session, name)
     chosen = validate_objectives(objectives or s.objectives, s.architectures)
     sources = session.execute(
-        sa.select(Search.id, Search.name, Search.seed)
-        .where(Search.strategy == BASELINE_STRATEGY, Search.proxy_key == s.proxy_key)
-    ).all()  # fmt: skip
+        sa.select(Search.id, Search.name, Search.seed).where(
+            Search.strategy == BASELINE_STRATEGY, Search.proxy_key == s.proxy_key
+        )
+    ).all()
     rows: dict[str, dict[str, Any]] = {}
     for search_id, search_name, seed in sorted(sources, key=lambda r: (r.seed != s.seed, r.id)):
         layers = session.scalars(
@@ -401,17 +495,20 @@ def _twin(session: Session, c: Candidate, proxy_key: str) -> Candidate | None:
 
 
 def _display(objectives: Sequence[str], row: dict[str, Any]) -> list[Any]:
-    derived = {"mean": row["mean_score"], "cost": row["bytes_per_element"],
-               "nodes": row["node_count"]}  # fmt: skip
+    derived = {
+        "mean": row["mean_score"],
+        "cost": row["bytes_per_element"],
+        "nodes": row["node_count"],
+    }
     return [derived[o] if o in derived else (row["scores"] or {}).get(o) for o in objectives]
 
 
 def _by_ids(session: Session, ids: Sequence[int]) -> list[Candidate]:
     rows: list[Candidate] = []
     for start in range(0, len(ids), 500):  # stay under bound-parameter limits
-        rows.extend(session.scalars(
-            sa.select(Candidate).where(Candidate.id.in_(ids[start : start + 500]))
-        ))  # fmt: skip
+        rows.extend(
+            session.scalars(sa.select(Candidate).where(Candidate.id.in_(ids[start : start + 500])))
+        )
     return rows
 
 
@@ -434,13 +531,24 @@ def candidate(session: Session, candidate_id: int) -> dict[str, Any]:
         sa.select(Evaluation).where(Evaluation.candidate_id == c.id).order_by(Evaluation.id)
     )
     record["evaluations"] = [
-        {"stage": e.stage, "architecture": e.architecture, "dataset": e.dataset,
-         "preset": e.preset, "seed": e.seed, "steps": e.steps, "accuracy": e.accuracy,
-         "loss": e.loss, "quality_accuracy": e.quality_accuracy, "status": e.status,
-         "seconds": e.seconds, "node": e.node, "code_version": e.code_version,
-         "figures": e.figures}
+        {
+            "stage": e.stage,
+            "architecture": e.architecture,
+            "dataset": e.dataset,
+            "preset": e.preset,
+            "seed": e.seed,
+            "steps": e.steps,
+            "accuracy": e.accuracy,
+            "loss": e.loss,
+            "quality_accuracy": e.quality_accuracy,
+            "status": e.status,
+            "seconds": e.seconds,
+            "node": e.node,
+            "code_version": e.code_version,
+            "figures": e.figures,
+        }
         for e in evaluations
-    ]  # fmt: skip
+    ]
     record["transfer"] = transfer_summary(record["evaluations"])
     record["lineage"] = lineage(session, c.id)
     return record
@@ -461,12 +569,20 @@ def transfer_summary(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     for (network, rate), runs in sorted(groups.items()):
         completed = sum(e["status"] == "completed" for e in runs)
-        row: dict[str, Any] = {"network": network, "learning_rate": rate, "completed": completed,
-                               "seeds": sorted(e["seed"] for e in runs)}  # fmt: skip
+        row: dict[str, Any] = {
+            "network": network,
+            "learning_rate": rate,
+            "completed": completed,
+            "seeds": sorted(e["seed"] for e in runs),
+        }
         for split in ("transfer_val", "transfer_test", "test"):
-            values = [e["accuracy"] if split == "transfer_val"
-                      else ((e["figures"].get(split) or {}).get("accuracy"))
-                      for e in runs if e["status"] == "completed"]  # fmt: skip
+            values = [
+                e["accuracy"]
+                if split == "transfer_val"
+                else ((e["figures"].get(split) or {}).get("accuracy"))
+                for e in runs
+                if e["status"] == "completed"
+            ]
             values = [v for v in values if v is not None]
             row[split] = mean_interval(values).to_dict() if values else None
         summary.append(row)
@@ -483,17 +599,25 @@ def lineage(session: Session, candidate_id: int) -> list[dict[str, Any]]:
         .cte("chain", recursive=True)
     )
     chain = chain.union_all(
-        sa.select(Candidate.id, Candidate.parent_id, (chain.c.depth + 1).label("depth"))
-        .join(chain, Candidate.id == chain.c.parent_id)
-    )  # fmt: skip
+        sa.select(Candidate.id, Candidate.parent_id, (chain.c.depth + 1).label("depth")).join(
+            chain, Candidate.id == chain.c.parent_id
+        )
+    )
     rows = session.execute(
-        sa.select(Candidate.id, Candidate.formula, Candidate.mutation, Candidate.status,
-                  Candidate.mean_score)
+        sa.select(
+            Candidate.id,
+            Candidate.formula,
+            Candidate.mutation,
+            Candidate.status,
+            Candidate.mean_score,
+        )
         .join(chain, Candidate.id == chain.c.id)
         .order_by(chain.c.depth)
-    )  # fmt: skip
-    return [{"id": i, "formula": f, "mutation": m, "status": st, "mean_score": score}
-            for i, f, m, st, score in rows]  # fmt: skip
+    )
+    return [
+        {"id": i, "formula": f, "mutation": m, "status": st, "mean_score": score}
+        for i, f, m, st, score in rows
+    ]
 
 
 def top(session: Session, name: str, k: int = 10, by: str = "mean") -> list[dict[str, Any]]:
@@ -501,8 +625,7 @@ def top(session: Session, name: str, k: int = 10, by: str = "mean") -> list[dict
     s = get_search(session, name)
     if by != "mean" and by not in s.architectures:
         raise StoreError(f"top-k ranks by accuracy: 'mean' or one of {', '.join(s.architectures)}")
-    query = sa.select(Candidate).where(Candidate.search_id == s.id,
-                                       Candidate.status == "trained")  # fmt: skip
+    query = sa.select(Candidate).where(Candidate.search_id == s.id, Candidate.status == "trained")
     if by == "mean":
         rows = session.scalars(
             query.order_by(Candidate.mean_score.desc(), Candidate.id).limit(k)
@@ -552,14 +675,21 @@ def retune_results(session: Session, name: str) -> list[dict[str, Any]]:
         if record is None:
             continue
         runs = session.execute(
-            sa.select(Evaluation.seed, Evaluation.architecture, Evaluation.accuracy)
-            .where(Evaluation.candidate_id == c.id, Evaluation.stage == "retune")
-        ).all()  # fmt: skip
-        results.append({
-            "layer": layer, "kind": kind, "id": c.id, "formula": c.formula,
-            "proxy_mean": c.mean_score if proxy_mean is None else proxy_mean,
-            **record, **_retune_summary(runs, s.architectures),
-        })  # fmt: skip
+            sa.select(Evaluation.seed, Evaluation.architecture, Evaluation.accuracy).where(
+                Evaluation.candidate_id == c.id, Evaluation.stage == "retune"
+            )
+        ).all()
+        results.append(
+            {
+                "layer": layer,
+                "kind": kind,
+                "id": c.id,
+                "formula": c.formula,
+                "proxy_mean": c.mean_score if proxy_mean is None else proxy_mean,
+                **record,
+                **_retune_summary(runs, s.architectures),
+            }
+        )
     return sorted(results, key=lambda r: (r["mean"] is None, -(r["mean"] or 0.0), r["layer"]))
 
 
@@ -571,12 +701,17 @@ def _retune_summary(runs: Sequence[Any], architectures: Sequence[str]) -> dict[s
         by_seed.setdefault(seed, {})[architecture] = accuracy
     seeds = sorted(by_seed)
     scores = {a: _mean_std([by_seed[seed].get(a) for seed in seeds]) for a in architectures}
-    means = [statistics.fmean(by_seed[seed][a] for a in architectures) for seed in seeds
-             if all(by_seed[seed].get(a) is not None for a in architectures)]  # fmt: skip
+    means = [
+        statistics.fmean(by_seed[seed][a] for a in architectures)
+        for seed in seeds
+        if all(by_seed[seed].get(a) is not None for a in architectures)
+    ]
     return {"seeds": seeds, "scores": scores, **_mean_std(means), "complete_seeds": len(means)}
 
 
 def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
     known = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(known) if known else None,
-            "std": statistics.stdev(known) if len(known) > 1 else None}  # fmt: skip
+    return {
+        "mean": statistics.fmean(known) if known else None,
+        "std": statistics.stdev(known) if len(known) > 1 else None,
+    }

@@ -65,8 +65,10 @@ def check_search_name(name: str) -> str:
     """``name`` if it can name a search: 1-200 characters, no ``/`` or control characters,
     not ``.`` or ``..`` (names are path segments of URLs, and appear in file names)."""
     if not name or len(name) > 200 or _BAD_NAME.search(name) or name in (".", ".."):
-        raise StoreError(f"bad search name {name!r}: 1-200 characters, no '/' or control "
-                         "characters, not '.' or '..'")  # fmt: skip
+        raise StoreError(
+            f"bad search name {name!r}: 1-200 characters, no '/' or control "
+            "characters, not '.' or '..'"
+        )
     return name
 
 
@@ -157,25 +159,40 @@ class Store:
     # -- writes --------------------------------------------------------------------------
 
     def create_search(
-        self, name: str, *, space: str, strategy: str, seed: int, budget: int,
-        architectures: Sequence[str], proxy_key: str, objectives: Sequence[str] | None = None,
+        self,
+        name: str,
+        *,
+        space: str,
+        strategy: str,
+        seed: int,
+        budget: int,
+        architectures: Sequence[str],
+        proxy_key: str,
+        objectives: Sequence[str] | None = None,
         config: Mapping[str, Any] | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """A new search (status running); its name must be new, without ``/`` or control
         characters.  ``objectives`` default to per-architecture accuracy."""
         check_search_name(name)
         chosen = queries.validate_objectives(objectives or architectures, architectures)
         with self._write() as session:
             if session.scalar(sa.select(Search.id).where(Search.name == name)) is not None:
-                raise StoreError(f"a search named {name!r} exists already (resume it, or "
-                                 "choose another name)")  # fmt: skip
+                raise StoreError(
+                    f"a search named {name!r} exists already (resume it, or choose another name)"
+                )
             search = Search(
-                name=name, space=space, strategy=_fits(Search.strategy, strategy),
-                status="running", seed=seed, budget=budget, architectures=list(architectures),
-                objectives=chosen, proxy_key=_fits(Search.proxy_key, proxy_key),
+                name=name,
+                space=space,
+                strategy=_fits(Search.strategy, strategy),
+                status="running",
+                seed=seed,
+                budget=budget,
+                architectures=list(architectures),
+                objectives=chosen,
+                proxy_key=_fits(Search.proxy_key, proxy_key),
                 config=_jsonable(config),
                 code_version=_fits(Search.code_version, current_code_version()),
-            )  # fmt: skip
+            )
             session.add(search)
             session.flush()
             return search.id
@@ -192,8 +209,13 @@ class Store:
         with self._write() as session:
             queries.get_search(session, name).config = _jsonable(config)
 
-    def set_search_progress(self, name: str, *, worker_seconds: float | None = None,
-                            strategy_state: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    def set_search_progress(
+        self,
+        name: str,
+        *,
+        worker_seconds: float | None = None,
+        strategy_state: Mapping[str, Any] | None = None,
+    ) -> None:
         """What a resume continues from: the worker time spent over every sitting, and the
         strategy's random state."""
         with self._write() as session:
@@ -203,46 +225,77 @@ class Store:
             if strategy_state is not None:
                 search.strategy_state = dict(strategy_state)
 
-    def _facts(self, session: Session, name: str | None = None, search_id: int | None = None
-               ) -> _SearchFacts:  # fmt: skip
+    def _facts(
+        self, session: Session, name: str | None = None, search_id: int | None = None
+    ) -> _SearchFacts:
         key = name if name is not None else search_id
         facts = self._searches.get(key)
         if facts is None:
-            s = (queries.get_search(session, name) if name is not None
-                 else session.get(Search, search_id))  # fmt: skip
+            s = (
+                queries.get_search(session, name)
+                if name is not None
+                else session.get(Search, search_id)
+            )
             facts = _SearchFacts(s.id, tuple(s.architectures), tuple(s.objectives), s.proxy_key)
             self._searches[s.name] = self._searches[s.id] = facts
         return facts
 
     def add_candidate(
-        self, search: str, *, graph: str, status: str, formula: str | None = None,
-        structural_hash: str | None = None, functional_hash: str | None = None,
-        stage: str | None = None, reason: str | None = None, detail: str | None = None,
-        measured: Mapping[str, Any] | None = None, parent: int | None = None,
-        mutation: str | None = None, duplicate_of: int | None = None,
-        seconds: Mapping[str, float] | None = None, node_count: int | None = None,
-    ) -> int:  # fmt: skip
+        self,
+        search: str,
+        *,
+        graph: str,
+        status: str,
+        formula: str | None = None,
+        structural_hash: str | None = None,
+        functional_hash: str | None = None,
+        stage: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+        measured: Mapping[str, Any] | None = None,
+        parent: int | None = None,
+        mutation: str | None = None,
+        duplicate_of: int | None = None,
+        seconds: Mapping[str, float] | None = None,
+        node_count: int | None = None,
+    ) -> int:
         """Record a candidate of ``search``; returns its id (ids are unique across the
         database, birth order counts within the search)."""
         _check_status(status)
         with self._write() as session:
             search_id = self._facts(session, search).search_id
             birth = session.scalar(_NEXT_BIRTH, {"search_id": search_id})
-            return session.scalar(_INSERT_CANDIDATE, {
-                "search_id": search_id, "birth": birth, "parent_id": parent,
-                "mutation": mutation, "graph": graph, "formula": formula,
-                "structural_hash": _fits(Candidate.structural_hash, structural_hash),
-                "functional_hash": _fits(Candidate.functional_hash, functional_hash),
-                "status": status, "stage": _fits(Candidate.stage, stage), "reason": reason,
-                "detail": detail,
-                "measured": _jsonable(measured), "duplicate_of": duplicate_of,
-                "seconds": dict(seconds or {}), "node_count": node_count,
-            })  # fmt: skip
+            return session.scalar(
+                _INSERT_CANDIDATE,
+                {
+                    "search_id": search_id,
+                    "birth": birth,
+                    "parent_id": parent,
+                    "mutation": mutation,
+                    "graph": graph,
+                    "formula": formula,
+                    "structural_hash": _fits(Candidate.structural_hash, structural_hash),
+                    "functional_hash": _fits(Candidate.functional_hash, functional_hash),
+                    "status": status,
+                    "stage": _fits(Candidate.stage, stage),
+                    "reason": reason,
+                    "detail": detail,
+                    "measured": _jsonable(measured),
+                    "duplicate_of": duplicate_of,
+                    "seconds": dict(seconds or {}),
+                    "node_count": node_count,
+                },
+            )
 
     def record_screening(
-        self, search: str, screening: Screening, *, source: Any = None,
-        parent: int | None = None, mutation: str | None = None,
-    ) -> int:  # fmt: skip
+        self,
+        search: str,
+        screening: Screening,
+        *,
+        source: Any = None,
+        parent: int | None = None,
+        mutation: str | None = None,
+    ) -> int:
         """Record a candidate with the funnel's verdict: ``rejected`` or ``duplicate``
         with the stage and reason that stopped it, else ``queued`` for training.  An FEC
         hit links to the trained candidate whose fitness it shares.  ``source`` is the
@@ -261,20 +314,32 @@ class Store:
             graph=graph.to_json() if graph is not None else _raw(source),
             formula=graph.formula() if graph is not None else None,
             structural_hash=screening.structural_hash,
-            functional_hash=screening.functional_hash, status=status, stage=fate.stage,
-            reason=fate.reason, detail=fate.detail or None, measured=fate.values,
-            parent=parent, mutation=mutation,
+            functional_hash=screening.functional_hash,
+            status=status,
+            stage=fate.stage,
+            reason=fate.reason,
+            detail=fate.detail or None,
+            measured=fate.values,
+            parent=parent,
+            mutation=mutation,
             duplicate_of=int(twin) if twin is not None and str(twin).isdigit() else None,
             seconds=screening.seconds,
             node_count=len(graph.pruned().nodes) if graph is not None else None,
-        )  # fmt: skip
+        )
 
     def update_candidate(
-        self, candidate_id: int, *, status: str | None = None, stage: str | None = None,
-        reason: str | None = None, detail: str | None = None,
-        measured: Mapping[str, Any] | None = None, compiled: Mapping[str, Any] | None = None,
-        bytes_per_element: float | None = None, seconds: Mapping[str, float] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        candidate_id: int,
+        *,
+        status: str | None = None,
+        stage: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+        measured: Mapping[str, Any] | None = None,
+        compiled: Mapping[str, Any] | None = None,
+        bytes_per_element: float | None = None,
+        seconds: Mapping[str, float] | None = None,
+    ) -> None:
         """Move a candidate along (queued -> running -> rejected/failed), with the stage
         and reason of its fate, compile figures and per-stage seconds.  Recording its
         fitness is ``set_fitness``."""
@@ -297,31 +362,52 @@ class Store:
                 c.seconds = {**c.seconds, **seconds}
 
     def add_evaluation(
-        self, candidate_id: int, *, architecture: str, dataset: str, preset: str, seed: int,
-        steps: int, status: str, seconds: float, accuracy: float | None = None,
-        loss: float | None = None, quality_accuracy: float | None = None,
-        stage: str = "proxy", node: str | None = None, code_version: str | None = None,
+        self,
+        candidate_id: int,
+        *,
+        architecture: str,
+        dataset: str,
+        preset: str,
+        seed: int,
+        steps: int,
+        status: str,
+        seconds: float,
+        accuracy: float | None = None,
+        loss: float | None = None,
+        quality_accuracy: float | None = None,
+        stage: str = "proxy",
+        node: str | None = None,
+        code_version: str | None = None,
         figures: Mapping[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Record one training run of a candidate on one architecture (``node``: the Ray
         node it ran on; ``code_version``: the code that ran it, this process's by default;
         ``figures``: a stage's further figures, JSON)."""
         with self._write() as session:
             try:
-                session.execute(_INSERT_EVALUATION, {
-                    "candidate_id": candidate_id, "stage": _fits(Evaluation.stage, stage),
-                    "architecture": _fits(Evaluation.architecture, architecture),
-                    "dataset": _fits(Evaluation.dataset, dataset),
-                    "preset": _fits(Evaluation.preset, preset), "seed": seed, "steps": steps,
-                    "accuracy": _finite(accuracy), "loss": _finite(loss),
-                    "quality_accuracy": _finite(quality_accuracy),
-                    "status": _fits(Evaluation.status, status), "seconds": seconds,
-                    # A host name outside Ray may be longer than a node id: cut, not refused.
-                    "node": None if node is None else node[:_length(Evaluation.node)],
-                    "code_version": _fits(Evaluation.code_version,
-                                          code_version or current_code_version()),
-                    "figures": None if figures is None else _jsonable(figures),
-                })  # fmt: skip
+                session.execute(
+                    _INSERT_EVALUATION,
+                    {
+                        "candidate_id": candidate_id,
+                        "stage": _fits(Evaluation.stage, stage),
+                        "architecture": _fits(Evaluation.architecture, architecture),
+                        "dataset": _fits(Evaluation.dataset, dataset),
+                        "preset": _fits(Evaluation.preset, preset),
+                        "seed": seed,
+                        "steps": steps,
+                        "accuracy": _finite(accuracy),
+                        "loss": _finite(loss),
+                        "quality_accuracy": _finite(quality_accuracy),
+                        "status": _fits(Evaluation.status, status),
+                        "seconds": seconds,
+                        # A host name outside Ray may be longer than a node id: cut, not refused.
+                        "node": None if node is None else node[: _length(Evaluation.node)],
+                        "code_version": _fits(
+                            Evaluation.code_version, code_version or current_code_version()
+                        ),
+                        "figures": None if figures is None else _jsonable(figures),
+                    },
+                )
             except sa.exc.IntegrityError:  # the foreign key: no such candidate
                 raise StoreError(f"unknown candidate id {candidate_id}") from None
 
@@ -351,8 +437,7 @@ class Store:
             _get_candidate(session, candidate_id)
             row = session.get(Checkpoint, key)
             if row is None:
-                session.add(Checkpoint(key=key, candidate_id=candidate_id, step=step,
-                                       state=state))  # fmt: skip
+                session.add(Checkpoint(key=key, candidate_id=candidate_id, step=step, state=state))
             else:
                 row.candidate_id, row.step, row.state = candidate_id, step, state
 
@@ -378,16 +463,22 @@ class Store:
     @staticmethod
     def _update_front(session: Session, search: _SearchFacts, c: Candidate) -> bool:
         objectives = search.objectives
-        point = queries.objective_vector(objectives, c.scores, c.mean_score,
-                                         c.bytes_per_element, c.node_count)  # fmt: skip
+        point = queries.objective_vector(
+            objectives, c.scores, c.mean_score, c.bytes_per_element, c.node_count
+        )
         if point is None:
             return False
         members = session.execute(
-            sa.select(Candidate.id, Candidate.scores, Candidate.mean_score,
-                      Candidate.bytes_per_element, Candidate.node_count)
-            .where(Candidate.search_id == search.search_id, Candidate.on_front,
-                   Candidate.id != c.id)
-        ).all()  # fmt: skip
+            sa.select(
+                Candidate.id,
+                Candidate.scores,
+                Candidate.mean_score,
+                Candidate.bytes_per_element,
+                Candidate.node_count,
+            ).where(
+                Candidate.search_id == search.search_id, Candidate.on_front, Candidate.id != c.id
+            )
+        ).all()
         vectors = np.array(
             [queries.objective_vector(objectives, *values) for _, *values in members]
         ).reshape(len(members), len(objectives))
@@ -462,18 +553,30 @@ class Store:
         with self._read() as session:
             search_id = queries.get_search(session, name).id
             rows = session.execute(
-                sa.select(Candidate.id, Candidate.formula, queries.SCORES_TEXT,
-                          Candidate.mean_score, Candidate.bytes_per_element,
-                          Candidate.node_count, Candidate.on_front)
+                sa.select(
+                    Candidate.id,
+                    Candidate.formula,
+                    queries.SCORES_TEXT,
+                    Candidate.mean_score,
+                    Candidate.bytes_per_element,
+                    Candidate.node_count,
+                    Candidate.on_front,
+                )
                 .where(Candidate.search_id == search_id, Candidate.status == "trained")
                 .order_by(Candidate.id)
-            )  # fmt: skip
+            )
             return [
-                {"id": cid, "formula": formula, "scores": queries.load_scores(scores),
-                 "mean_score": mean, "bytes_per_element": cost, "node_count": nodes,
-                 "on_front": on_front}
+                {
+                    "id": cid,
+                    "formula": formula,
+                    "scores": queries.load_scores(scores),
+                    "mean_score": mean,
+                    "bytes_per_element": cost,
+                    "node_count": nodes,
+                    "on_front": on_front,
+                }
                 for cid, formula, scores, mean, cost, nodes, on_front in rows
-            ]  # fmt: skip
+            ]
 
     def history(self, name: str, *, named: bool = False) -> list[dict[str, Any]]:
         """Every candidate of a search's funnel in birth order, as a resumed search replays
@@ -485,28 +588,47 @@ class Store:
             if not named:
                 where.append(Candidate.status != NAMED)
             rows = session.execute(
-                sa.select(Candidate.id, Candidate.graph, Candidate.formula, Candidate.status,
-                          Candidate.stage, Candidate.parent_id, Candidate.mutation,
-                          Candidate.functional_hash, Candidate.scores)
+                sa.select(
+                    Candidate.id,
+                    Candidate.graph,
+                    Candidate.formula,
+                    Candidate.status,
+                    Candidate.stage,
+                    Candidate.parent_id,
+                    Candidate.mutation,
+                    Candidate.functional_hash,
+                    Candidate.scores,
+                )
                 .where(*where)
                 .order_by(Candidate.birth)
-            )  # fmt: skip
+            )
             return [
-                {"id": i, "graph": graph if formula is not None else None, "status": status,
-                 "stage": stage, "parent": parent, "mutation": mutation,
-                 "functional_hash": fh, "scores": scores}
+                {
+                    "id": i,
+                    "graph": graph if formula is not None else None,
+                    "status": status,
+                    "stage": stage,
+                    "parent": parent,
+                    "mutation": mutation,
+                    "functional_hash": fh,
+                    "scores": scores,
+                }
                 for i, graph, formula, status, stage, parent, mutation, fh, scores in rows
-            ]  # fmt: skip
+            ]
 
     def structural_hashes(self, name: str) -> set[str]:
         """Every canonical form a search has seen (the funnel's ``seen`` on resume)."""
         with self._read() as session:
             search_id = queries.get_search(session, name).id
-            return set(session.scalars(
-                sa.select(Candidate.structural_hash).where(
-                    Candidate.search_id == search_id, Candidate.status != NAMED,
-                    Candidate.structural_hash.is_not(None))
-            ))  # fmt: skip
+            return set(
+                session.scalars(
+                    sa.select(Candidate.structural_hash).where(
+                        Candidate.search_id == search_id,
+                        Candidate.status != NAMED,
+                        Candidate.structural_hash.is_not(None),
+                    )
+                )
+            )
 
     def fec_get(self, functional_hash: str, proxy_key: str) -> CachedFitness | None:
         with self._read() as session:
@@ -540,16 +662,28 @@ class StoreFEC(FECBackend):
 
     def put(self, functional_hash: str, proxy_key: str, fitness: CachedFitness) -> None:
         with self.store._write() as session:
-            _put_fec(session, functional_hash, proxy_key, int(fitness.candidate),
-                     dict(fitness.scores))  # fmt: skip
+            _put_fec(
+                session, functional_hash, proxy_key, int(fitness.candidate), dict(fitness.scores)
+            )
 
 
-def _put_fec(session: Session, functional_hash: str, proxy_key: str, candidate_id: int,
-             scores: dict[str, float]) -> None:  # fmt: skip
+def _put_fec(
+    session: Session,
+    functional_hash: str,
+    proxy_key: str,
+    candidate_id: int,
+    scores: dict[str, float],
+) -> None:
     """Add an FEC entry unless one exists: the first trained twin's fitness stays."""
     if session.get(FECEntry, (functional_hash, proxy_key)) is None:
-        session.add(FECEntry(functional_hash=functional_hash, proxy_key=proxy_key,
-                             candidate_id=candidate_id, scores=scores))  # fmt: skip
+        session.add(
+            FECEntry(
+                functional_hash=functional_hash,
+                proxy_key=proxy_key,
+                candidate_id=candidate_id,
+                scores=scores,
+            )
+        )
 
 
 def _check_status(status: str) -> None:
@@ -575,8 +709,9 @@ def _fits(column: Any, value: str | None) -> str | None:
     limit = _length(column)
     if value is not None and limit is not None and len(value) > limit:
         name = f"{column.property.columns[0].table.name}.{column.key}"
-        raise StoreError(f"{name} holds at most {limit} characters, got {len(value)}: "
-                         f"{value[:40]!r}...")  # fmt: skip
+        raise StoreError(
+            f"{name} holds at most {limit} characters, got {len(value)}: {value[:40]!r}..."
+        )
     return value
 
 
