@@ -365,7 +365,7 @@ def pareto(
         from evonorm_search.plots import plot_front
 
         plot_front(points, front, chosen, plot, title=name, baselines=zoo)
-    from evonorm_search.store.queries import pareto_json
+    from evonorm_search.store import pareto_json
 
     shown = pareto_json(front, zoo)
     rows, zoo_rows = shown["front"], shown["baselines"]
@@ -1098,8 +1098,7 @@ def run(
 ) -> None:
     """Start a search: screen, compile and train candidates until BUDGET are trained."""
     from evonorm_search.search.driver import SearchSettings, check_data, settings_space
-    from evonorm_search.store import check_search_name
-    from evonorm_search.store.queries import validate_objectives
+    from evonorm_search.store import check_search_name, validate_objectives
 
     check_search_name(name)
     chosen = tuple(o.strip() for o in objectives.split(",")) if objectives else None

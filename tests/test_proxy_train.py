@@ -164,15 +164,15 @@ def test_signal_thresholds_reject_a_dead_layer_and_pass_a_good_one(data, space):
 def test_a_run_resumes_from_its_checkpoint_bitwise(data, space, layer, tmp_path):
     """Saved mid-epoch, written to disk, loaded into a fresh run with another seed: the
     resumed run takes exactly the steps the uninterrupted one took (across an epoch)."""
-    from evonorm_search.proxy.train import _Run
+    from evonorm_search.proxy.train import TrainingRun
 
     graph = baselines.get(layer)
-    whole = _Run(graph, "resnet", data, space, 3, 40)
+    whole = TrainingRun(graph, "resnet", data, space, 3, 40)
     assert whole.advance(40)
-    first = _Run(graph, "resnet", data, space, 3, 40)
+    first = TrainingRun(graph, "resnet", data, space, 3, 40)
     assert first.advance(17)  # 25 batches of 32 per epoch of the 800 training images
     torch.save(first.state_dict(), tmp_path / "checkpoint.pt")
-    resumed = _Run(graph, "resnet", data, space, 99, 40)  # the state replaces the seed's
+    resumed = TrainingRun(graph, "resnet", data, space, 99, 40)  # the state replaces the seed's
     resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
     assert resumed.step == 17 and resumed.advance(40)
     assert resumed.train_loss == whole.train_loss

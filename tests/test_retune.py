@@ -20,7 +20,7 @@ from test_search import rows
 from evonorm_search import baselines
 from evonorm_search.cli import cli
 from evonorm_search.errors import StoreError
-from evonorm_search.proxy.train import _Run, evaluate
+from evonorm_search.proxy.train import TrainingRun, evaluate
 from evonorm_search.search.retune import plan_retune, retune_trial
 from evonorm_search.search.trial import effective_space
 from evonorm_search.store import Store
@@ -156,7 +156,7 @@ def test_final_seeds_are_measured_on_transfer_validation(tmp_path, test_batch):
     space = dataclasses.replace(
         space, training=dataclasses.replace(space.training, learning_rate=0.02)
     )
-    again = _Run(baselines.get("bn_relu"), "resnet", data, space, 1, 3)
+    again = TrainingRun(baselines.get("bn_relu"), "resnet", data, space, 1, 3)
     assert again.advance(3)
     assert e["accuracy"] == evaluate(again.model, data, "transfer_val")[0]
     lr_trial = retune_trial({**request, "phase": "lr", "seed": 0})

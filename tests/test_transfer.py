@@ -17,7 +17,7 @@ from test_search import TINY_SPACE, cli, rows
 
 from evonorm_search import baselines
 from evonorm_search.proxy.data import load_dataset
-from evonorm_search.proxy.train import _Run, evaluate, train_candidate
+from evonorm_search.proxy.train import TrainingRun, evaluate, train_candidate
 from evonorm_search.search.transfer import transfer_trial
 from evonorm_search.space import load_space
 
@@ -59,7 +59,7 @@ def poisoned(data):
 
 
 def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
-    """Every training loop is ``_Run.advance`` on ``Dataset.batches`` (the train split):
+    """Every training loop is ``TrainingRun.advance`` on ``Dataset.batches`` (the train split):
     proxy training (quality check included; also re-evaluation's), retune's learning-rate
     trial and a transfer network's training run with the transfer slices poisoned; reading
     them fails."""
@@ -72,7 +72,7 @@ def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
     data = poisoned(load_dataset("digits"))
     runs = train_candidate(baselines.get("bn_relu"), data, space=space, seed=0)
     assert runs["resnet"].status == "completed"
-    monkeypatch.setattr(trial, "_dataset", lambda *args: data)
+    monkeypatch.setattr(trial, "trial_dataset", lambda *args: data)
     lr_trial = retune_trial(
         {
             "graph": baselines.get("bn_relu").to_json(),
@@ -87,7 +87,7 @@ def test_no_training_reads_the_transfer_slices(tmp_path, monkeypatch):
         }
     )
     assert 0 <= lr_trial["accuracy"] <= 1
-    run = _Run(baselines.get("evonorm_b0"), "resnet20", data, space, 1, 12)
+    run = TrainingRun(baselines.get("evonorm_b0"), "resnet20", data, space, 1, 12)
     assert run.advance(12)
     evaluate(run.model, data, "val")  # the search's validation split is readable
     with pytest.raises(AssertionError, match="a transfer slice was read"):
@@ -102,7 +102,7 @@ def test_an_evaluation_with_batch_statistics_leaves_the_model_alone(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SPACE + TRANSFER)
     data = load_dataset("digits")
-    run = _Run(baselines.get("bn_relu"), "resnet20", data, load_space(path), 1, 12)
+    run = TrainingRun(baselines.get("bn_relu"), "resnet20", data, load_space(path), 1, 12)
     assert run.advance(12)
     run.model.eval()
     before = {k: v.clone() for k, v in run.model.state_dict().items()}

@@ -82,10 +82,10 @@ def test_a_cuda_trial_compiles_first(space_file, monkeypatch):
     """The rule for a CUDA trial, without a GPU: the trial believes it runs on CUDA; its
     data stays on the CPU, where the layer runs eagerly."""
     monkeypatch.setattr(trial, "_device", lambda: "cuda")
-    dataset = trial._dataset.__wrapped__
+    dataset = trial.trial_dataset.__wrapped__
     monkeypatch.setattr(
         trial,
-        "_dataset",
+        "trial_dataset",
         lambda name, root, validation, device: dataset(name, root, validation, "cpu"),
     )
     report = trial.run_trial(request(space_file, baselines.get("bn_relu")))

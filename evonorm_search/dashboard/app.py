@@ -37,8 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evonorm_search.errors import EvoNormError, NotFoundError, StoreError
-from evonorm_search.store import Store
-from evonorm_search.store.queries import BASELINE_STRATEGY, pareto_json
+from evonorm_search.store import BASELINE_STRATEGY, Store, pareto_json
 
 __all__ = ["CSP", "LOOPBACK_HOSTS", "SVG_CSP", "create_app"]
 

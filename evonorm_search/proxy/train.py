@@ -89,7 +89,7 @@ def evaluate(
     return correct / count, loss / count
 
 
-class _Run:
+class TrainingRun:
     """A resumable training run of one architecture."""
 
     def __init__(
@@ -284,7 +284,7 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _checkpoint(run: _Run, space: SearchSpace) -> TrainResult | None:
+def _checkpoint(run: TrainingRun, space: SearchSpace) -> TrainResult | None:
     """Train to the quality checkpoint: a final result (rejected or diverged), or None."""
     if not run.advance(min(space.training.quality_steps, run.total)):
         return run.result("diverged")
@@ -295,7 +295,7 @@ def _checkpoint(run: _Run, space: SearchSpace) -> TrainResult | None:
     return None
 
 
-def _finish(run: _Run) -> TrainResult:
+def _finish(run: TrainingRun) -> TrainResult:
     if not run.advance(run.total):
         return run.result("diverged", quality_accuracy=run.quality_accuracy)
     accuracy, loss = evaluate(run.model, run.data)
@@ -315,7 +315,7 @@ def train(
 ) -> TrainResult:
     """Train ``architecture`` with ``graph`` at every site on ``data`` for ``steps``
     (default: the space's), checking quality at ``quality_steps``."""
-    run = _Run(graph, architecture, data, space, seed, steps or space.training.steps)
+    run = TrainingRun(graph, architecture, data, space, seed, steps or space.training.steps)
     return _checkpoint(run, space) or _finish(run)
 
 
@@ -324,7 +324,7 @@ def quality_check(
 ) -> TrainResult:
     """Train only to the quality checkpoint: ``rejected``, ``diverged``, or ``completed``
     with the checkpoint's validation figures."""
-    run = _Run(graph, architecture, data, space, seed, space.training.steps)
+    run = TrainingRun(graph, architecture, data, space, seed, space.training.steps)
     return _checkpoint(run, space) or run.result(
         "completed",
         accuracy=run.quality_accuracy,
@@ -355,11 +355,11 @@ class CandidateTraining:
         self.total = steps or space.training.steps
         self.backend = backend
         self.architectures = tuple(space.proxy.architectures)
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, TrainingRun] = {}
 
-    def run(self, architecture: str) -> _Run:
+    def run(self, architecture: str) -> TrainingRun:
         if architecture not in self._runs:
-            self._runs[architecture] = _Run(
+            self._runs[architecture] = TrainingRun(
                 self.graph, architecture, self.data, self.space, self.seed, self.total, self.backend
             )
         return self._runs[architecture]

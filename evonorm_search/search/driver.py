@@ -488,7 +488,7 @@ def _trainable(config: dict[str, Any]) -> None:
     tune.report({"report": json.dumps(report)})
 
 
-def _tune(
+def tune_run(
     trainable: Callable[[dict[str, Any]], None],
     driver: Any,
     *,
@@ -598,7 +598,7 @@ def run_search(
             return _stop(store, driver, interrupted=False)
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    if _tune(
+    if tune_run(
         _trainable,
         driver,
         name="trials",

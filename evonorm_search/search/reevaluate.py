@@ -96,11 +96,11 @@ def reevaluate_trial(request: dict[str, Any], report_progress: Any = None) -> di
     from evonorm_search.graph import LayerGraph
     from evonorm_search.provenance import code_version
     from evonorm_search.proxy.train import train_candidate
-    from evonorm_search.search.trial import _dataset, _node, effective_space
+    from evonorm_search.search.trial import effective_space, trial_dataset, worker_node
 
     space = effective_space(request["space"], request["dataset"], request["preset"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = _dataset(space.proxy.dataset, request["data_dir"], space.proxy.validation, device)
+    data = trial_dataset(space.proxy.dataset, request["data_dir"], space.proxy.validation, device)
     runs = train_candidate(
         LayerGraph.from_json(request["graph"]), data, space=space, seed=request["seed"]
     )
@@ -116,7 +116,7 @@ def reevaluate_trial(request: dict[str, Any], report_progress: Any = None) -> di
         }
         for r in runs.values()
     ]
-    return {"node": _node(), "code_version": code_version(), "evaluations": evaluations}
+    return {"node": worker_node(), "code_version": code_version(), "evaluations": evaluations}
 
 
 class _Reevaluation:

@@ -32,8 +32,8 @@ from typing import Any
 
 from evonorm_search.errors import StoreError
 from evonorm_search.provenance import code_version
-from evonorm_search.search.driver import SearchSettings, _tune, settings_space
-from evonorm_search.search.trial import _dataset, _node, effective_space
+from evonorm_search.search.driver import SearchSettings, settings_space, tune_run
+from evonorm_search.search.trial import effective_space, trial_dataset, worker_node
 from evonorm_search.space import SearchSpace
 
 __all__ = ["FINAL_SPLIT", "LR_FACTOR", "Layer", "RetunePlan", "plan_retune", "run_retune"]
@@ -89,7 +89,7 @@ def plan_retune(
     }
     plan = RetunePlan(search, space, settings)
     layers = [Layer(f"#{c['id']}", "candidate", c["id"], c["graph"]) for c in front]
-    from evonorm_search.store.queries import RETUNE_KEY, retune_subject
+    from evonorm_search.store import RETUNE_KEY, retune_subject
 
     zoo = [row for row in store.baseline_layers(name) if row["scores"]]
     plan.baselines = bool(zoo)
@@ -129,7 +129,7 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from evonorm_search.graph import LayerGraph
-    from evonorm_search.proxy.train import _Run, evaluate, train_candidate
+    from evonorm_search.proxy.train import TrainingRun, evaluate, train_candidate
 
     space = effective_space(request["space"], request["dataset"], request["preset"])
     space = dataclasses.replace(
@@ -137,7 +137,7 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
     )
     graph = LayerGraph.from_json(request["graph"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = _dataset(space.proxy.dataset, request["data_dir"], space.proxy.validation, device)
+    data = trial_dataset(space.proxy.dataset, request["data_dir"], space.proxy.validation, device)
     architectures, steps = space.proxy.architectures, request["steps"]
     if request["phase"] == "lr":
         runs = train_candidate(graph, data, space=space, seed=0, steps=steps)
@@ -145,11 +145,15 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
             a: runs[a].accuracy if a in runs and runs[a].status == "completed" else 0.0
             for a in architectures
         }
-        return {"node": _node(), "scores": scores, "accuracy": statistics.fmean(scores.values())}
+        return {
+            "node": worker_node(),
+            "scores": scores,
+            "accuracy": statistics.fmean(scores.values()),
+        }
     split = FINAL_SPLIT
     evaluations = []
     for architecture in architectures:
-        run = _Run(graph, architecture, data, space, request["seed"], steps)
+        run = TrainingRun(graph, architecture, data, space, request["seed"], steps)
         figures = dict(
             zip(("accuracy", "loss"), evaluate(run.model, data, split), strict=True)
             if run.advance(steps)
@@ -165,7 +169,7 @@ def retune_trial(request: dict[str, Any]) -> dict[str, Any]:
             }
         )
     return {
-        "node": _node(),
+        "node": worker_node(),
         "code_version": code_version(),
         "split": split,
         "evaluations": evaluations,
@@ -369,7 +373,7 @@ def run_retune(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     retune = _Retune(store, plan, on_event or (lambda line: None))
     # Interrupted, the layers recorded so far stay; the others are trained by a re-run.
-    _tune(
+    tune_run(
         _trainable,
         retune,
         name="retune",

@@ -184,7 +184,7 @@ def plan_transfer(
     networks, learning_rate, learning_rates, eval_every, batch_size).  Refuses
     (StoreError), before anything trains, settings other than those of the search's or a
     layer's earlier transfer."""
-    from evonorm_search.store.queries import retune_subject
+    from evonorm_search.store import retune_subject
 
     found = store.search(name)
     search = SearchSettings.from_config(
@@ -305,8 +305,8 @@ def transfer_trial(request: dict[str, Any], report_progress: Any) -> dict[str, A
 
     from evonorm_search.graph import LayerGraph
     from evonorm_search.provenance import code_version
-    from evonorm_search.proxy.train import _Run, evaluate
-    from evonorm_search.search.trial import _node, effective_space
+    from evonorm_search.proxy.train import TrainingRun, evaluate
+    from evonorm_search.search.trial import effective_space, worker_node
 
     s = request["settings"]
     space = effective_space(request["space"], request["dataset"], request["preset"])
@@ -330,7 +330,7 @@ def transfer_trial(request: dict[str, Any], report_progress: Any) -> dict[str, A
         s["transfer_slice"],
         device,
     )
-    run = _Run(
+    run = TrainingRun(
         LayerGraph.from_json(request["graph"]),
         request["network"],
         data,
@@ -347,7 +347,7 @@ def transfer_trial(request: dict[str, Any], report_progress: Any) -> dict[str, A
         run.load_state_dict(state["run"])
         curve, resumed_at = [list(point) for point in state["curve"]], run.step
     every, saved = s["eval_every"], time.monotonic()
-    report = {"node": _node(), "code_version": code_version(), "resumed_at": resumed_at}
+    report = {"node": worker_node(), "code_version": code_version(), "resumed_at": resumed_at}
     while run.step < steps:
         if not run.advance(min(steps, (run.step // every + 1) * every)):
             return {
@@ -647,7 +647,7 @@ def record_plan(store: Any, plan: TransferPlan) -> None:
     settings and comparator to the search's transfer (``stored_transfer`` reads it)."""
     from evonorm_search.graph import LayerGraph
     from evonorm_search.hashing import functional_hash
-    from evonorm_search.store.models import NAMED
+    from evonorm_search.store import NAMED
 
     name = plan.search.name
     for k, layer in enumerate(plan.layers):

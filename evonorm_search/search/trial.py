@@ -78,13 +78,13 @@ class TrialRequest:
 
 
 @functools.cache
-def _dataset(name: str, data_dir: str | None, validation: int, device: str) -> Any:
+def trial_dataset(name: str, data_dir: str | None, validation: int, device: str) -> Any:
     from evonorm_search.proxy.data import load_dataset
 
     return load_dataset(name, root=data_dir, validation=validation, device=device)
 
 
-def _node() -> str:
+def worker_node() -> str:
     """The Ray node this runs on (its node id), or this machine's name outside Ray."""
     try:
         import ray
@@ -119,7 +119,7 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     device = _device()
     report: dict[str, Any] = {
         "candidate": r.candidate,
-        "node": _node(),
+        "node": worker_node(),
         "code_version": code_version(),
         "seconds": {},
         "stages": [],
@@ -132,7 +132,7 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     first = compiles_first(r.compile_order, device)
     if first and (rejection := _compile(graph, space, r, report)):
         return stop("rejected", "compile", rejection)
-    data = _dataset(space.proxy.dataset, r.data_dir, space.proxy.validation, device)
+    data = trial_dataset(space.proxy.dataset, r.data_dir, space.proxy.validation, device)
     training = CandidateTraining(graph, data, space=space, seed=r.seed)
     report["stages"].append("signal")
     clock = time.perf_counter()

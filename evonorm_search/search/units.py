@@ -6,7 +6,7 @@ A unit is a JSON-able ``request`` and the dotted name of the worker function tha
 ``function(request, report_progress) -> report``.  Workers never touch the database:
 ``report_progress`` sends a unit's intermediate state (a transfer run's checkpoint) to the
 driver, which stores it; the final report is recorded by the driver too.  The same runner
-as the search and ``retune`` (``driver._tune``): local or a cluster, ``--workers``,
+as the search and ``retune`` (``driver.tune_run``): local or a cluster, ``--workers``,
 ``--gpus-per-trial``.
 """
 
@@ -111,7 +111,7 @@ def run_units(
     """Run ``source``'s units on Ray Tune (local, or the cluster at ``address``); returns
     whether it was interrupted (Ctrl-C).  A unit whose process died is retried up to
     ``max_failures`` times, from its last checkpoint where it keeps one."""
-    from evonorm_search.search.driver import _tune
+    from evonorm_search.search.driver import tune_run
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Checkpoints travel in results: Tune's own result files would write them again.
@@ -119,7 +119,7 @@ def run_units(
     analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
     analysis.addFilter(_without_result_files)
     try:
-        return _tune(
+        return tune_run(
             _trainable,
             _UnitDriver(source),
             name=name,

@@ -7,18 +7,31 @@ SQL database (SQLite by default, PostgreSQL for clusters; schema managed by Alem
     store.pareto("my-search")          # the non-dominated candidates
     store.status("my-search")          # counts by fate, best so far
 
-Importing this package imports SQLAlchemy; the core package never does.
+Importing this package imports SQLAlchemy; the core package never does.  This package is the
+store's one public door: code above it imports from ``evonorm_search.store``, never from its
+modules (an import-linter contract holds it).
 """
 
 from evonorm_search.errors import StoreError
 from evonorm_search.pareto import non_dominated
 from evonorm_search.store.engine import DEFAULT_URL, default_url, make_engine, mask, upgrade
-from evonorm_search.store.queries import DERIVED_OBJECTIVES
+from evonorm_search.store.models import NAMED
+from evonorm_search.store.queries import (
+    BASELINE_STRATEGY,
+    DERIVED_OBJECTIVES,
+    RETUNE_KEY,
+    pareto_json,
+    retune_subject,
+    validate_objectives,
+)
 from evonorm_search.store.store import Store, StoreFEC, check_search_name
 
 __all__ = [
+    "BASELINE_STRATEGY",
     "DEFAULT_URL",
     "DERIVED_OBJECTIVES",
+    "NAMED",
+    "RETUNE_KEY",
     "Store",
     "StoreError",
     "StoreFEC",
@@ -27,5 +40,8 @@ __all__ = [
     "make_engine",
     "mask",
     "non_dominated",
+    "pareto_json",
+    "retune_subject",
     "upgrade",
+    "validate_objectives",
 ]
