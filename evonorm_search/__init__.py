@@ -8,8 +8,7 @@ from evonorm_search import baselines
 from evonorm_search.errors import EvoNormError, GraphError, SpaceError
 from evonorm_search.graph import LayerGraph, Node, ShapeClass
 from evonorm_search.layer import GraphNormAct
-
-__version__ = "0.1.0"
+from evonorm_search.provenance import __version__
 
 __all__ = [
     "EvoNormError",

@@ -10,9 +10,9 @@ import functools
 import subprocess
 from pathlib import Path
 
-from evonorm_search import __version__
+__all__ = ["__version__", "code_version"]
 
-__all__ = ["code_version"]
+__version__ = "0.1.0"  # pyproject.toml's version; the package re-exports it
 
 
 @functools.cache

@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evonorm_search.catalog import (
+    DATASETS,
+    DEFAULT_TRANSFER_NETWORKS,
+    PRESETS,
+    PROXY_ARCHITECTURES,
+    TRANSFER_NETWORK_TENSORS,
+)
 from evonorm_search.errors import GraphError, SpaceError
 from evonorm_search.ops import AXES, ELEMENTWISE, STATISTICS
 from evonorm_search.resources import resource_dir
@@ -28,20 +35,7 @@ if typing.TYPE_CHECKING:
 __all__ = ["SearchSpace", "list_spaces", "load_space"]
 
 TENSOR_RANKS = {"image": 4, "sequence": 3}  # x is (N, C, H, W) or (N, C, L)
-# Each proxy network takes one kind of tensor at its normalization sites.
-PROXY_ARCHITECTURES = {
-    "resnet": "image",
-    "mobilenet": "image",
-    "efficientnet": "image",
-    "vit": "sequence",
-}
-# The transfer stage's networks (proxy.models.TRANSFER_NETWORKS), with the tensor each takes,
-# and the default for a space of each tensor kind.
-TRANSFER_NETWORK_TENSORS = {"resnet20": "image", "mobilenet_m": "image", "vit_d4": "sequence"}
-DEFAULT_TRANSFER_NETWORKS = {"image": ("resnet20",), "sequence": ("vit_d4",)}
 GPU_TARGET = re.compile(r"sm_[1-9][0-9]{1,2}a?")
-DATASETS = ("cifar10", "digits", "synthetic")
-PRESETS = ("tiny", "paper")
 DTYPES = {
     "float32": "float32",
     "fp32": "float32",

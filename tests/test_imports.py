@@ -40,3 +40,23 @@ def test_core_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_borrows_another_modules_private_names():
+    """A name that starts with ``_`` is its module's own: the package never imports one from
+    another module (``import-linter`` checks the layers; this checks the privacy)."""
+    import ast
+    from pathlib import Path
+
+    import evonorm_search
+
+    root = Path(evonorm_search.__file__).parent
+    borrowed = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "evonorm_search"
+            ):
+                names = [a.name for a in node.names if a.name.startswith("_")]
+                borrowed += [f"{path.relative_to(root)}: {node.module}.{n}" for n in names]
+    assert [b for b in borrowed if not b.endswith("__version__")] == []

@@ -107,3 +107,21 @@ def test_transfer_networks_are_bigger_full_resolution_and_replace_every_site(net
     assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in proxy.parameters())
     digits = build(network, factory(layer), in_channels=1, image_size=8)  # the tests' size
     assert digits(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_the_catalog_names_what_the_builders_build():
+    """The space validates against ``catalog`` (torch-free); the proxy builds: they agree."""
+    from evonorm_search import catalog
+    from evonorm_search.proxy.data import load_dataset
+    from evonorm_search.proxy.models import PRESETS
+
+    assert tuple(catalog.PROXY_ARCHITECTURES) == ARCHITECTURES
+    assert all(tuple(PRESETS[a]) == catalog.PRESETS for a in ARCHITECTURES)
+    assert set(catalog.TRANSFER_NETWORK_TENSORS) == set(TRANSFER_NETWORKS)
+    tensors = {**catalog.PROXY_ARCHITECTURES, **catalog.TRANSFER_NETWORK_TENSORS}
+    for name, tensor in tensors.items():  # a token network is the one that takes (N, C, L)
+        assert (name.startswith("vit") and tensor == "sequence") or tensor == "image", name
+    for networks in catalog.DEFAULT_TRANSFER_NETWORKS.values():
+        assert set(networks) <= set(TRANSFER_NETWORKS)
+    with pytest.raises(Exception, match=", ".join(catalog.DATASETS)):
+        load_dataset("imagenet")

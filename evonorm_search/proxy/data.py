@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from evonorm_search.catalog import DATASETS
 from evonorm_search.errors import EvoNormError
 
 __all__ = [
@@ -503,4 +504,4 @@ def load_dataset(
         return load_digits(seed=seed, device=device, **sizes)
     if name == "synthetic":
         return synthetic(seed=seed, device=device, **sizes)
-    raise DataError(f"unknown dataset {name!r} (available: cifar10, digits, synthetic)")
+    raise DataError(f"unknown dataset {name!r} (available: {', '.join(DATASETS)})")

@@ -199,7 +199,7 @@ def plan_transfer(
         )
     except TypeError as e:
         raise SpaceError(f"unknown transfer setting: {e}") from None
-    from evonorm_search.space import TRANSFER_NETWORK_TENSORS
+    from evonorm_search.catalog import TRANSFER_NETWORK_TENSORS
 
     fitting = [n for n, tensor in TRANSFER_NETWORK_TENSORS.items() if tensor == space.tensor]
     if not settings["networks"]:
