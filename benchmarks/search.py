@@ -47,7 +47,7 @@ from pathlib import Path
 
 from evonorm_search.search.driver import SearchSettings, run_search, settings_space
 from evonorm_search.store import Store
-from evonorm_search.store.queries import FUNNEL_STAGES
+from evonorm_search.store.queries.funnel import FUNNEL_STAGES
 from evonorm_search.worker_time import TRIAL_STAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
