@@ -10,12 +10,10 @@ current front only, so that reading the front is an indexed query at any size.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from evonorm_search.errors import StoreError
-from evonorm_search.hashing import CachedFitness, FECBackend
+from evonorm_search.hashing import CachedFitness
 from evonorm_search.pareto import dominates
 from evonorm_search.provenance import code_version as current_code_version
 from evonorm_search.store import queries
@@ -34,9 +32,9 @@ from evonorm_search.store.engine import (
     make_engine,
     mask,
 )
+from evonorm_search.store.fec import StoreFEC, add_fec_entry
 from evonorm_search.store.models import (
     CANDIDATE_STATUSES,
-    NAMED,
     SEARCH_STATUSES,
     Candidate,
     Checkpoint,
@@ -45,6 +43,8 @@ from evonorm_search.store.models import (
     Search,
     utcnow,
 )
+from evonorm_search.store.reads import StoreReads
+from evonorm_search.store.values import column_length, finite, fits, jsonable, raw_text
 
 if TYPE_CHECKING:
     from evonorm_search.rejection import Screening
@@ -72,7 +72,7 @@ def check_search_name(name: str) -> str:
     return name
 
 
-class Store:
+class Store(StoreReads):
     """The results database at ``url`` (default ``$EVONORM_DB`` or sqlite:///evonorm.db).
 
     A writable store creates a new database at the current schema; any store refuses a
@@ -183,15 +183,15 @@ class Store:
             search = Search(
                 name=name,
                 space=space,
-                strategy=_fits(Search.strategy, strategy),
+                strategy=fits(Search.strategy, strategy),
                 status="running",
                 seed=seed,
                 budget=budget,
                 architectures=list(architectures),
                 objectives=chosen,
-                proxy_key=_fits(Search.proxy_key, proxy_key),
-                config=_jsonable(config),
-                code_version=_fits(Search.code_version, current_code_version()),
+                proxy_key=fits(Search.proxy_key, proxy_key),
+                config=jsonable(config),
+                code_version=fits(Search.code_version, current_code_version()),
             )
             session.add(search)
             session.flush()
@@ -207,7 +207,7 @@ class Store:
 
     def set_search_config(self, name: str, config: Mapping[str, Any]) -> None:
         with self._write() as session:
-            queries.get_search(session, name).config = _jsonable(config)
+            queries.get_search(session, name).config = jsonable(config)
 
     def set_search_progress(
         self,
@@ -274,13 +274,13 @@ class Store:
                     "mutation": mutation,
                     "graph": graph,
                     "formula": formula,
-                    "structural_hash": _fits(Candidate.structural_hash, structural_hash),
-                    "functional_hash": _fits(Candidate.functional_hash, functional_hash),
+                    "structural_hash": fits(Candidate.structural_hash, structural_hash),
+                    "functional_hash": fits(Candidate.functional_hash, functional_hash),
                     "status": status,
-                    "stage": _fits(Candidate.stage, stage),
+                    "stage": fits(Candidate.stage, stage),
                     "reason": reason,
                     "detail": detail,
-                    "measured": _jsonable(measured),
+                    "measured": jsonable(measured),
                     "duplicate_of": duplicate_of,
                     "seconds": dict(seconds or {}),
                     "node_count": node_count,
@@ -311,7 +311,7 @@ class Store:
         twin = fate.values.get("candidate") if fate.stage == "functional" else None
         return self.add_candidate(
             search,
-            graph=graph.to_json() if graph is not None else _raw(source),
+            graph=graph.to_json() if graph is not None else raw_text(source),
             formula=graph.formula() if graph is not None else None,
             structural_hash=screening.structural_hash,
             functional_hash=screening.functional_hash,
@@ -351,11 +351,11 @@ class Store:
             c = _get_candidate(session, candidate_id)
             if status is not None:
                 c.status = status
-                c.stage, c.reason, c.detail = _fits(Candidate.stage, stage), reason, detail
+                c.stage, c.reason, c.detail = fits(Candidate.stage, stage), reason, detail
             if measured is not None:  # added to what screening measured
-                c.measured = {**c.measured, **_jsonable(measured)}
+                c.measured = {**c.measured, **jsonable(measured)}
             if compiled is not None:
-                c.compiled = _jsonable(compiled)
+                c.compiled = jsonable(compiled)
             if bytes_per_element is not None:
                 c.bytes_per_element = bytes_per_element
             if seconds is not None:
@@ -389,23 +389,23 @@ class Store:
                     _INSERT_EVALUATION,
                     {
                         "candidate_id": candidate_id,
-                        "stage": _fits(Evaluation.stage, stage),
-                        "architecture": _fits(Evaluation.architecture, architecture),
-                        "dataset": _fits(Evaluation.dataset, dataset),
-                        "preset": _fits(Evaluation.preset, preset),
+                        "stage": fits(Evaluation.stage, stage),
+                        "architecture": fits(Evaluation.architecture, architecture),
+                        "dataset": fits(Evaluation.dataset, dataset),
+                        "preset": fits(Evaluation.preset, preset),
                         "seed": seed,
                         "steps": steps,
-                        "accuracy": _finite(accuracy),
-                        "loss": _finite(loss),
-                        "quality_accuracy": _finite(quality_accuracy),
-                        "status": _fits(Evaluation.status, status),
+                        "accuracy": finite(accuracy),
+                        "loss": finite(loss),
+                        "quality_accuracy": finite(quality_accuracy),
+                        "status": fits(Evaluation.status, status),
                         "seconds": seconds,
                         # A host name outside Ray may be longer than a node id: cut, not refused.
-                        "node": None if node is None else node[: _length(Evaluation.node)],
-                        "code_version": _fits(
+                        "node": None if node is None else node[: column_length(Evaluation.node)],
+                        "code_version": fits(
                             Evaluation.code_version, code_version or current_code_version()
                         ),
-                        "figures": None if figures is None else _jsonable(figures),
+                        "figures": None if figures is None else jsonable(figures),
                     },
                 )
             except sa.exc.IntegrityError:  # the foreign key: no such candidate
@@ -428,7 +428,7 @@ class Store:
             c.status, c.stage, c.reason, c.detail = "trained", "proxy", None, None
             c.on_front = self._update_front(session, search, c)
             if c.functional_hash is not None:
-                _put_fec(session, c.functional_hash, search.proxy_key, c.id, c.scores)
+                add_fec_entry(session, c.functional_hash, search.proxy_key, c.id, c.scores)
             return c.on_front
 
     def put_checkpoint(self, key: str, candidate_id: int, step: int, state: bytes) -> None:
@@ -458,7 +458,7 @@ class Store:
         stage ``retune``."""
         with self._write() as session:
             c = _get_candidate(session, candidate_id)
-            c.measured = {**(c.measured or {}), queries.RETUNE_KEY: _jsonable(record)}
+            c.measured = {**(c.measured or {}), queries.RETUNE_KEY: jsonable(record)}
 
     @staticmethod
     def _update_front(session: Session, search: _SearchFacts, c: Candidate) -> bool:
@@ -494,142 +494,6 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def searches(self) -> list[dict[str, Any]]:
-        with self._read() as session:
-            return queries.searches(session)
-
-    def search(self, name: str) -> dict[str, Any]:
-        with self._read() as session:
-            return queries.search_dict(queries.get_search(session, name))
-
-    def status(self, name: str) -> dict[str, Any]:
-        with self._read() as session:
-            return queries.status(session, name)
-
-    def funnel(self, name: str) -> list[dict[str, Any]]:
-        with self._read() as session:
-            return queries.funnel(session, name)
-
-    def pareto(
-        self, name: str, objectives: Sequence[str] | None = None, *, recompute: bool = False
-    ) -> list[dict[str, Any]]:
-        with self._read() as session:
-            return queries.pareto(session, name, objectives, recompute=recompute)
-
-    def best_so_far(self, name: str) -> list[list[Any]]:
-        """The search's best-so-far curve (see ``queries.best_so_far``)."""
-        with self._read() as session:
-            return queries.best_so_far(session, name)
-
-    def baseline_layers(
-        self, name: str, objectives: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The zoo's layers evaluated on the search ``name``'s protocol (see
-        ``queries.baseline_layers``)."""
-        with self._read() as session:
-            return queries.baseline_layers(session, name, objectives)
-
-    def retune_results(self, name: str) -> list[dict[str, Any]]:
-        """The retuned layers of search ``name``, best mean first (see
-        ``queries.retune_results``)."""
-        with self._read() as session:
-            return queries.retune_results(session, name)
-
-    def candidate(self, candidate_id: int) -> dict[str, Any]:
-        with self._read() as session:
-            return queries.candidate(session, candidate_id)
-
-    def lineage(self, candidate_id: int) -> list[dict[str, Any]]:
-        with self._read() as session:
-            return queries.lineage(session, candidate_id)
-
-    def top(self, name: str, k: int = 10, by: str = "mean") -> list[dict[str, Any]]:
-        with self._read() as session:
-            return queries.top(session, name, k, by)
-
-    def trained_points(self, name: str) -> list[dict[str, Any]]:
-        """Every trained candidate's id, formula, scores and costs, in birth order (for
-        plots)."""
-        with self._read() as session:
-            search_id = queries.get_search(session, name).id
-            rows = session.execute(
-                sa.select(
-                    Candidate.id,
-                    Candidate.formula,
-                    queries.SCORES_TEXT,
-                    Candidate.mean_score,
-                    Candidate.bytes_per_element,
-                    Candidate.node_count,
-                    Candidate.on_front,
-                )
-                .where(Candidate.search_id == search_id, Candidate.status == "trained")
-                .order_by(Candidate.id)
-            )
-            return [
-                {
-                    "id": cid,
-                    "formula": formula,
-                    "scores": queries.load_scores(scores),
-                    "mean_score": mean,
-                    "bytes_per_element": cost,
-                    "node_count": nodes,
-                    "on_front": on_front,
-                }
-                for cid, formula, scores, mean, cost, nodes, on_front in rows
-            ]
-
-    def history(self, name: str, *, named: bool = False) -> list[dict[str, Any]]:
-        """Every candidate of a search's funnel in birth order, as a resumed search replays
-        them: id, graph JSON (None where it never parsed), status, stage, parent, mutation,
-        functional hash and scores; with ``named`` also the layers named for transfer."""
-        with self._read() as session:
-            search_id = queries.get_search(session, name).id
-            where = [Candidate.search_id == search_id]
-            if not named:
-                where.append(Candidate.status != NAMED)
-            rows = session.execute(
-                sa.select(
-                    Candidate.id,
-                    Candidate.graph,
-                    Candidate.formula,
-                    Candidate.status,
-                    Candidate.stage,
-                    Candidate.parent_id,
-                    Candidate.mutation,
-                    Candidate.functional_hash,
-                    Candidate.scores,
-                )
-                .where(*where)
-                .order_by(Candidate.birth)
-            )
-            return [
-                {
-                    "id": i,
-                    "graph": graph if formula is not None else None,
-                    "status": status,
-                    "stage": stage,
-                    "parent": parent,
-                    "mutation": mutation,
-                    "functional_hash": fh,
-                    "scores": scores,
-                }
-                for i, graph, formula, status, stage, parent, mutation, fh, scores in rows
-            ]
-
-    def structural_hashes(self, name: str) -> set[str]:
-        """Every canonical form a search has seen (the funnel's ``seen`` on resume)."""
-        with self._read() as session:
-            search_id = queries.get_search(session, name).id
-            return set(
-                session.scalars(
-                    sa.select(Candidate.structural_hash).where(
-                        Candidate.search_id == search_id,
-                        Candidate.status != NAMED,
-                        Candidate.structural_hash.is_not(None),
-                    )
-                )
-            )
-
     def fec_get(self, functional_hash: str, proxy_key: str) -> CachedFitness | None:
         with self._read() as session:
             entry = session.get(FECEntry, (functional_hash, proxy_key))
@@ -640,6 +504,13 @@ class Store:
     def fec_backend(self) -> StoreFEC:
         return StoreFEC(self)
 
+    def put_fec(
+        self, functional_hash: str, proxy_key: str, candidate_id: int, scores: dict[str, float]
+    ) -> None:
+        """Add an FEC entry unless one exists (``StoreFEC.put``)."""
+        with self._write() as session:
+            add_fec_entry(session, functional_hash, proxy_key, candidate_id, scores)
+
 
 @dataclass(frozen=True)
 class _SearchFacts:
@@ -647,43 +518,6 @@ class _SearchFacts:
     architectures: tuple[str, ...]
     objectives: tuple[str, ...]
     proxy_key: str
-
-
-class StoreFEC(FECBackend):
-    """The functional-equivalence cache kept in the store, shared by every search of the
-    database and surviving restarts.  Entries are written by ``Store.set_fitness``; a
-    ``put`` for an entry that exists keeps the first."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def get(self, functional_hash: str, proxy_key: str) -> CachedFitness | None:
-        return self.store.fec_get(functional_hash, proxy_key)
-
-    def put(self, functional_hash: str, proxy_key: str, fitness: CachedFitness) -> None:
-        with self.store._write() as session:
-            _put_fec(
-                session, functional_hash, proxy_key, int(fitness.candidate), dict(fitness.scores)
-            )
-
-
-def _put_fec(
-    session: Session,
-    functional_hash: str,
-    proxy_key: str,
-    candidate_id: int,
-    scores: dict[str, float],
-) -> None:
-    """Add an FEC entry unless one exists: the first trained twin's fitness stays."""
-    if session.get(FECEntry, (functional_hash, proxy_key)) is None:
-        session.add(
-            FECEntry(
-                functional_hash=functional_hash,
-                proxy_key=proxy_key,
-                candidate_id=candidate_id,
-                scores=scores,
-            )
-        )
 
 
 def _check_status(status: str) -> None:
@@ -696,56 +530,3 @@ def _get_candidate(session: Session, candidate_id: int) -> Candidate:
     if c is None:
         raise StoreError(f"unknown candidate id {candidate_id}")
     return c
-
-
-def _length(column: Any) -> int | None:
-    """The most characters a VARCHAR column holds (None for TEXT)."""
-    return getattr(column.property.columns[0].type, "length", None)
-
-
-def _fits(column: Any, value: str | None) -> str | None:
-    """``value`` if it fits ``column``, else a StoreError naming both: PostgreSQL would
-    refuse the write (and with it a whole batch), SQLite would store it silently."""
-    limit = _length(column)
-    if value is not None and limit is not None and len(value) > limit:
-        name = f"{column.property.columns[0].table.name}.{column.key}"
-        raise StoreError(
-            f"{name} holds at most {limit} characters, got {len(value)}: {value[:40]!r}..."
-        )
-    return value
-
-
-def _finite(value: float | None) -> float | None:
-    """NaN and infinities are stored as NULL (PostgreSQL's JSON and some drivers refuse
-    them, and a diverged run's loss is not a number to compare)."""
-    return value if value is None or np.isfinite(value) else None
-
-
-def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A plain JSON object: non-finite floats become None, tuples lists, others strings."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float | np.floating):
-            return float(v) if np.isfinite(v) else None
-        if isinstance(v, bool | int | str) or v is None:
-            return v
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        if isinstance(v, datetime):
-            return v.isoformat()
-        return str(v)
-
-    return clean(dict(values or {}))
-
-
-def _raw(source: Any) -> str:
-    if isinstance(source, str):
-        return source
-    try:
-        return json.dumps(source)
-    except (TypeError, ValueError):
-        return repr(source)
