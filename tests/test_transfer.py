@@ -206,13 +206,8 @@ def test_the_report_matches_a_hand_computation(tmp_path):
     difference, its t-interval and Holm-adjusted p-value, worked out by hand (t with 2
     degrees of freedom: P(|T| > t) = 1 - t / sqrt(t^2 + 2))."""
     from evonorm_search.search.driver import SearchSettings
-    from evonorm_search.search.transfer import (
-        TransferLayer,
-        TransferPlan,
-        _comparable,
-        settings_key,
-        transfer_results,
-    )
+    from evonorm_search.search.transfer import TransferLayer, TransferPlan, transfer_results
+    from evonorm_search.search.transfer.plan import comparable_settings, settings_key
     from evonorm_search.store import Store
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
@@ -222,7 +217,7 @@ def test_the_report_matches_a_hand_computation(tmp_path):
         "learning_rates": [],
         "comparator": None,
     }
-    key = settings_key(_comparable(settings))
+    key = settings_key(comparable_settings(settings))
     with Store(url) as store:
         store.create_search(
             "s",
@@ -420,10 +415,9 @@ def transferred(tmp_path):
         TRANSFER_KEY,
         TransferLayer,
         TransferPlan,
-        _comparable,
         record_plan,
-        settings_key,
     )
+    from evonorm_search.search.transfer.plan import comparable_settings, settings_key
     from evonorm_search.store import Store
 
     url = f"sqlite:///{tmp_path / 't.db'}"
@@ -440,7 +434,7 @@ def transferred(tmp_path):
         "transfer_slice": 150,
         "groups": 8,
     }
-    key = settings_key(_comparable({**settings, "comparator": None}))
+    key = settings_key(comparable_settings({**settings, "comparator": None}))
     config = {"space": "evonorm_b", "dataset": "digits", "seed": 0}
     with Store(url) as store:
         for name, strategy in (("s", "evolution"), ("baselines-s0", "zoo")):
@@ -722,7 +716,8 @@ def test_the_driver_sweeps_rates_then_trains_the_seeds_at_the_best(transferred):
     A checkpoint is kept until its run is stored; a run whose process died starts again
     from it, twice, and then waits for the next rerun."""
     from evonorm_search.search.driver import SearchSettings
-    from evonorm_search.search.transfer import TransferLayer, TransferPlan, _Transfer
+    from evonorm_search.search.transfer import TransferLayer, TransferPlan
+    from evonorm_search.search.transfer.run import _Transfer
     from evonorm_search.search.units import encode_bytes
     from evonorm_search.store import Store
 
