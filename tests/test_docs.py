@@ -1,4 +1,4 @@
-"""The docs' examples run, and their tables say what the code does.
+"""The docs' examples run, their tables say what the code does, and their links lead somewhere.
 
 The docs are the README and the site's pages under docs/ (mkdocs.yml builds them): each check
 reads the block or table it needs from whichever page holds it."""
@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,10 @@ def test_quick_start_commands_are_what_ci_runs():
     assert tests.strip() in (ROOT / ".ci" / "run").read_text()
 
 
+def test_the_sites_home_page_has_the_readmes_quick_start():
+    assert blocks("bash", "docs/index.md")[:2] == blocks("bash", "README.md")[:2]
+
+
 def test_formula_sample_output_is_current():
     from evonorm_search import LayerGraph
     from evonorm_search.hashing import functional_hash
@@ -267,3 +272,44 @@ def served_by_the_dashboard(directory: Path, name: str, best: int) -> None:
             if shots:
                 page.screenshot(path=Path(shots) / "dashboard-candidate.png", full_page=True)
             browser.close()
+
+
+def unfenced(text: str) -> str:
+    """``text`` without its fenced blocks."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def prose(text: str) -> str:
+    """``text`` without its fenced blocks and code spans, where a link is not a link."""
+    return re.sub(r"`[^`\n]*`", "", unfenced(text))
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a page's headings that GitHub and the site (Python-Markdown's toc)
+    agree on, so that a link to one works in both."""
+    found = set()
+    for heading in re.findall(r"^#+ (.*)$", unfenced(text), flags=re.M):
+        words = re.sub(r"[*`]", "", heading).strip()
+        github = re.sub(r"[^\w\- ]", "", words.lower()).replace(" ", "-")
+        ascii_words = unicodedata.normalize("NFKD", words).encode("ascii", "ignore").decode()
+        site = re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", ascii_words).strip().lower())
+        if github == site:
+            found.add(site)
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_relative_links_lead_to_files_and_headings(page):
+    """Every relative link or image on the page names a file that exists and, with an anchor,
+    a heading of that page; links with a scheme (https:, mailto:) are not checked."""
+    broken = []
+    for target in re.findall(r"\]\(([^()\s]+)\)", prose(PAGES[page])):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (ROOT / page).parent / path if path else ROOT / page
+        if not file.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and not (file.suffix == ".md" and anchor in anchors(file.read_text())):
+            broken.append(f"{target}: no heading with that anchor")
+    assert not broken, broken
