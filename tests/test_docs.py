@@ -313,3 +313,22 @@ def test_relative_links_lead_to_files_and_headings(page):
         elif anchor and not (file.suffix == ".md" and anchor in anchors(file.read_text())):
             broken.append(f"{target}: no heading with that anchor")
     assert not broken, broken
+
+
+@pytest.mark.parametrize("page", [page for page in PAGES if page.startswith("docs/")])
+def test_lists_and_tables_start_a_block(page):
+    """On the site's pages a list or table follows a blank line, and a nested list item is
+    indented by 4 spaces: Python-Markdown, unlike GitHub, reads a list or table right after a
+    paragraph line as more of the paragraph, and a 2-space nested list as a flat one."""
+    item = re.compile(r"(- |\d+\. )")
+    wrong = []
+    lines = unfenced(PAGES[page]).splitlines()
+    for before, line in zip(["", *lines], lines, strict=False):
+        follows_text = before.strip() and not before.startswith(" ")
+        if item.match(line) and follows_text and not item.match(before):
+            wrong.append(f"a list right after a paragraph: {line[:60]}")
+        if line.startswith("|") and before.strip() and not before.startswith("|"):
+            wrong.append(f"a table right after a paragraph: {line[:60]}")
+        if re.match(r" {1,3}(- |\d+\. )", line):
+            wrong.append(f"a list item nested by fewer than 4 spaces: {line[:60]}")
+    assert not wrong, wrong
