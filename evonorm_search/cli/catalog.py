@@ -6,13 +6,12 @@ from __future__ import annotations
 import click
 
 from evonorm_search import baselines
-from evonorm_search.cli import runs
-from evonorm_search.cli.options import FORMATS
+from evonorm_search.cli import options, runs
 from evonorm_search.cli.render import print_json, print_table
 
 
 @click.command()
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.output_format()
 def spaces(fmt: str) -> None:
     """List the shipped search spaces."""
     from evonorm_search.space import list_spaces, load_space
@@ -44,7 +43,7 @@ def spaces(fmt: str) -> None:
 
 
 @click.group("baselines", invoke_without_command=True)
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.output_format()
 @click.pass_context
 def baselines_command(ctx: click.Context, fmt: str) -> None:
     """List the baseline zoo: known layers as formulas.
@@ -89,7 +88,7 @@ baselines_command.add_command(runs.baselines_evaluate)
     metavar="NAME",
     help="Check the graph against these search spaces (default: every shipped one).",
 )
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.output_format()
 def formula(expr: str, space_names: tuple[str, ...], fmt: str) -> None:
     """Canonicalise a layer given as a formula or graph JSON.
 

@@ -5,56 +5,28 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from evonorm_search.cli.options import FORMATS, db_option, open_store
-from evonorm_search.cli.render import note, print_json, print_table
+from evonorm_search.cli import options
+from evonorm_search.cli.options import DTYPES, open_store
+from evonorm_search.cli.render import note, print_json, print_table, say
 from evonorm_search.errors import GraphError, SpaceError
-from evonorm_search.space import DTYPES as SPACE_DTYPES
 
 if TYPE_CHECKING:
     from evonorm_search.codegen.compiler import CompiledLayer
     from evonorm_search.graph import LayerGraph
-
-# The spaces' dtype names, and float64 (a gradcheck dtype spaces do not offer).
-DTYPES = {**SPACE_DTYPES, "fp64": "float64", "float64": "float64"}
-# (target, shape, dtype) where no search space says
-DEFAULT_COMPILE: tuple[str, tuple[int, ...], str] = ("sm_90a", (128, 64, 56, 56), "bfloat16")
+    from evonorm_search.space import CompileTarget
 
 
-class _Shape(click.ParamType):
-    """A tensor shape written N,C[,spatial...]: 2 to 5 positive sizes."""
-
-    name = "N,C,H,W"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            dims = tuple(int(part) for part in str(value).split(","))
-        except ValueError:
-            dims = ()
-        if not (2 <= len(dims) <= 5 and min(dims) >= 1):
-            self.fail(
-                f"expected 2 to 5 comma-separated positive sizes such as 128,64,56,56, "
-                f"got {value!r}",
-                param,
-                ctx,
-            )
-        return dims
-
-
-def _compile_subject(
-    subject: str, db_url: str | None
-) -> tuple[LayerGraph, tuple[str, tuple[int, ...], str]]:
+def _compile_subject(subject: str, db_url: str | None) -> tuple[LayerGraph, CompileTarget]:
     """The graph a ``compile`` argument names (a formula, graph JSON or a candidate id) and
-    the default (target, shape, dtype): the candidate's search space's, where it has one."""
+    the default target, shape and dtype: the candidate's search space's, where it has one."""
     from evonorm_search.graph import as_graph
 
     if not subject.isdigit():
-        return as_graph(subject).validate(), DEFAULT_COMPILE
+        return as_graph(subject).validate(), options.COMPILE
     from evonorm_search.space import load_space
 
     with open_store(db_url) as store:
@@ -65,34 +37,17 @@ def _compile_subject(
     except GraphError as e:
         raise GraphError(f"candidate {subject} is not a valid layer: {e}") from None
     try:
-        c = load_space(space_name).compile
+        return graph, load_space(space_name).compile
     except SpaceError as e:
         note(f"warning: {e}; compiling at the default target, shape and dtype")
-        return graph, DEFAULT_COMPILE
-    return graph, (c.target, tuple(c.reference_shape), c.dtype)
+        return graph, options.COMPILE
 
 
 # ignore_unknown_options: a formula may start with "-" ("-x / std_group(x)").
 @click.command("compile", context_settings={"ignore_unknown_options": True})
 @click.argument("subject", metavar="EXPR|ID")
-@db_option
-@click.option(
-    "--target",
-    default=None,
-    help="GPU target, e.g. sm_90a or sm_80 (default: the candidate's space's, else sm_90a).",
-)
-@click.option(
-    "--shape",
-    type=_Shape(),
-    default=None,
-    help="Reference input shape (default: the space's, else 128,64,56,56).",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(list(DTYPES)),
-    default=None,
-    help="Input dtype (default: the space's, else bf16).",
-)
+@options.db
+@options.compile_target
 @click.option(
     "--groups",
     type=click.IntRange(min=1),
@@ -100,13 +55,8 @@ def _compile_subject(
     show_default=True,
     help="Groups of group statistics (the largest divisor of C not above it).",
 )
-@click.option(
-    "--verify/--no-verify",
-    default=True,
-    show_default=True,
-    help="Check the kernels against the eager layer in triton's interpreter.",
-)
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.verify
+@options.output_format()
 @click.option(
     "--source",
     "source_dir",
@@ -133,12 +83,12 @@ def compile_command(
     spills and shared memory; the traffic model counts the full-size tensor elements each
     training step moves per element (at least 2 forward, 3 backward).
     """
-    graph, (default_target, default_shape, default_dtype) = _compile_subject(subject, db_url)
+    graph, defaults = _compile_subject(subject, db_url)
     if importlib.util.find_spec("triton") is None:
         raise click.ClickException(
             "triton is not installed: the compiler needs it (pip install triton, on Linux)"
         )
-    # The compiler's modules load only once triton is known to be installed.
+    # The compiler loads only once triton is known to be installed.
     import torch
 
     from evonorm_search.codegen.aot import TARGETS, has_cuda_backend
@@ -146,14 +96,14 @@ def compile_command(
     from evonorm_search.codegen.runtime import write_source
     from evonorm_search.codegen.source import generate, unsupported
 
-    target = target or default_target
+    target = target or defaults.target
     if target not in TARGETS:  # checked here, not by click: a search space may name any sm_XY
         raise click.BadParameter(
             f"{target!r} is not a target of the compiler (choose from {', '.join(TARGETS)})",
             param_hint="'--target'",
         )
-    shape = shape or default_shape
-    dtype_name = DTYPES[dtype] if dtype else default_dtype
+    shape = shape or tuple(defaults.reference_shape)
+    dtype_name = DTYPES[dtype] if dtype else defaults.dtype
     aot = has_cuda_backend()
     if not aot:
         note(
@@ -165,7 +115,7 @@ def compile_command(
             path = write_source(generate(graph), source_dir)
         except OSError as e:
             raise click.ClickException(f"cannot write into {source_dir}: {e.strerror}") from None
-        click.echo(f"wrote {path}", err=True)
+        say(f"wrote {path}")
     result = compile_layer(
         graph,
         target=target,

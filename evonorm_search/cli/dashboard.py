@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from evonorm_search.cli.options import db_option
+from evonorm_search.cli import options
 
 
 @click.command()
-@db_option
+@options.db
 @click.option(
     "--host",
     default="127.0.0.1",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from evonorm_search.cli.options import db_option
+from evonorm_search.cli import options
 
 
 def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -40,7 +40,7 @@ def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Also carry the layer's Triton kernels, run on CUDA tensors where triton "
     "is installed (PyTorch ops elsewhere).",
 )
-@db_option
+@options.db
 def export_command(
     candidate_id: int, output: Path, class_name: str, kernels: bool, db_url: str | None
 ) -> None:

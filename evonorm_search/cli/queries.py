@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from evonorm_search.cli.options import FORMATS, db_option, open_store
+from evonorm_search.cli import options
+from evonorm_search.cli.options import open_store
 from evonorm_search.cli.render import (
     fate,
     objective,
@@ -15,6 +16,7 @@ from evonorm_search.cli.render import (
     print_csv,
     print_json,
     print_table,
+    say,
     score,
 )
 from evonorm_search.cli.runs import note_no_baselines
@@ -22,8 +24,8 @@ from evonorm_search.cli.runs import note_no_baselines
 
 @click.command()
 @click.argument("name", required=False)
-@db_option
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.db
+@options.output_format()
 def status(name: str | None, db_url: str | None, fmt: str) -> None:
     """Progress of the search NAME (funnel, best so far), or of every search."""
     from evonorm_search.store import mask
@@ -105,7 +107,7 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
 
 @click.command()
 @click.argument("name")
-@db_option
+@options.db
 @click.option(
     "--objectives",
     default=None,
@@ -113,13 +115,7 @@ def status(name: str | None, db_url: str | None, fmt: str) -> None:
     help="Comma-separated objectives: architecture names (accuracy), mean, cost, nodes "
     "(default: the search's own, per-architecture accuracy unless it chose others).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
+@options.output_format("csv")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -179,13 +175,13 @@ def pareto(
             ],
         )
     if plot:
-        click.echo(f"wrote {plot}", err=True)
+        say(f"wrote {plot}")
 
 
 @click.command()
 @click.argument("candidate_id", metavar="ID", type=int)
-@db_option
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.db
+@options.output_format()
 @click.option(
     "--draw",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -212,7 +208,7 @@ def show(candidate_id: int, db_url: str | None, fmt: str, draw: Path | None) -> 
     else:
         print_candidate(record)
     if draw:
-        click.echo(f"wrote {draw}", err=True)
+        say(f"wrote {draw}")
 
 
 @click.group()
@@ -221,7 +217,7 @@ def db() -> None:
 
 
 @db.command()
-@db_option
+@options.db
 def upgrade(db_url: str | None) -> None:
     """Create the database, or migrate it to this version's schema."""
     from evonorm_search.store import default_url, make_engine, mask

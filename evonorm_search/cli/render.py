@@ -16,13 +16,18 @@ PROGRAM = "evonorm-search"
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr (white space folded), then exit ``code``."""
-    click.echo(f"{PROGRAM}: error: {' '.join(message.split())}", err=True)
+    note(f"error: {' '.join(message.split())}")
     sys.exit(code)
+
+
+def say(line: str) -> None:
+    """A line of progress on stderr."""
+    click.echo(line, err=True)
 
 
 def note(message: str) -> None:
     """One line on stderr, beside the command's output."""
-    click.echo(f"{PROGRAM}: {message}", err=True)
+    say(f"{PROGRAM}: {message}")
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from evonorm_search.cli.options import db_option, open_store
+from evonorm_search.cli import options
+from evonorm_search.cli.options import open_store
 
 
 @click.command()
@@ -25,7 +26,7 @@ from evonorm_search.cli.options import db_option, open_store
     show_default=True,
     help="Layers drawn and compared.",
 )
-@db_option
+@options.db
 def report(name: str, output: Path, top: int, db_url: str | None) -> None:
     """Write the report of the search NAME: settings, funnel, Pareto front, top layers."""
     from evonorm_search.report import write_report

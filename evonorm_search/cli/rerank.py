@@ -3,16 +3,13 @@ and ``reevaluate`` (the search's own protocol, new seeds)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from evonorm_search.cli.options import (
-    FORMATS,
-    db_option,
-    open_store,
-    runner_options,
-    writable_store,
-)
-from evonorm_search.cli.render import fail, print_json, print_table, score
+from evonorm_search.cli import options
+from evonorm_search.cli.options import open_store, writable_store
+from evonorm_search.cli.render import fail, print_json, print_table, say, score
 from evonorm_search.cli.runs import note_no_baselines
 from evonorm_search.stats import interval_text
 
@@ -45,24 +42,18 @@ from evonorm_search.stats import interval_text
     show_default=True,
     help="Learning rates tried per layer (Optuna TPE).",
 )
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrent trials."
-)
-@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
-@click.option("--address", default=None, help="Join this Ray cluster (trusted networks only).")
-@db_option
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.runners
+@options.db
+@options.output_format()
 def retune(
     name: str,
     top: int,
     seeds: int,
     steps: int | None,
     lr_trials: int,
-    workers: int,
-    gpus_per_trial: float,
-    address: str | None,
     db_url: str | None,
     fmt: str,
+    **runner: Any,
 ) -> None:
     """Re-rank the best layers of the search NAME with a tuned learning rate.
 
@@ -82,25 +73,15 @@ def retune(
     if not plan.baselines:
         note_no_baselines(search, db_url)
     for layer in plan.skipped:
-        click.echo(
-            f"{layer.label}: retuned already with these settings, not trained again", err=True
-        )
+        say(f"{layer.label}: retuned already with these settings, not trained again")
     if plan.layers:
         check_data(plan.search.dataset, plan.search.data_dir)
-        click.echo(
+        say(
             f"retuning {len(plan.layers)} layers: {plan.settings['lr_trials']} learning "
-            f"rates, then {seeds} seeds, {plan.settings['steps']} steps each",
-            err=True,
+            f"rates, then {seeds} seeds, {plan.settings['steps']} steps each"
         )
         with writable_store(db_url) as store:
-            unfinished = run_retune(
-                store,
-                plan,
-                workers=workers,
-                gpus_per_trial=gpus_per_trial,
-                address=address,
-                on_event=lambda line: click.echo(line, err=True),
-            )
+            unfinished = run_retune(store, plan, **runner, on_event=say)
         if unfinished:
             fail(
                 f"interrupted: {', '.join(unfinished)} not retuned (the other layers are "
@@ -152,18 +133,16 @@ def retune(
     show_default=True,
     help="New seeds per layer (the search's seed + 1 .. + S).",
 )
-@runner_options
-@db_option
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.runners
+@options.db
+@options.output_format()
 def reevaluate(
     name: str,
     top: int,
     seeds: int,
-    workers: int,
-    gpus_per_trial: float,
-    address: str | None,
     db_url: str | None,
     fmt: str,
+    **runner: Any,
 ) -> None:
     """Train the best layers of the search NAME again on its proxy with new seeds.
 
@@ -183,20 +162,12 @@ def reevaluate(
         plan = plan_reevaluation(store, name, top=top, seeds=seeds)
     if plan.units:
         check_data(plan.search.dataset, plan.search.data_dir)
-        click.echo(
+        say(
             f"re-evaluating {len(plan.layers)} layers: {len(plan.units)} runs "
-            f"(seeds {plan.seeds[0]}..{plan.seeds[-1]})",
-            err=True,
+            f"(seeds {plan.seeds[0]}..{plan.seeds[-1]})"
         )
         with writable_store(db_url) as store:
-            left = run_reevaluation(
-                store,
-                plan,
-                workers=workers,
-                gpus_per_trial=gpus_per_trial,
-                address=address,
-                on_event=lambda line: click.echo(line, err=True),
-            )
+            left = run_reevaluation(store, plan, **runner, on_event=say)
         if left:
             fail(
                 f"{left} runs not recorded (the others are); run the command again to train them",

@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from evonorm_search.cli.options import db_option, writable_store
-from evonorm_search.cli.render import note
+from evonorm_search.cli import options
+from evonorm_search.cli.options import setting, writable_store
+from evonorm_search.cli.render import PROGRAM, note
 
 
 def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
@@ -33,203 +34,78 @@ def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
 
 @click.command()
 @click.option("--name", required=True, help="A new search's name (no '/').")
-@click.option(
-    "--space", default="evonorm_b", show_default=True, help="A shipped space or a TOML file."
-)
-@click.option(
-    "--data",
-    "dataset",
-    type=click.Choice(["digits", "cifar10", "synthetic"]),
-    default="digits",
-    show_default=True,
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where cifar-10-batches-py's files are (default: $EVONORM_DATA/...).",
-)
-@click.option(
-    "--preset",
-    type=click.Choice(["tiny", "paper"]),
-    default=None,
-    help="Proxy network size (default: the space's).",
-)
-@click.option(
-    "--budget",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Candidates to train fully.",
-)
-@click.option(
+@options.protocol
+@setting("budget", "--budget", type=click.IntRange(min=1), help="Candidates to train fully.")
+@setting(
+    "population",
     "--population",
     type=click.IntRange(min=2),
-    default=None,
     help="Candidates sampled before a strategy learns: evolution's population "
     "(default: the space's), NSGA-II's generation (the space's), TPE's random "
     "start-up (10).",
 )
-@click.option(
+@setting(
+    "tournament",
     "--tournament",
     type=click.IntRange(min=1),
-    default=None,
     help="Evolution's tournament size (default: the space's).",
 )
-@click.option(
-    "--initial",
-    type=click.Choice(["random", "baselines"]),
-    default="random",
-    show_default=True,
-    help="The first proposals: random graphs, or the zoo's "
-    "layers first (evolution and random); evolution then fills its population with "
-    "mutants of trained ones and random graphs.",
-)
-@click.option(
+@options.initial
+@setting(
+    "initial_mutants",
     "--initial-mutants",
     type=click.FloatRange(0.0, 1.0),
-    default=None,
     metavar="SHARE",
     help="Share of mutants of trained candidates among the initial "
     "population's proposals once one is trained (default: the space's).",
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(["evolution", "random", "tpe", "nsga2"]),
-    default="evolution",
-    show_default=True,
-)
-@click.option(
+@options.strategy
+@setting(
+    "objectives",
     "--objectives",
-    default=None,
     metavar="LIST",
     help="Pareto objectives: architectures, mean, cost (default: per-architecture).",
 )
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrent trials."
+@options.workers()
+@setting(
+    "cpus_per_trial",
+    "--cpus-per-trial",
+    type=click.FloatRange(min=0.0),
+    help="CPUs reserved per trial.",
 )
-@click.option("--cpus-per-trial", type=click.FloatRange(min=0.0), default=1.0, show_default=True)
-@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
-@click.option(
-    "--max-candidates",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Stop after screening this many (default: 100 x budget).",
-)
-@click.option(
-    "--time-limit",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    metavar="SECONDS",
-    help="Stop this sitting after this much wall time.",
-)
-@click.option(
-    "--worker-hours",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    metavar="HOURS",
-    help="Stop after this much worker time (wall time x workers), "
-    "counted over every sitting and kept in the database.",
-)
-@click.option(
-    "--compile-order",
-    type=click.Choice(["auto", "first", "after-quality"]),
-    default="auto",
-    show_default=True,
-    help="When a trial compiles the layer's kernels: first where training runs "
-    "them (auto: on CUDA), after the quality check where it does not (auto: on a "
-    "CPU).",
-)
-@click.option(
+@options.gpus_per_trial
+@options.max_candidates()
+@options.time_limit
+@options.worker_hours()
+@options.compile_order
+@setting(
+    "signal_stage",
     "--signal-stage/--no-signal-stage",
-    default=True,
-    show_default=True,
     help="Reject layers without a learning signal after the first training steps "
     "(the space's [signal] thresholds).",
 )
-@click.option(
-    "--verify/--no-verify",
-    default=True,
-    show_default=True,
-    help="Check each candidate's kernels in triton's interpreter before training.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
+@options.verify
+@options.seed
+@setting(
+    "max_failures",
     "--trial-retries",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
     help="Retries of a trial whose process died, before the candidate fails.",
 )
-@click.option(
-    "--address",
-    default=None,
-    help="Join this Ray cluster (trusted networks only), e.g. 10.0.0.1:6379.",
-)
-@db_option
-def run(
-    name: str,
-    space: str,
-    dataset: str,
-    data_dir: str | None,
-    preset: str | None,
-    budget: int,
-    population: int | None,
-    tournament: int | None,
-    initial: str,
-    initial_mutants: float | None,
-    strategy: str,
-    objectives: str | None,
-    workers: int,
-    cpus_per_trial: float,
-    gpus_per_trial: float,
-    max_candidates: int | None,
-    time_limit: float | None,
-    worker_hours: float | None,
-    compile_order: str,
-    signal_stage: bool,
-    verify: bool,
-    seed: int,
-    trial_retries: int,
-    address: str | None,
-    db_url: str | None,
-) -> None:
+@options.address()
+@options.db
+def run(objectives: str | None, db_url: str | None, **given: Any) -> None:
     """Start a search: screen, compile and train candidates until BUDGET are trained."""
     from evonorm_search.search.driver import SearchSettings, check_data, settings_space
     from evonorm_search.store import check_search_name, validate_objectives
 
-    check_search_name(name)
+    name = check_search_name(given["name"])
     chosen = tuple(o.strip() for o in objectives.split(",")) if objectives else None
-    settings = SearchSettings(
-        name=name,
-        space=space,
-        dataset=dataset,
-        data_dir=data_dir,
-        preset=preset,
-        budget=budget,
-        strategy=strategy,
-        population=population,
-        tournament=tournament,
-        initial=initial,
-        initial_mutants=initial_mutants,
-        objectives=chosen,
-        seed=seed,
-        workers=workers,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        max_candidates=max_candidates,
-        time_limit=time_limit,
-        worker_hours=worker_hours,
-        compile_order=compile_order,
-        signal_stage=signal_stage,
-        verify=verify,
-        address=address,
-        max_failures=trial_retries,
-    )
+    settings = SearchSettings(objectives=chosen, **given)
     architectures = settings_space(settings).proxy.architectures
     if chosen:
         validate_objectives(chosen, architectures)
-    check_data(dataset, data_dir)
+    check_data(settings.dataset, settings.data_dir)
     with writable_store(db_url) as store:
         if any(s["name"] == name for s in store.searches()):
             raise click.ClickException(
@@ -241,43 +117,13 @@ def run(
 
 @click.command()
 @click.argument("name")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Concurrent trials (default: as started).",
-)
-@click.option("--address", default=None, help="Join this Ray cluster instead.")
-@click.option(
-    "--time-limit",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    metavar="SECONDS",
-    help="Stop this sitting after this much wall time.",
-)
-@click.option(
-    "--worker-hours",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    metavar="HOURS",
-    help="A new worker-time budget, over every sitting (default: as started).",
-)
-@click.option(
-    "--max-candidates",
-    type=click.IntRange(min=1),
-    default=None,
-    help="A new cap on candidates screened (an exhausted search needs a higher one).",
-)
-@db_option
-def resume(
-    name: str,
-    workers: int | None,
-    address: str | None,
-    time_limit: float | None,
-    worker_hours: float | None,
-    max_candidates: int | None,
-    db_url: str | None,
-) -> None:
+@options.workers(as_started=True)
+@options.address(as_started=True)
+@options.time_limit
+@options.worker_hours(as_started=True)
+@options.max_candidates(as_started=True)
+@options.db
+def resume(name: str, db_url: str | None, **given: Any) -> None:
     """Continue the search NAME to its budget from the database alone."""
     import dataclasses
 
@@ -288,13 +134,6 @@ def resume(
         if search["status"] == "completed":
             raise click.ClickException(f"search {name!r} is complete: its budget is trained")
         settings = SearchSettings.from_config(search["config"])
-        given = {
-            "workers": workers,
-            "address": address,
-            "time_limit": time_limit,
-            "worker_hours": worker_hours,
-            "max_candidates": max_candidates,
-        }
         changes = {k: v for k, v in given.items() if v is not None}
         _search_run(store, dataclasses.replace(settings, **changes), resume=True)
 
@@ -303,16 +142,12 @@ def resume(
 
 
 @click.command("evaluate")
-def baselines_evaluate(
-    space: str,
-    dataset: str,
-    data_dir: str | None,
-    preset: str | None,
-    seed: int,
-    workers: int,
-    verify: bool,
-    db_url: str | None,
-) -> None:
+@options.protocol
+@options.workers()
+@options.verify
+@options.seed
+@options.db
+def baselines_evaluate(db_url: str | None, **protocol: Any) -> None:
     """Train the zoo's layers of a space exactly as a search trains its candidates.
 
     The same funnel, compile stage and proxy training, in the search
@@ -329,41 +164,23 @@ def baselines_evaluate(
     from evonorm_search.search.strategies import Zoo, zoo_layers
     from evonorm_search.store import check_search_name
 
-    settings = SearchSettings(
-        name="baselines",
-        space=space,
-        dataset=dataset,
-        data_dir=data_dir,
-        preset=preset,
-        strategy=Zoo.name,
-        seed=seed,
-        workers=workers,
-        verify=verify,
-    )
+    settings = SearchSettings(name="baselines", strategy=Zoo.name, **protocol)
     loaded = settings_space(settings)
     layers = zoo_layers(loaded)
     if not layers:
         raise click.ClickException(f"no layer of the baseline zoo belongs to space {loaded.name!r}")
     name = check_search_name(
-        f"baselines-{loaded.name}-{loaded.proxy.dataset}-{loaded.proxy.preset}-s{seed}"
+        f"baselines-{loaded.name}-{loaded.proxy.dataset}-{loaded.proxy.preset}-s{settings.seed}"
     )
     # The budget when every layer trains; else the driver ends the search (`exhausted`)
     # once the zoo has nothing more to propose and no re-queued layer is left to train.
     settings = dataclasses.replace(settings, name=name, budget=len(layers))
-    check_data(dataset, data_dir)
+    check_data(settings.dataset, settings.data_dir)
     with writable_store(db_url) as store:
         if any(s["name"] == name for s in store.searches()):
             _evaluated_already(store.search(name), settings.strategy, proxy_key(loaded))
             return
         _search_run(store, settings, resume=False)
-
-
-# `run`'s own options (the same objects): the same defaults make the same protocol.
-baselines_evaluate.params += [
-    p
-    for p in run.params
-    if p.name in ("space", "dataset", "data_dir", "preset", "seed", "workers", "verify", "db_url")
-]
 
 
 def _evaluated_already(search: dict[str, Any], strategy: str, key: str) -> None:
@@ -395,15 +212,11 @@ def evaluate_command(search: dict[str, Any], db_url: str | None) -> str:
     from evonorm_search.store import mask
 
     config = search["config"] or {}
-    words = ["evonorm-search", "baselines", "evaluate", "--space", search["space"]]
-    for option, key, default in (
-        ("--data", "dataset", "digits"),
-        ("--data-dir", "data_dir", None),
-        ("--preset", "preset", None),
-        ("--seed", "seed", 0),
-    ):
-        if config.get(key, default) != default:
-            words += [option, str(config[key])]
+    words = [PROGRAM, "baselines", "evaluate", "--space", search["space"]]
+    for param in baselines_evaluate.params:  # the protocol's options that are not the default
+        shown = param.name in ("dataset", "data_dir", "preset", "seed")
+        if shown and config.get(param.name, param.default) != param.default:
+            words += [param.opts[0], str(config[param.name])]
     return shlex.join(words + (["--db", mask(db_url)] if db_url else []))
 
 

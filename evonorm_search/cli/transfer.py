@@ -7,14 +7,9 @@ from typing import Any
 
 import click
 
-from evonorm_search.cli.options import (
-    FORMATS,
-    db_option,
-    open_store,
-    runner_options,
-    writable_store,
-)
-from evonorm_search.cli.render import fail, print_json, print_table
+from evonorm_search.cli import options
+from evonorm_search.cli.options import open_store, writable_store
+from evonorm_search.cli.render import fail, print_json, print_table, say
 from evonorm_search.cli.runs import note_no_baselines
 
 
@@ -88,7 +83,7 @@ from evonorm_search.cli.runs import note_no_baselines
     "--checkpoint-minutes",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
-    help="Minutes between a run's checkpoints (default: 3).",
+    help="Minutes between a run's checkpoints (default: the space's [transfer]).",
 )
 @click.option(
     "--comparator",
@@ -97,9 +92,9 @@ from evonorm_search.cli.runs import note_no_baselines
     help="The layer every other is compared with (default: the zoo layer with the "
     "best mean transfer-validation accuracy).",
 )
-@runner_options
-@db_option
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@options.runners
+@options.db
+@options.output_format()
 def transfer(
     name: str,
     top: int,
@@ -114,11 +109,9 @@ def transfer(
     eval_every: int | None,
     checkpoint_minutes: float | None,
     comparator: str | None,
-    workers: int,
-    gpus_per_trial: float,
-    address: str | None,
     db_url: str | None,
     fmt: str,
+    **runner: Any,
 ) -> None:
     """Train layers of the search NAME from scratch on bigger networks, over shared seeds.
 
@@ -179,24 +172,16 @@ def transfer(
     with writable_store(db_url) as store:
         check_data(plan.search.dataset, plan.search.data_dir)
         s = plan.settings
-        click.echo(
+        say(
             f"transfer of {len(plan.layers)} layers to {', '.join(s['networks'])}: "
             f"{s['steps']} steps, seeds 1..{len(plan.seeds)}"
             + (
                 f", a sweep of {len(s['learning_rates'])} rates"
                 if s["learning_rates"]
                 else f", lr {s['learning_rate']:g}"
-            ),
-            err=True,
+            )
         )
-        left = run_transfer(
-            store,
-            plan,
-            workers=workers,
-            gpus_per_trial=gpus_per_trial,
-            address=address,
-            on_event=lambda line: click.echo(line, err=True),
-        )
+        left = run_transfer(store, plan, **runner, on_event=say)
         results = stored_transfer(store, name)  # the search's transfer: the dashboard's too
     if fmt == "json":
         print_json(results)
