@@ -5,13 +5,15 @@ from __future__ import annotations
 import click
 
 from evonorm_search.cli import options
+from evonorm_search.cli.options import LibraryDefault
 
 
 @click.command()
 @options.db
 @click.option(
     "--host",
-    default="127.0.0.1",
+    type=str,
+    default=LibraryDefault("evonorm_search.dashboard:serve", "host"),
     show_default=True,
     help="Address to listen on; anything but loopback shows every search to the "
     "network (no authentication).",
@@ -19,7 +21,7 @@ from evonorm_search.cli import options
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=8080,
+    default=LibraryDefault("evonorm_search.dashboard:serve", "port"),
     show_default=True,
     help="Port to listen on (0: any free one, printed).",
 )

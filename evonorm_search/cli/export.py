@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from evonorm_search.cli import options
+from evonorm_search.cli.options import LibraryDefault
 
 
 def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -29,7 +30,8 @@ def _class_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--class-name",
-    default="EvolvedNormAct",
+    type=str,
+    default=LibraryDefault("evonorm_search.export:export_source", "class_name"),
     show_default=True,
     callback=_class_name,
     help="The module class's name.",

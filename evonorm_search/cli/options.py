@@ -5,11 +5,15 @@ Defaults and choices are read from where the library states them: a search's set
 (``SearchSettings``: ``run``, ``resume``, ``baselines evaluate`` and the stages after a
 search), the spaces' datasets, presets and dtypes, the strategy registry, the compile
 orders, the compile target of a space that names none (``CompileTarget``) and the
-compiler's GPU targets.  Importing these loads none of the heavy dependencies.
+compiler's GPU targets.  Importing these loads none of the heavy dependencies.  A
+default that only a library function's signature states is read from that signature
+when a command first needs it (``LibraryDefault``).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
@@ -47,6 +51,26 @@ def stack(*decorators: Decorator) -> Decorator:
         return function
 
     return apply
+
+
+class LibraryDefault:
+    """The default that the library function ``function`` (``module:name``) gives its
+    ``parameter``, read when a command first needs it (its --help, or its run), so that
+    loading the CLI imports nothing more for it."""
+
+    def __init__(self, function: str, parameter: str) -> None:
+        self.function, self.parameter = function, parameter
+
+    def __call__(self) -> Any:
+        module, name = self.function.split(":")
+        signature = inspect.signature(getattr(importlib.import_module(module), name))
+        return signature.parameters[self.parameter].default
+
+    def __str__(self) -> str:  # what --help shows
+        return str(self())
+
+    def __repr__(self) -> str:
+        return f"LibraryDefault({self.function!r}, {self.parameter!r})"
 
 
 def setting(field: str, *decls: str, **attrs: Any) -> Decorator:

@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import open_store, writable_store
+from evonorm_search.cli.options import LibraryDefault, open_store, writable_store
 from evonorm_search.cli.render import fail, print_json, print_table, say, score
 from evonorm_search.cli.runs import note_no_baselines
 from evonorm_search.stats import interval_text
+
+PLAN_RETUNE = "evonorm_search.search.retune:plan_retune"
 
 
 @click.command()
@@ -25,7 +27,7 @@ from evonorm_search.stats import interval_text
 @click.option(
     "--seeds",
     type=click.IntRange(min=1),
-    default=3,
+    default=LibraryDefault(PLAN_RETUNE, "seeds"),
     show_default=True,
     help="Final runs with the chosen learning rate (seeds 1..S).",
 )
@@ -38,7 +40,7 @@ from evonorm_search.stats import interval_text
 @click.option(
     "--lr-trials",
     type=click.IntRange(min=1),
-    default=6,
+    default=LibraryDefault(PLAN_RETUNE, "lr_trials"),
     show_default=True,
     help="Learning rates tried per layer (Optuna TPE).",
 )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import open_store, writable_store
+from evonorm_search.cli.options import LibraryDefault, open_store, writable_store
 from evonorm_search.cli.render import fail, print_json, print_table, say
 from evonorm_search.cli.runs import note_no_baselines
 
@@ -18,7 +18,7 @@ from evonorm_search.cli.runs import note_no_baselines
 @click.option(
     "--top",
     type=click.IntRange(min=0),
-    default=2,
+    default=LibraryDefault("evonorm_search.search.transfer:plan_transfer", "top"),
     show_default=True,
     help="The best re-evaluated layers of the search (see `reevaluate`).",
 )
