@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import DTYPES, LibraryDefault, open_store
+from evonorm_search.cli.options import COUNT, DTYPES, LibraryDefault, open_store
 from evonorm_search.cli.render import note, print_json, print_table, say
 from evonorm_search.errors import GraphError, SpaceError
 
@@ -50,7 +50,7 @@ def _compile_subject(subject: str, db_url: str | None) -> tuple[LayerGraph, Comp
 @options.compile_target
 @click.option(
     "--groups",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=LibraryDefault("evonorm_search.codegen.compiler:compile_layer", "groups"),
     show_default=True,
     help="Groups of group statistics (the largest divisor of C not above it).",

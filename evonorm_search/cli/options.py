@@ -40,6 +40,7 @@ DTYPES = {**SPACE_DTYPES, "fp64": "float64", "float64": "float64"}
 # How a command prints its result; the first is the default.
 FORMATS = ("table", "json")
 POSITIVE = click.FloatRange(min=0.0, min_open=True)
+COUNT = click.IntRange(min=1)
 
 
 def stack(*decorators: Decorator) -> Decorator:
@@ -189,7 +190,7 @@ compile_order = setting(
 workers = _resumable(
     "workers",
     "--workers",
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Concurrent trials.",
     resumed="Concurrent trials (default: as started).",
 )
@@ -226,7 +227,7 @@ worker_hours = _resumable(
 max_candidates = _resumable(
     "max_candidates",
     "--max-candidates",
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Stop after screening this many (default: 100 x budget).",
     resumed="A new cap on candidates screened (an exhausted search needs a higher one).",
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import LibraryDefault, open_store
+from evonorm_search.cli.options import COUNT, LibraryDefault, open_store
 
 
 @click.command()
@@ -21,7 +21,7 @@ from evonorm_search.cli.options import LibraryDefault, open_store
 )
 @click.option(
     "--top",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=LibraryDefault("evonorm_search.report:write_report", "top"),
     show_default=True,
     help="Layers drawn and compared.",

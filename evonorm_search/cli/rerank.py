@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import LibraryDefault, open_store, writable_store
+from evonorm_search.cli.options import COUNT, LibraryDefault, open_store, writable_store
 from evonorm_search.cli.render import fail, print_json, print_table, say, score
 from evonorm_search.cli.runs import note_no_baselines
 from evonorm_search.stats import interval_text
@@ -20,26 +20,26 @@ PLAN_RETUNE = "evonorm_search.search.retune:plan_retune"
 @click.argument("name")
 @click.option(
     "--top",
-    type=click.IntRange(min=1),
+    type=COUNT,
     required=True,
     help="Candidates of the Pareto front retuned, best mean accuracy first.",
 )
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=LibraryDefault(PLAN_RETUNE, "seeds"),
     show_default=True,
     help="Final runs with the chosen learning rate (seeds 1..S).",
 )
 @click.option(
     "--steps",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=None,
     help="Training steps per run (default: twice the space's).",
 )
 @click.option(
     "--lr-trials",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=LibraryDefault(PLAN_RETUNE, "lr_trials"),
     show_default=True,
     help="Learning rates tried per layer (Optuna TPE).",
@@ -123,14 +123,14 @@ def retune(
 @click.argument("name")
 @click.option(
     "--top",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=8,
     show_default=True,
     help="The best distinct layers of the search by its own score.",
 )
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=3,
     show_default=True,
     help="New seeds per layer (the search's seed + 1 .. + S).",

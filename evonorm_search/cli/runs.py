@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import setting, writable_store
+from evonorm_search.cli.options import COUNT, setting, writable_store
 from evonorm_search.cli.render import PROGRAM, note
 
 
@@ -35,7 +35,7 @@ def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
 @click.command()
 @click.option("--name", required=True, help="A new search's name (no '/').")
 @options.protocol
-@setting("budget", "--budget", type=click.IntRange(min=1), help="Candidates to train fully.")
+@setting("budget", "--budget", type=COUNT, help="Candidates to train fully.")
 @setting(
     "population",
     "--population",
@@ -47,7 +47,7 @@ def _search_run(store: Any, settings: Any, *, resume: bool) -> None:
 @setting(
     "tournament",
     "--tournament",
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Evolution's tournament size (default: the space's).",
 )
 @options.initial

@@ -8,9 +8,16 @@ from typing import Any
 import click
 
 from evonorm_search.cli import options
-from evonorm_search.cli.options import LibraryDefault, open_store, writable_store
+from evonorm_search.cli.options import COUNT, POSITIVE, LibraryDefault, open_store, writable_store
 from evonorm_search.cli.render import fail, print_json, print_table, say
 from evonorm_search.cli.runs import note_no_baselines
+
+
+def _transfer_setting(*decls: str, help: str, **attrs: Any) -> Any:
+    """An option whose default is the space's [transfer] setting."""
+    return click.option(
+        *decls, default=None, help=f"{help} (default: the space's [transfer]).", **attrs
+    )
 
 
 @click.command()
@@ -36,36 +43,11 @@ from evonorm_search.cli.runs import note_no_baselines
     metavar="A,B|none",
     help="The zoo's reference layers (default: every one trained on the search's protocol).",
 )
-@click.option(
-    "--seeds",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Seeds 1..S per layer and network (default: the space's [transfer]).",
-)
-@click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Training steps per run (default: the space's [transfer]).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Images (or sequences) per step (default: the space's [transfer]).",
-)
-@click.option(
-    "--networks",
-    default=None,
-    metavar="A,B",
-    help="Transfer networks (default: the space's [transfer]).",
-)
-@click.option(
-    "--learning-rate",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    help="The rate without a sweep (default: the space's [transfer]).",
-)
+@_transfer_setting("--seeds", type=COUNT, help="Seeds 1..S per layer and network")
+@_transfer_setting("--steps", type=COUNT, help="Training steps per run")
+@_transfer_setting("--batch-size", type=COUNT, help="Images (or sequences) per step")
+@_transfer_setting("--networks", metavar="A,B", help="Transfer networks")
+@_transfer_setting("--learning-rate", type=POSITIVE, help="The rate without a sweep")
 @click.option(
     "--learning-rates",
     default=None,
@@ -73,17 +55,9 @@ from evonorm_search.cli.runs import note_no_baselines
     help="A sweep per layer at seed 0, chosen on transfer-validation (default: the space's "
     "[transfer]; none: no sweep, every layer at --learning-rate).",
 )
-@click.option(
-    "--eval-every",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Steps between the learning curve's points.",
-)
-@click.option(
-    "--checkpoint-minutes",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    help="Minutes between a run's checkpoints (default: the space's [transfer]).",
+@_transfer_setting("--eval-every", type=COUNT, help="Steps between the learning curve's points")
+@_transfer_setting(
+    "--checkpoint-minutes", type=POSITIVE, help="Minutes between a run's checkpoints"
 )
 @click.option(
     "--comparator",
