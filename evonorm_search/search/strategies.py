@@ -48,7 +48,19 @@ from evonorm_search.ops import OPS
 from evonorm_search.pareto import non_dominated
 from evonorm_search.space import SearchSpace
 
-__all__ = ["STRATEGIES", "Proposal", "Strategy", "Told", "Zoo", "make_strategy", "zoo_layers"]
+__all__ = [
+    "INITIAL_POPULATIONS",
+    "STRATEGIES",
+    "Proposal",
+    "Strategy",
+    "Told",
+    "Zoo",
+    "make_strategy",
+    "zoo_layers",
+]
+
+# A strategy's first proposals (``initial``): random graphs, or the zoo's layers first.
+INITIAL_POPULATIONS = ("random", "baselines")
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,7 @@ def zoo_layers(space: SearchSpace) -> list[tuple[str, LayerGraph]]:
 def _zoo_first(space: SearchSpace, initial: str) -> deque[tuple[str, LayerGraph]]:
     """The layers a strategy proposes before its own: with ``initial="baselines"`` the
     zoo's layers of the space, in the zoo's order."""
-    if initial not in ("random", "baselines"):
+    if initial not in INITIAL_POPULATIONS:
         raise ValueError(f"initial population must be 'random' or 'baselines', got {initial!r}")
     return deque(zoo_layers(space) if initial == "baselines" else ())
 

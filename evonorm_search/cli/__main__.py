@@ -1,0 +1,3 @@
+from evonorm_search.cli import main
+
+main()
