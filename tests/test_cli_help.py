@@ -12,12 +12,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from evonorm_search.catalog import DATASETS, PRESETS
 from evonorm_search.cli import cli, options
 from evonorm_search.codegen.aot import TARGETS
 from evonorm_search.search.driver import SearchSettings
 from evonorm_search.search.strategies import INITIAL_POPULATIONS, STRATEGIES
 from evonorm_search.search.trial import COMPILE_ORDERS
-from evonorm_search.space import DATASETS, DTYPES, PRESETS, CompileTarget
+from evonorm_search.space import DTYPES, CompileTarget
 
 
 def walk(command=cli, path=()):

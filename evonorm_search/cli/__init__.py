@@ -5,7 +5,7 @@ option) ends as one line on stderr and exit code 2, never a traceback.
 
 ``root`` holds the click group and its one-line error handling; ``options`` the options
 that several commands share; ``render`` the tables, JSON and CSV; one module per group of
-commands holds their commands: ``catalog`` (spaces, baselines, formula), ``queries``
+commands holds their commands: ``explore`` (spaces, baselines, formula), ``queries``
 (status, pareto, show, db), ``compiling`` (compile), ``export``, ``report``,
 ``dashboard``, ``runs`` (run, resume, baselines evaluate), ``rerank`` (retune,
 reevaluate) and ``transfer``.  Commands import their heavy dependencies (torch's

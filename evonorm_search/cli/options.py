@@ -20,12 +20,13 @@ from typing import Any
 
 import click
 
+from evonorm_search.catalog import DATASETS, PRESETS
 from evonorm_search.codegen.aot import TARGETS
 from evonorm_search.search.driver import SearchSettings
 from evonorm_search.search.strategies import INITIAL_POPULATIONS, STRATEGIES
 from evonorm_search.search.trial import COMPILE_ORDERS
-from evonorm_search.space import DATASETS, PRESETS, CompileTarget
 from evonorm_search.space import DTYPES as SPACE_DTYPES
+from evonorm_search.space import CompileTarget
 
 Decorator = Callable[[Any], Any]
 

@@ -10,9 +10,9 @@ import click
 
 from evonorm_search import __version__
 from evonorm_search.cli import (
-    catalog,
     compiling,
     dashboard,
+    explore,
     export,
     queries,
     report,
@@ -53,9 +53,9 @@ def cli() -> None:
 
 
 for command in (
-    catalog.spaces,
-    catalog.baselines_command,
-    catalog.formula,
+    explore.spaces,
+    explore.baselines_command,
+    explore.formula,
     queries.status,
     queries.pareto,
     queries.show,
