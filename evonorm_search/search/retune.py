@@ -32,8 +32,9 @@ from typing import Any
 
 from evonorm_search.errors import StoreError
 from evonorm_search.provenance import code_version
-from evonorm_search.search.driver import SearchSettings, settings_space, tune_run
+from evonorm_search.search.driver import SearchSettings, settings_space
 from evonorm_search.search.trial import effective_space, trial_dataset, worker_node
+from evonorm_search.search.tuner import tune_run
 from evonorm_search.space import SearchSpace
 
 __all__ = ["FINAL_SPLIT", "LR_FACTOR", "Layer", "RetunePlan", "plan_retune", "run_retune"]
@@ -234,7 +235,7 @@ class _Retune:
         ]
         return max(done)[2] if done else self.plan.space.training.learning_rate
 
-    # The search driver's Ray Tune searcher (driver._searcher) calls these three.
+    # The search driver's Ray Tune searcher (tuner._searcher) calls these three.
     def finished(self) -> bool:
         return not any(self.seeds_left)
 

@@ -6,7 +6,7 @@ A unit is a JSON-able ``request`` and the dotted name of the worker function tha
 ``function(request, report_progress) -> report``.  Workers never touch the database:
 ``report_progress`` sends a unit's intermediate state (a transfer run's checkpoint) to the
 driver, which stores it; the final report is recorded by the driver too.  The same runner
-as the search and ``retune`` (``driver.tune_run``): local or a cluster, ``--workers``,
+as the search and ``retune`` (``tuner.tune_run``): local or a cluster, ``--workers``,
 ``--gpus-per-trial``.
 """
 
@@ -70,7 +70,7 @@ def _trainable(config: dict[str, Any]) -> None:
 
 
 class _UnitDriver:
-    """The search driver's interface for ``driver._searcher``: ``finished``, ``suggest``,
+    """The search driver's interface for ``tuner._searcher``: ``finished``, ``suggest``,
     ``complete``, and ``intermediate_result`` for a unit's progress."""
 
     def __init__(self, source: UnitSource) -> None:
@@ -111,7 +111,7 @@ def run_units(
     """Run ``source``'s units on Ray Tune (local, or the cluster at ``address``); returns
     whether it was interrupted (Ctrl-C).  A unit whose process died is retried up to
     ``max_failures`` times, from its last checkpoint where it keeps one."""
-    from evonorm_search.search.driver import tune_run
+    from evonorm_search.search.tuner import tune_run
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Checkpoints travel in results: Tune's own result files would write them again.
