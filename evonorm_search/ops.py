@@ -6,7 +6,7 @@ printed in a formula, its Triton expression and derivative, and what it does at 
 negative inputs.  Each statistic names its moment, its finish and its running-estimate rule;
 each moment and axis kind says how the generated kernels reduce, merge and differentiate
 it.  Everything else (graph validation, the formula parser and printer, the eager layer, the
-functional hash's probe, the code generator and its launcher, export, the README's op
+functional hash's probe, the code generator and its launcher, export, the docs' op
 tables) reads these tables, so adding an element-wise op means adding one entry here.
 
 Ops follow the EvoNorm paper (Liu et al. 2020, arXiv 2004.02967, Table 1).  ``log`` and
@@ -77,6 +77,12 @@ class AxisKind:
     tile_sum: str = ""
     tile_count: str = ""
     running: bool = False  # keeps a running estimate, used in eval mode (as BatchNorm)
+    # Its rows are the C values at one position: the element-wise pass reduces them itself
+    # (Welford over the channels) and stores them; no reduction pass, no merge of blocks.
+    per_position: bool = False
+    # The single-kernel path's tile holds one row per channel: its values are a vector over
+    # the tile's channels, stored under the tile's channel mask (else one value per tile).
+    tile_per_channel: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,7 @@ _AXIS_KINDS = (
         tile_row="n * C + ch",
         tile_sum=_INSTANCE_SUM,
         tile_count="S",
+        tile_per_channel=True,
     ),
     AxisKind(
         "group",
@@ -226,6 +233,7 @@ _AXIS_KINDS = (
         (True, "none", True),
         row="(off // (C * S)) * S + off % S",
         length="C",
+        per_position=True,
     ),
 )
 

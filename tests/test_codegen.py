@@ -138,14 +138,14 @@ def _imports(module) -> set[str]:
     return imported
 
 
-@pytest.mark.parametrize("name", ["launch", "eager"])
+@pytest.mark.parametrize("name", ["launch", "customop", "eager"])
 def test_carried_modules_import_only_the_standard_library_torch_and_triton(name):
-    """An exported layer carries the eager runtime's and the launcher's text verbatim: they may
-    import nothing else (the launcher, eager.py, whose text comes first)."""
+    """An exported layer carries the eager runtime's, the launcher's and the custom ops' text
+    verbatim: they may import nothing else (but the carried modules whose text comes first)."""
     from evonorm_search import eager
-    from evonorm_search.codegen import launch
+    from evonorm_search.codegen import customop, launch
 
-    module = {"launch": launch, "eager": eager}[name]
+    module = {"launch": launch, "customop": customop, "eager": eager}[name]
     allowed = {
         "math",
         "numbers",
@@ -156,7 +156,11 @@ def test_carried_modules_import_only_the_standard_library_torch_and_triton(name)
         "triton",
         "triton.language",
     }
-    allowed |= {"evonorm_search.eager"} if name == "launch" else set()
+    allowed |= {
+        "launch": {"evonorm_search.eager"},
+        "customop": {"evonorm_search.eager", "evonorm_search.codegen.launch"},
+        "eager": set(),
+    }[name]
     assert _imports(module) <= allowed, _imports(module)
 
 
@@ -193,17 +197,22 @@ def test_the_launch_plan_is_plain_data_that_round_trips_through_repr(name):
 
 
 def test_the_launcher_runs_from_its_text_alone(tmp_path):
-    """launch.py's text, executed on its own and registered under another namespace, runs
-    the generated kernels exactly as the package's op does (multi-pass and on chip)."""
+    """launch.py's and customop.py's text, executed on their own and registered under another
+    namespace, runs the generated kernels exactly as the package's op does (multi-pass and on
+    chip)."""
     code = """
 import ast
 import torch
 from pathlib import Path
 from evonorm_search import GraphNormAct, baselines
-from evonorm_search.codegen import launch, runtime
+from evonorm_search.codegen import customop, launch, runtime
 from evonorm_search.codegen.op import _source
+from evonorm_search.export.text import carried_text, imports_of
 namespace = {"__name__": "standalone_launch"}
 exec(compile(Path(launch.__file__).read_text(), "standalone_launch.py", "exec"), namespace)
+# customop.py as an exported file carries it: its imports but ours, then its code
+customop_text = imports_of((customop,), []) + chr(10) + carried_text(customop)
+exec(compile(customop_text, "standalone_customop.py", "exec"), namespace)
 assert not any(isinstance(v, type(launch)) and v.__name__.startswith("evonorm_search")
                for v in namespace.values())
 standalone = namespace["register_ops"](

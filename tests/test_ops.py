@@ -107,6 +107,10 @@ def test_every_axis_kind_has_every_form(axis):
     x = torch.randn(4, 6, 3, 5)
     kept = reduce_moment(x, axis, 2, "mean")
     assert (kept.shape[0] > 1, kept.shape[2] > 1) == (kind.shape[0], kind.shape[2])
+    # reduced per position (in the element-wise pass) exactly where the result varies along
+    # the spatial axes; a tile's values are per channel exactly where the result is
+    assert kind.per_position == kind.shape[2]
+    assert kind.tile_per_channel == (kind.tile_row is not None and kind.shape[1] == "full")
 
 
 @pytest.mark.parametrize("moment", sorted(MOMENTS))

@@ -1,4 +1,4 @@
-"""Launching a layer's generated kernels, and the ``torch.library`` custom ops around them.
+"""Launching a layer's generated kernels (``customop`` wraps them in ``torch.library`` ops).
 
 Standalone: this module imports only math, typing, torch and the eager runtime (and triton
 when a launch or ``interpreting`` needs it), nothing else of evonorm_search, so that an
@@ -19,7 +19,9 @@ None, lists and dicts with str keys, so ``repr`` writes it as a Python literal) 
     STATISTIC = {"node": int, "axis": str, "moment": "mean" | "var" | "meansq",
                  "input": int,       # the node it reduces
                  "running": bool,    # read from its running estimate (eval-mode batch)
-                 "unbiased": bool}   # its running estimate takes the variance's n / (n - 1)
+                 "unbiased": bool,   # its running estimate takes the variance's n / (n - 1)
+                 "keeps_running": bool,  # its axis keeps a running estimate (batch)
+                 "per_position": bool}   # reduced and stored by the element-wise pass
     KERNEL = {"name": str, "statistics": [int, ...]}
 
 The element-wise kernels are ``forward`` and ``backward_<mode>``, and the single-kernel
@@ -29,7 +31,7 @@ its groups fit on chip.
 """
 
 import math
-from typing import Any, Callable, NamedTuple  # noqa: UP035 (math, typing, torch only)
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -170,11 +172,11 @@ def _compute(x: Tensor) -> tuple[torch.dtype, Any]:
     return torch.float32, tl.float32
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _statistics(plan: dict, training: bool) -> dict[int, dict]:
+def plan_statistics(plan: dict, training: bool) -> dict[int, dict]:
     """The mode's statistics by node, in argument order."""
     return {stat["node"]: stat for stat in plan["train" if training else "eval"]["statistics"]}
 
@@ -203,7 +205,7 @@ def forward(
     and the mean its input had; updates ``running`` (node -> (C,) running estimate) in
     training mode."""
     mode = "train" if training else "eval"
-    statistics = _statistics(plan, training)
+    statistics = plan_statistics(plan, training)
     compute, tl_compute = _compute(x)
     shape = x.shape
     x = x.contiguous()
@@ -251,7 +253,7 @@ def forward(
             {
                 statistics[k]["input"]
                 for k in kernel["statistics"]
-                if statistics[k]["axis"] != "channel"
+                if not statistics[k]["per_position"]
             }
         )
         partials = torch.empty((max(len(inputs), 1), 3, n, c, t), dtype=compute, device=x.device)
@@ -273,7 +275,7 @@ def forward(
         )
         for k in kernel["statistics"]:
             stat = statistics[k]
-            if stat["axis"] == "channel":
+            if stat["per_position"]:
                 continue  # stored by the kernel
             blocks = partials[inputs.index(stat["input"])]
             mean, var = _merge(*(_block_rows(blocks[q], stat["axis"], groups) for q in range(3)))
@@ -324,7 +326,7 @@ def backward(
     """Gradients (dx, dv0, dv1, dweight, dbias) from the upstream gradient ``dy`` and what
     the forward pass saved: x and the statistics' moments and means."""
     mode = "train" if training else "eval"
-    statistics = _statistics(plan, training)
+    statistics = plan_statistics(plan, training)
     compute, tl_compute = _compute(x)
     shape = x.shape
     x, dy = x.contiguous(), dy.contiguous()
@@ -363,7 +365,7 @@ def backward(
         return dx.view(shape), dv0, dv1, dweight, dbias
     block, t = stage_block(s)
     for kernel in plan[mode]["backward_reduce"]:
-        blocked = [k for k in kernel["statistics"] if statistics[k]["axis"] != "channel"]
+        blocked = [k for k in kernel["statistics"] if not statistics[k]["per_position"]]
         partials = torch.empty((max(len(blocked), 1), n, c, t), dtype=compute, device=x.device)
         getattr(module, kernel["name"])[(n, t)](
             x,
@@ -413,204 +415,3 @@ def backward(
     )
     dv0, dv1, dweight, dbias = partials.view(4, c, launch.split).sum(-1)
     return dx.view(shape), dv0, dv1, dweight, dbias
-
-
-def _saved_rows(plan: dict, x: Tensor, training: bool, groups: int) -> list[int]:
-    """Rows of each statistic's moment, in argument order."""
-    n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-    return [
-        c if stat["running"] else statistic_rows(stat["axis"], n, c, s, groups)
-        for stat in _statistics(plan, training).values()
-    ]
-
-
-def register_ops(
-    namespace: str, plan_of: Callable[[str], dict], kernels_of: Callable[[str], Any]
-) -> Callable:
-    """Define the custom ops ``<namespace>::fused_forward`` and ``<namespace>::fused_backward``
-    (fake implementations and an autograd formula included) and return ``fused_norm_act``,
-    the layer's output through them.
-
-    Both ops take a graph's JSON first; ``plan_of(graph_json)`` gives its plan and
-    ``kernels_of(graph_json)`` its kernel module (loaded only to launch: fake
-    implementations and the autograd formula need the plan alone).  ``fused_forward``
-    returns the output, what backward needs (the statistics' moments and the means their
-    variances were taken around; x is saved by the autograd formula) and the updated
-    running estimates (an op with an autograd formula must be functional: the caller
-    copies them into its buffers);
-    ``fused_backward`` returns the gradients of x, v0, v1, weight and bias.  Inputs are
-    made contiguous first: a channels_last tensor is copied to NCHW order.
-    """
-
-    @torch.library.custom_op(f"{namespace}::fused_forward", mutates_args=())
-    def fused_forward(
-        graph: str,
-        x: Tensor,
-        v0: Tensor,
-        v1: Tensor,
-        weight: Tensor | None,
-        bias: Tensor | None,
-        running: list[Tensor],
-        groups: int,
-        eps: float,
-        training: bool,
-        momentum: float,
-    ) -> list[Tensor]:
-        """[y, *moments, *means, *updated running estimates]; ``running`` lists the batch
-        statistics' running estimates in node order."""
-        plan = plan_of(graph)
-        statistics = _statistics(plan, training)
-        updated = [r.clone() for r in running]
-        if x.numel() == 0:  # nothing to normalise: no kernel, and the estimates stay
-            compute = _compute_dtype(x)
-            rows = _saved_rows(plan, x, training, groups)
-            saved = [x.new_full((r,), math.nan, dtype=compute) for r in rows]
-            return [
-                torch.empty_like(x, memory_format=torch.contiguous_format),
-                *saved,
-                *[t.clone() for t in saved],
-                *updated,
-            ]
-        batch = [k for k, stat in statistics.items() if stat["axis"] == "batch"]
-        y, moments, means = forward(
-            kernels_of(graph),
-            plan,
-            x,
-            v0,
-            v1,
-            weight,
-            bias,
-            groups=groups,
-            eps=eps,
-            training=training,
-            momentum=momentum,
-            running=dict(zip(batch, updated, strict=True)),
-        )
-        # Outputs of a custom op may not alias its inputs or each other: a running estimate
-        # read in eval mode is copied.
-        saved = [moments[k] for k in statistics] + [means[k] for k in statistics]
-        taken = {t.data_ptr() for t in (*running, *updated)}
-        return [y, *[t.clone() if t.data_ptr() in taken else t for t in saved], *updated]
-
-    @fused_forward.register_fake
-    def _(graph, x, v0, v1, weight, bias, running, groups, eps, training, momentum):
-        rows = _saved_rows(plan_of(graph), x, training, groups)
-        compute = _compute_dtype(x)
-        saved = [x.new_empty((r,), dtype=compute) for r in rows]
-        return [
-            torch.empty_like(x, memory_format=torch.contiguous_format),
-            *saved,
-            *[t.new_empty(t.shape) for t in saved],
-            *[torch.empty_like(r) for r in running],
-        ]
-
-    @torch.library.custom_op(f"{namespace}::fused_backward", mutates_args=())
-    def fused_backward(
-        graph: str,
-        dy: Tensor,
-        x: Tensor,
-        v0: Tensor,
-        v1: Tensor,
-        weight: Tensor | None,
-        saved: list[Tensor],
-        groups: int,
-        eps: float,
-        training: bool,
-    ) -> list[Tensor]:
-        """[dx, dv0, dv1, dweight, dbias], the per-channel ones in the compute dtype."""
-        plan = plan_of(graph)
-        statistics = _statistics(plan, training)
-        if x.numel() == 0:
-            c = x.shape[1]
-            return [
-                torch.zeros_like(x),
-                *[x.new_zeros(c, dtype=_compute_dtype(x)) for _ in range(4)],
-            ]
-        half = len(saved) // 2
-        moments = dict(zip(statistics, saved[:half], strict=True))
-        means = dict(zip(statistics, saved[half:], strict=True))
-        dx, *per_channel = backward(
-            kernels_of(graph),
-            plan,
-            dy,
-            x,
-            v0,
-            v1,
-            weight,
-            moments,
-            means,
-            groups=groups,
-            eps=eps,
-            training=training,
-        )
-        return [dx, *[t.clone() for t in per_channel]]  # views of one buffer: may not alias
-
-    @fused_backward.register_fake
-    def _(graph, dy, x, v0, v1, weight, saved, groups, eps, training):
-        c = x.shape[1]
-        return [
-            torch.empty_like(x, memory_format=torch.contiguous_format),
-            *[x.new_empty(c, dtype=_compute_dtype(x)) for _ in range(4)],
-        ]
-
-    def setup_context(ctx, inputs, output) -> None:
-        graph, x, v0, v1, weight, _, running, groups, eps, training, _ = inputs
-        ctx.graph, ctx.groups, ctx.eps, ctx.training = graph, groups, eps, training
-        ctx.has_weight = weight is not None
-        ctx.running = len(running)
-        ctx.save_for_backward(x, v0, v1, weight, *output[1 : len(output) - len(running)])
-
-    def backward_formula(ctx, grads):
-        x, v0, v1, weight, *saved = ctx.saved_tensors
-        dx, dv0, dv1, dweight, dbias = fused_backward(
-            ctx.graph, grads[0], x, v0, v1, weight, saved, ctx.groups, ctx.eps, ctx.training
-        )
-        reads = plan_of(ctx.graph)["reads"]
-        # Parameters that no node reads get no gradient, as in the eager layer.
-        dv0 = dv0.to(v0.dtype) if reads["v0"] else None
-        dv1 = dv1.to(v1.dtype) if reads["v1"] else None
-        if ctx.has_weight:
-            dweight, dbias = dweight.to(weight.dtype), dbias.to(weight.dtype)
-        else:
-            dweight = dbias = None
-        return None, dx, dv0, dv1, dweight, dbias, [None] * ctx.running, None, None, None, None
-
-    fused_forward.register_autograd(backward_formula, setup_context=setup_context)
-
-    def fused_norm_act(
-        graph: str,
-        x: Tensor,
-        v0: Tensor,
-        v1: Tensor,
-        weight: Tensor | None,
-        bias: Tensor | None,
-        running: list[Tensor],
-        *,
-        groups: int,
-        eps: float,
-        training: bool,
-        momentum: float,
-    ) -> Tensor:
-        """The layer's output through the fused kernels (``graph``: a canonical graph's
-        JSON; ``running``: its batch statistics' estimates in node order)."""
-        if x.numel() > MAX_ELEMENTS:
-            raise ValueError(
-                f"the triton backend indexes with 32 bits: an input of {x.numel():,} elements "
-                "is too large (split the batch, or use backend='eager')"
-            )
-        count = x.shape[0] * math.prod(x.shape[2:])  # per batch statistic
-        if training and count == 1 and running:
-            raise ValueError(  # as BatchNorm and the eager layer
-                "expected more than 1 value per channel when training batch statistics, got "
-                f"input of shape {tuple(x.shape)}"
-            )
-        y, *rest = fused_forward(
-            graph, x.contiguous(), v0, v1, weight, bias, running, groups, eps, training, momentum
-        )
-        if training and running:
-            with torch.no_grad():
-                for buffer, updated in zip(running, rest[-len(running) :], strict=True):
-                    buffer.copy_(updated)
-        return y
-
-    return fused_norm_act

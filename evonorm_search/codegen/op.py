@@ -4,7 +4,7 @@ autograd and traces under ``torch.compile`` like any built-in op.
 
 Two ops, keyed by the canonical graph's JSON (generation is memoised per graph):
 ``evonorm_search::fused_forward`` and ``evonorm_search::fused_backward``.  Their
-definitions, and the launcher they call, are ``launch.register_ops`` (standalone, so that
+definitions, and the launcher they call, are ``customop.register_ops`` (standalone, so that
 an exported layer can carry them); here they find each graph's kernels through the
 package's generator and kernel cache.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from types import ModuleType
 
-from evonorm_search.codegen import launch, runtime
+from evonorm_search.codegen import customop, runtime
 from evonorm_search.codegen.source import LayerSource, generate
 from evonorm_search.graph import LayerGraph
 
@@ -34,4 +34,4 @@ def _kernels(graph_json: str) -> ModuleType:
     return runtime.load_module(_source(graph_json))
 
 
-fused_norm_act = launch.register_ops("evonorm_search", _plan, _kernels)
+fused_norm_act = customop.register_ops("evonorm_search", _plan, _kernels)

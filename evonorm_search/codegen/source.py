@@ -142,7 +142,7 @@ def _stage_label(plan: Schedule, p: ReductionPass) -> dict[str, str]:
 
 def _split_channel(graph: LayerGraph, statistics: tuple[int, ...]) -> tuple[list[int], list[int]]:
     """(statistics reduced over blocks and merged later, per-position ones over channels)."""
-    channel = [k for k in statistics if graph.node(k).axis == "channel"]
+    channel = [k for k in statistics if AXIS_KINDS[graph.node(k).axis].per_position]
     return [k for k in statistics if k not in channel], channel
 
 
@@ -301,6 +301,8 @@ def _launch_plan(
                     "input": int(node.inputs[0]),
                     "running": plan.from_running(k),
                     "unbiased": stat.running_unbiased,
+                    "keeps_running": AXIS_KINDS[node.axis].running,
+                    "per_position": AXIS_KINDS[node.axis].per_position,
                 }
             )
         launch[mode] = {
@@ -407,8 +409,8 @@ def _fused_kernels(plan: Schedule, row: str, moment_params: str) -> list[str]:
     body = _body(graph, everything, _on_chip(graph))
     stores = []
     for k in plan.statistics:
-        axis = graph.node(k).axis
-        row, mask = AXIS_KINDS[axis].tile_row, ", mask=row_mask" if axis == "instance" else ""
+        kind = AXIS_KINDS[graph.node(k).axis]
+        row, mask = kind.tile_row, ", mask=row_mask" if kind.tile_per_channel else ""
         stores.append(f"tl.store(m{k}_ptr + {row}, m{k}{mask})")
         if MOMENTS[STATISTICS[graph.node(k).op].moment].keeps_mean:
             stores.append(f"tl.store(a{k}_ptr + {row}, a{k}{mask})")

@@ -8,9 +8,9 @@ BatchNorm semantics by construction.  The forward pass has one line per graph no
 ``t5 = torch.sigmoid(t4)``; ``t<i>`` is the value of node ``i``.
 
 With ``kernels=True`` the file also carries the layer's generated Triton kernels, the
-launcher (``codegen/launch.py``, verbatim) and the custom ops around them, and runs the
-kernels on CUDA tensors where triton is installed: the compiler's speed without installing
-this project.
+launcher and the custom ops around them (``codegen/launch.py`` and ``customop.py``,
+verbatim), and runs the kernels on CUDA tensors where triton is installed: the compiler's
+speed without installing this project.
 
 The source is built only from the registry's forms, keyed by op (and axis), over validated
 integer indices, from the carried modules' own text and from the code generator's output:

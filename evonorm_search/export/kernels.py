@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
-from evonorm_search.codegen import launch
+from evonorm_search.codegen import customop, launch
 from evonorm_search.errors import GraphError
 from evonorm_search.export.text import carried_text, doc_text
 from evonorm_search.graph import LayerGraph
@@ -161,6 +161,7 @@ def kernel_sections(source: Any, class_name: str) -> list[str]:
     return [
         _PATH_SECTION.format(class_name=class_name),
         carried_text(launch),
+        carried_text(customop),
         _KERNELS_SECTION.format(
             plan=pprint.pformat(source.launch, width=88, sort_dicts=False),
             globals=", ".join(["triton", "tl", *helpers]),

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from evonorm_search import __version__, eager
-from evonorm_search.codegen import launch
+from evonorm_search.codegen import customop, launch
 from evonorm_search.errors import GraphError
 from evonorm_search.export.kernels import compiled_text, kernel_sections, layer_source, sm90_figures
 from evonorm_search.export.text import carried_text, doc_text, imports_of, provenance_text
@@ -136,7 +136,7 @@ _RESERVED = (
         "triton",
         "tl",
     }
-    | {name for module in (eager, launch) for name in vars(module) if not name.startswith("_")}
+    | {n for module in (eager, launch, customop) for n in vars(module) if not n.startswith("_")}
 )
 
 
@@ -192,7 +192,7 @@ def export_source(
     forward = "    def forward(self, x: Tensor) -> Tensor:\n" + "".join(
         f"        {line}\n" for line in _forward_lines(program, kernels=kernels)
     )
-    carried = (eager, launch) if kernels else (eager,)
+    carried = (eager, launch, customop) if kernels else (eager,)
     init = _KERNELS_INIT if kernels else ""
     summary = _KERNELS_SUMMARY if kernels else _TORCH_ONLY_SUMMARY
     namespace = f"evonorm_{program.structural_hash()}"

@@ -1,5 +1,6 @@
 """The text an exported file is made of besides its forward pass: the carried modules' own
-source (``eager.py``, ``launch.py``), their imports gathered once, and docstring-safe text."""
+source (``eager.py``, ``launch.py``, ``customop.py``), their imports gathered once, and
+docstring-safe text."""
 
 from __future__ import annotations
 
