@@ -41,7 +41,7 @@ from pathlib import Path
 import study  # benchmarks/: the script's own folder
 
 # The measurements are kept in the repository: they took hours, and the space file's
-# thresholds and the README's figures come from them.
+# thresholds and the figures of docs/benchmarks.md come from them.
 OUT = Path(__file__).resolve().parent / "data" / "learning_signal"
 SPACE = "evonorm_b"
 SEED = 20261202

@@ -26,7 +26,7 @@ diverged, failed) and by stage (compile, signal, quality check, full training, o
 the rest), then the mean and spread over the repeats and the ratio of the configurations.
 ``--data-dir`` (default ``../shared/data/cifar-10-batches-py``) holds CIFAR-10.
 
-``profile`` runs the README's main job (evonorm_b on the digits, the zoo as the initial
+``profile`` runs the docs' main job (evonorm_b on the digits, the zoo as the initial
 population, kernels verified) and prints its funnel (the share of screened candidates stopped
 at each stage, compile included; the FEC hit rate) and where the time went: the share of
 worker time (workers x wall time) spent training, in the compile stage, and on neither
@@ -68,7 +68,7 @@ def compare_settings(strategy: str, seed: int, args: argparse.Namespace) -> Sear
 
 
 def profile_settings(args: argparse.Namespace) -> SearchSettings:
-    """The README's main job."""
+    """The docs' main job (README.md, docs/index.md)."""
     return SearchSettings(
         name=f"main-b{args.budget}",
         space="evonorm_b",
