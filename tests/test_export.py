@@ -537,3 +537,24 @@ def test_torch_compile_and_export_agree_with_eager(tmp_path):
 @pytest.mark.slow
 def test_inductor_compiles_an_exported_layer(tmp_path):
     _compile_and_export(tmp_path, "inductor", False, [baselines.get("evonorm_b0")])
+
+
+def test_state_dicts_of_exports_before_the_eager_runtime_load_and_compute_the_same():
+    """Every zoo layer exported by 7c30a62 (before the eager runtime and the export rewrite),
+    trained three steps: its state dict loads strictly into today's export and into
+    GraphNormAct, and both give its eval-mode output (``tests/data/export_state_dicts.py``
+    wrote the file)."""
+    stored = torch.load(Path(__file__).parent / "data" / "export_state_dicts.pt", weights_only=True)
+    assert stored["commit"] == "7c30a62" and len(stored["cases"]) >= 10
+    for name, case in stored["cases"].items():
+        namespace: dict = {"__name__": f"exported_{name}"}
+        exec(compile(export_source(baselines.get(name), "Exported"), name, "exec"), namespace)
+        channels, groups = case["eval_x"].shape[1], case["groups"]
+        for layer in (
+            namespace["Exported"](channels, groups=groups, momentum=0.2),
+            GraphNormAct(baselines.get(name), channels, groups=groups, momentum=0.2),
+        ):
+            layer.load_state_dict(case["state"], strict=True)
+            with torch.no_grad():
+                y = layer.eval()(case["eval_x"])
+            torch.testing.assert_close(y, case["eval_y"], rtol=0, atol=1e-6, msg=name)
