@@ -87,6 +87,16 @@ def row_channels(axis: str, c: int, groups: int) -> int:
     return {"instance": 1, "group": c // groups, "layer": c}[axis]
 
 
+def block_rows(values: Tensor, axis: str, groups: int) -> Tensor:
+    """Per-block partial values (N, C, T) (the kernels' reduction blocks: T per sample and
+    channel) arranged as (statistics of ``axis``, the blocks of each)."""
+    n, c, t = values.shape
+    if axis == "batch":
+        return values.transpose(0, 1).reshape(c, n * t)
+    per = row_channels(axis, c, groups)
+    return values.reshape(n * c // per, per * t)
+
+
 # -- moments -----------------------------------------------------------------------------
 
 

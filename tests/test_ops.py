@@ -111,6 +111,18 @@ def test_every_axis_kind_has_every_form(axis):
     # the spatial axes; a tile's values are per channel exactly where the result is
     assert kind.per_position == kind.shape[2]
     assert kind.tile_per_channel == (kind.tile_row is not None and kind.shape[1] == "full")
+    if not kind.per_position:
+        # The launcher merges blocks of partial results (N, C, T) per row: eager.block_rows
+        # puts each block in the row that the kernels' form of the axis gives it.
+        n, c, s, t = 4, 6, 5, 7
+        off = ((torch.arange(n).view(n, 1, 1) * c + torch.arange(c).view(1, c, 1)) * s).expand(
+            n, c, t
+        )
+        rows = eval(kind.row, {"off": off, "N": n, "C": c, "S": s, "CG": c // 2})
+        blocks = eager.block_rows(rows, axis, 2)
+        count = eager.statistic_rows(axis, n, c, s, 2)
+        assert blocks.shape[0] == count
+        assert torch.equal(blocks, torch.arange(count).view(-1, 1).expand_as(blocks))
 
 
 @pytest.mark.parametrize("moment", sorted(MOMENTS))

@@ -119,8 +119,8 @@ def test_the_catalog_names_what_the_builders_build():
     assert all(tuple(PRESETS[a]) == catalog.PRESETS for a in ARCHITECTURES)
     assert set(catalog.TRANSFER_NETWORK_TENSORS) == set(TRANSFER_NETWORKS)
     tensors = {**catalog.PROXY_ARCHITECTURES, **catalog.TRANSFER_NETWORK_TENSORS}
-    for name, tensor in tensors.items():  # a token network is the one that takes (N, C, L)
-        assert (name.startswith("vit") and tensor == "sequence") or tensor == "image", name
+    for name, tensor in tensors.items():  # the transformers take tokens, (N, C, L)
+        assert tensor == ("sequence" if name.startswith("vit") else "image"), name
     for networks in catalog.DEFAULT_TRANSFER_NETWORKS.values():
         assert set(networks) <= set(TRANSFER_NETWORKS)
     with pytest.raises(Exception, match=", ".join(catalog.DATASETS)):

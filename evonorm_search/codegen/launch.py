@@ -36,7 +36,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from evonorm_search.eager import moment_of, row_channels, statistic_rows, update_running
+from evonorm_search.eager import (
+    block_rows,
+    moment_of,
+    row_channels,
+    statistic_rows,
+    update_running,
+)
 
 MAX_BLOCK = 1024
 # The element-wise backward pass reduces per-channel gradients over N*S elements: with few
@@ -142,15 +148,6 @@ def on_chip_tile(
     if cblock * sblock > limit:
         return None
     return Tile(channels, cblock, sblock, min(16, max(4, cblock * sblock // 512)))
-
-
-def _block_rows(values: Tensor, axis: str, groups: int) -> Tensor:
-    """Per-block values (N, C, T) arranged as (statistics of ``axis``, blocks of each)."""
-    n, c, t = values.shape
-    if axis == "batch":
-        return values.transpose(0, 1).reshape(c, n * t)
-    per = row_channels(axis, c, groups)
-    return values.reshape(n * c // per, per * t)
 
 
 def _merge(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor]:
@@ -278,7 +275,7 @@ def forward(
             if stat["per_position"]:
                 continue  # stored by the kernel
             blocks = partials[inputs.index(stat["input"])]
-            mean, var = _merge(*(_block_rows(blocks[q], stat["axis"], groups) for q in range(3)))
+            mean, var = _merge(*(block_rows(blocks[q], stat["axis"], groups) for q in range(3)))
             moments[k].copy_(moment_of(stat["moment"], mean, var))
             means[k].copy_(mean)
     if training:
@@ -388,7 +385,7 @@ def backward(
         )
         for position, k in enumerate(blocked):  # channel adjoints: stored by the kernel
             axis = statistics[k]["axis"]
-            adjoints[k].copy_(_block_rows(partials[position], axis, groups).sum(1))
+            adjoints[k].copy_(block_rows(partials[position], axis, groups).sum(1))
     launch = channel_launch(n, c, s)
     partials = torch.empty(4 * c * launch.split, dtype=compute, device=x.device)
     getattr(module, f"backward_{mode}")[(c, launch.split)](
